@@ -1,0 +1,182 @@
+/**
+ * Streams an object body into a temp file: hashes it (sha256), checksums each block (crc32),
+ * and leaves every all-zero 4 KiB page unwritten so that holes stay holes on disk.
+ *
+ * The body starts at a page-aligned file offset, so a zero page of the body is a whole filesystem
+ * block that is never allocated. Writes of consecutive non-zero pages are merged into one pwrite;
+ * up to `inflightWritesMax` writes run in the thread pool while the next chunk is hashed.
+ * Yielded input buffers must not be reused by the producer (Node streams and libp2p never do).
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { crc32 } from 'node:zlib';
+import { assert } from '../common/errors.ts';
+import type { FileHandleLike } from '../common/fs.ts';
+import { PAGE_BYTES } from './format.ts';
+
+const ZERO_PAGE = Buffer.alloc(PAGE_BYTES);
+const inflightWritesMax = 4;
+/** Largest single pwrite; longer runs are split. */
+const writeBytesMax = 4 * 1024 * 1024;
+/**
+ * Start writing dirty pages back (fdatasync in the thread pool) after this many bytes, so the disk
+ * works while the next pieces are hashed and the final fsync has little left to do.
+ */
+const writebackBytes = 16 * 1024 * 1024;
+
+export class SparseBodyWriter {
+  readonly #handle: FileHandleLike;
+  readonly #bodyOffset: number;
+  readonly #blockBytes: number;
+  readonly #hash: Hash = createHash('sha256');
+  readonly #crcs: number[] = [];
+  #blockCrc = 0;
+  #blockFill = 0;
+  /** Logical bytes received so far. */
+  #received = 0;
+  /** A partial page (< PAGE_BYTES) waiting for more data; starts at a page boundary. */
+  #carry: Buffer = Buffer.alloc(PAGE_BYTES);
+  #carryLength = 0;
+  readonly #inflight = new Set<Promise<void>>();
+  #failure: unknown;
+  #bytesWritten = 0;
+  #bytesSinceWriteback = 0;
+
+  constructor(options: { handle: FileHandleLike; bodyOffset: number; blockBytes: number }) {
+    assert(options.bodyOffset % PAGE_BYTES === 0, 'body offset must be page-aligned');
+    assert(options.blockBytes % PAGE_BYTES === 0, 'block size must be a multiple of the page size');
+    this.#handle = options.handle;
+    this.#bodyOffset = options.bodyOffset;
+    this.#blockBytes = options.blockBytes;
+  }
+
+  get received(): number {
+    return this.#received;
+  }
+
+  /** Bytes actually written to disk (holes excluded). */
+  get bytesWritten(): number {
+    return this.#bytesWritten;
+  }
+
+  async push(input: Uint8Array): Promise<void> {
+    if (this.#failure !== undefined) throw this.#failure;
+    if (input.length === 0) return;
+    const chunk = Buffer.isBuffer(input)
+      ? input
+      : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
+    this.#hash.update(chunk);
+    this.#checksum(chunk);
+    let rest = chunk;
+    const start = this.#received;
+    this.#received += chunk.length;
+    if (this.#carryLength > 0) {
+      const take = Math.min(PAGE_BYTES - this.#carryLength, rest.length);
+      rest.copy(this.#carry, this.#carryLength, 0, take);
+      this.#carryLength += take;
+      rest = rest.subarray(take);
+      if (this.#carryLength === PAGE_BYTES) {
+        const page = this.#carry;
+        this.#carry = Buffer.alloc(PAGE_BYTES);
+        this.#carryLength = 0;
+        if (!page.equals(ZERO_PAGE)) await this.#write(page, start + take - PAGE_BYTES);
+      }
+    }
+    const restStart = start + (chunk.length - rest.length);
+    assert(rest.length === 0 || restStart % PAGE_BYTES === 0, 'page alignment lost');
+    const fullPages = Math.floor(rest.length / PAGE_BYTES);
+    let runStart = -1;
+    for (let page = 0; page <= fullPages; page++) {
+      const isData =
+        page < fullPages && !rest.subarray(page * PAGE_BYTES, (page + 1) * PAGE_BYTES).equals(ZERO_PAGE);
+      if (isData && runStart < 0) runStart = page;
+      const runEnds = runStart >= 0 && (!isData || (page - runStart) * PAGE_BYTES >= writeBytesMax);
+      if (runEnds) {
+        await this.#write(
+          rest.subarray(runStart * PAGE_BYTES, page * PAGE_BYTES),
+          restStart + runStart * PAGE_BYTES,
+        );
+        runStart = isData ? page : -1;
+      }
+    }
+    const tail = rest.subarray(fullPages * PAGE_BYTES);
+    if (tail.length > 0) {
+      tail.copy(this.#carry, 0);
+      this.#carryLength = tail.length;
+    }
+  }
+
+  /** Flush the last partial page and wait for every write. Returns the sha256 and block checksums. */
+  async finish(): Promise<{ hash: Uint8Array; crcs: number[]; size: number }> {
+    if (this.#carryLength > 0) {
+      const tail = this.#carry.subarray(0, this.#carryLength);
+      if (!tail.equals(ZERO_PAGE.subarray(0, this.#carryLength))) {
+        await this.#write(tail, this.#received - this.#carryLength);
+      }
+      this.#carryLength = 0;
+    }
+    await this.drain();
+    if (this.#blockFill > 0) {
+      this.#crcs.push(this.#blockCrc);
+      this.#blockFill = 0;
+    }
+    return { hash: new Uint8Array(this.#hash.digest()), crcs: this.#crcs, size: this.#received };
+  }
+
+  /** Wait for all writes in flight; rethrows the first write failure. */
+  async drain(): Promise<void> {
+    while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
+    if (this.#failure !== undefined) throw this.#failure;
+  }
+
+  #checksum(chunk: Buffer): void {
+    let position = 0;
+    while (position < chunk.length) {
+      const take = Math.min(this.#blockBytes - this.#blockFill, chunk.length - position);
+      this.#blockCrc = crc32(chunk.subarray(position, position + take), this.#blockCrc);
+      this.#blockFill += take;
+      position += take;
+      if (this.#blockFill === this.#blockBytes) {
+        this.#crcs.push(this.#blockCrc);
+        this.#blockCrc = 0;
+        this.#blockFill = 0;
+      }
+    }
+  }
+
+  async #write(data: Buffer, logicalOffset: number): Promise<void> {
+    while (this.#inflight.size >= inflightWritesMax) await Promise.race(this.#inflight);
+    if (this.#failure !== undefined) throw this.#failure;
+    const task = this.#writeFully(data, this.#bodyOffset + logicalOffset).then(
+      () => {
+        this.#bytesWritten += data.length;
+        this.#bytesSinceWriteback += data.length;
+        if (this.#bytesSinceWriteback >= writebackBytes) {
+          this.#bytesSinceWriteback = 0;
+          this.#track(this.#handle.sync());
+        }
+      },
+      (error: unknown) => {
+        this.#failure ??= error;
+      },
+    );
+    this.#track(task);
+  }
+
+  #track(task: Promise<void>): void {
+    const tracked = task
+      .catch((error: unknown) => {
+        this.#failure ??= error;
+      })
+      .finally(() => this.#inflight.delete(tracked));
+    this.#inflight.add(tracked);
+  }
+
+  async #writeFully(data: Buffer, position: number): Promise<void> {
+    let done = 0;
+    while (done < data.length) {
+      const written = await this.#handle.write(data, done, data.length - done, position + done);
+      assert(written > 0, 'write made no progress');
+      done += written;
+    }
+  }
+}

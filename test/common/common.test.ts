@@ -1,0 +1,71 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ManualClock } from '../../node/common/clock.ts';
+import {
+  BackendFullError,
+  CorruptObjectError,
+  Errno,
+  errnoOf,
+  assert as invariant,
+  NotFoundError,
+  PermissionDeniedError,
+} from '../../node/common/errors.ts';
+import { KeyedMutex } from '../../node/common/mutex.ts';
+import { codec } from '../../proto/index.ts';
+
+test('errors carry stable codes and map to errno through one table', () => {
+  assert.equal(new NotFoundError('x').code, 'NOT_FOUND');
+  assert.equal(errnoOf(new NotFoundError('x')), Errno.ENOENT);
+  assert.equal(errnoOf(new BackendFullError('x')), Errno.ENOSPC);
+  assert.equal(errnoOf(new CorruptObjectError('x')), Errno.EIO);
+  assert.equal(errnoOf(new PermissionDeniedError('x')), Errno.EACCES);
+  assert.equal(errnoOf(Object.assign(new Error('x'), { code: 'ENOTEMPTY' })), Errno.ENOTEMPTY);
+  assert.equal(errnoOf(new Error('unknown')), Errno.EIO);
+  assert.throws(() => invariant(false, 'broken'), { name: 'AssertionError' });
+});
+
+test('protobuf codecs: 64-bit as numbers, enums as names, malformed input is a DecodeError', () => {
+  const header = codec<{ mtimeMs: number; mainType: string; bodySize: number }>('zhsm.object.ObjectHeader');
+  const bytes = header.encode({ mtimeMs: 1_764_300_000_123, mainType: 'DATA', bodySize: 2 ** 45 });
+  const decoded = header.decode(bytes);
+  assert.equal(decoded.mtimeMs, 1_764_300_000_123);
+  assert.equal(decoded.bodySize, 2 ** 45);
+  assert.equal(decoded.mainType, 'DATA');
+  assert.throws(() => header.decode(new Uint8Array([0x0a, 0xff, 0xff, 0xff])), { code: 'DECODE_ERROR' });
+  assert.throws(() => codec('zhsm.nothing.Here'));
+});
+
+test('ManualClock fires timers in order, only when advanced', () => {
+  const clock = new ManualClock(1000);
+  const fired: string[] = [];
+  clock.setTimer(50, () => fired.push('b'));
+  clock.setTimer(10, () => fired.push('a'));
+  const cancelled = clock.setTimer(20, () => fired.push('never'));
+  cancelled.cancel();
+  clock.advance(30);
+  assert.deepEqual(fired, ['a']);
+  clock.advance(100);
+  assert.deepEqual(fired, ['a', 'b']);
+  assert.equal(clock.nowMs(), 1130);
+});
+
+test('KeyedMutex serializes per key, not across keys', async () => {
+  const mutex = new KeyedMutex();
+  const order: string[] = [];
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  await Promise.all([
+    mutex.run('a', async () => {
+      order.push('a1 start');
+      await sleep(20);
+      order.push('a1 end');
+    }),
+    mutex.run('a', async () => {
+      order.push('a2');
+    }),
+    mutex.run('b', async () => {
+      order.push('b');
+    }),
+  ]);
+  assert.deepEqual(order, ['a1 start', 'b', 'a1 end', 'a2']);
+  assert.equal(mutex.size, 0);
+});
