@@ -163,6 +163,21 @@ async function* bodyChunks(body: Body): AsyncIterable<Uint8Array> {
   yield* body;
 }
 
+/**
+ * Make directories that mkdirp created durable: fsync the parent of each, from the deepest
+ * (`directory`) up to the first one created (`created`).
+ */
+async function syncCreatedDirectories(
+  fs: FileSystem,
+  directory: string,
+  created: string | undefined,
+): Promise<void> {
+  if (created === undefined) return;
+  for (let path = directory; path.length >= created.length; path = join(path, '..')) {
+    await fs.syncDirectory(join(path, '..'));
+  }
+}
+
 async function readFully(handle: FileHandleLike, length: number, position: number): Promise<Buffer> {
   const buffer = Buffer.allocUnsafe(length);
   let done = 0;
@@ -216,7 +231,7 @@ export class Backend {
   static async create(root: string, options: BackendOptions): Promise<Backend> {
     const fs = options.fs ?? nodeFileSystem;
     if (options.cell.length === 0) throw new InvalidArgumentError('a backend needs a cell name');
-    await fs.mkdirp(root);
+    const createdRoot = await fs.mkdirp(root);
     const existing = await fs.readdir(root);
     if (existing.some((entry) => entry.name === IDENTITY_FILE)) {
       throw new AlreadyExistsError(`${root} is already a backend`, { root });
@@ -247,6 +262,7 @@ export class Backend {
     }
     await fs.rename(temp, join(root, IDENTITY_FILE));
     await fs.syncDirectory(root);
+    await syncCreatedDirectories(fs, root, createdRoot);
     return new Backend(root, identity, options);
   }
 
@@ -404,7 +420,7 @@ export class Backend {
       handle = undefined;
       const target = this.objectPath(header.id);
       const install = async () => {
-        await this.#syncNewDirectories(this.#objectDirectory(header.id), createdDirectory);
+        await syncCreatedDirectories(this.#fs, this.#objectDirectory(header.id), createdDirectory);
         await this.#fs.rename(tempPath, target);
         await this.#syncDirectory(this.#objectDirectory(header.id));
       };
@@ -793,14 +809,6 @@ export class Backend {
       this.#directoryHandles.set(path, handle);
     }
     await (await handle).sync();
-  }
-
-  /** fsync the parent of every directory mkdirp created (from `created` down to `directory`). */
-  async #syncNewDirectories(directory: string, created: string | undefined): Promise<void> {
-    if (created === undefined) return;
-    for (let path = directory; path.length >= created.length; path = join(path, '..')) {
-      await this.#fs.syncDirectory(join(path, '..'));
-    }
   }
 
   /** Free space for the early "is it full" check; statfs at most once a second unless close to full. */
