@@ -36,3 +36,14 @@ export async function collect(iterable: AsyncIterable<Uint8Array>): Promise<Buff
   for await (const part of iterable) parts.push(part);
   return Buffer.concat(parts);
 }
+
+/** A new backend in a fresh temporary directory, closed when the test ends. */
+export async function createTestBackend(
+  t: TestContext,
+  cell = 'test',
+): Promise<import('../node/store/backend.ts').Backend> {
+  const { Backend } = await import('../node/store/backend.ts');
+  const backend = await Backend.create(tempDirectory(t), { cell });
+  t.after(() => backend.close());
+  return backend;
+}

@@ -211,7 +211,10 @@ export class Backend {
   /** Open handles of object directories, for the fsync after a rename. */
   readonly #directoryHandles = new LRUCache<string, Promise<FileHandleLike>>({
     max: directoryHandlesMax,
-    dispose: (handle) => void handle.then((h) => h.close()).catch(() => {}),
+    dispose: (handle, _key, reason) => {
+      // close() closes the handles itself (and awaits them).
+      if (reason !== 'delete' || !this.#closed) void handle.then((h) => h.close()).catch(() => {});
+    },
   });
 
   private constructor(root: string, identity: BackendIdentity, options: BackendOptions) {
@@ -321,9 +324,12 @@ export class Backend {
     }
   }
 
+  /** Release cached directory handles; further calls fail with CLOSED. */
   async close(): Promise<void> {
     this.#closed = true;
+    const handles = [...this.#directoryHandles.values()];
     this.#directoryHandles.clear();
+    await Promise.allSettled(handles.map(async (handle) => (await handle).close()));
   }
 
   objectPath(id: ObjectId): string {

@@ -20,6 +20,7 @@ import { collect, patternBytes, tempDirectory } from '../helpers.ts';
 async function backendWithObjects(t: import('node:test').TestContext, count = 3) {
   const root = tempDirectory(t);
   const backend = await Backend.create(root, { cell: 'c' });
+  t.after(() => backend.close());
   const objects = [];
   for (let i = 0; i < count; i++) {
     const id = newObjectId();

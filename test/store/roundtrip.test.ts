@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { Backend } from '../../node/store/backend.ts';
 import { newObjectId } from '../../node/store/object-id.ts';
-import { collect, patternBytes, tempDirectory } from '../helpers.ts';
+import { collect, createTestBackend, patternBytes, tempDirectory } from '../helpers.ts';
 
 const MiB = 1024 * 1024;
 
@@ -45,7 +45,7 @@ async function* pieces(body: Buffer, pieceBytes: number): AsyncIterable<Uint8Arr
 }
 
 test('round trip: any body, any piece size, ranged reads, header fields', async (t) => {
-  const backend = await Backend.create(tempDirectory(t), { cell: 'test' });
+  const backend = await createTestBackend(t);
   await fc.assert(
     fc.asyncProperty(
       bodyArbitrary,
@@ -136,7 +136,7 @@ test('round trip: any body, any piece size, ranged reads, header fields', async 
 });
 
 test('sparse bodies stay sparse on disk (st_blocks)', async (t) => {
-  const backend = await Backend.create(tempDirectory(t), { cell: 'test' });
+  const backend = await createTestBackend(t);
   const body = Buffer.alloc(64 * MiB);
   patternBytes(10_000, 7).copy(body, 20 * MiB + 123);
   patternBytes(100, 8).copy(body, 64 * MiB - 100);
@@ -154,6 +154,7 @@ test('sparse bodies stay sparse on disk (st_blocks)', async (t) => {
 test('a stated hash or size that does not match is refused and leaves nothing behind', async (t) => {
   const root = tempDirectory(t);
   const backend = await Backend.create(root, { cell: 'test' });
+  t.after(() => backend.close());
   const id = newObjectId();
   const body = patternBytes(100_000, 1);
   await assert.rejects(backend.ingest({ id, contentHash: new Uint8Array(32) }, body), {
@@ -172,6 +173,7 @@ test('a stated hash or size that does not match is refused and leaves nothing be
 test('re-ingest replaces an object; refcount and header updates survive reopening', async (t) => {
   const root = tempDirectory(t);
   const backend = await Backend.create(root, { cell: 'test' });
+  t.after(() => backend.close());
   const id = newObjectId();
   await backend.ingest({ id, version: 1 }, patternBytes(5000, 1));
   await backend.ingest({ id, version: 2 }, patternBytes(7000, 2));
@@ -184,6 +186,7 @@ test('re-ingest replaces an object; refcount and header updates survive reopenin
     mtimeMs: 1_650_000_000_001,
   }));
   const reopened = await Backend.open(root, { cell: 'test' });
+  t.after(() => reopened.close());
   const head = await reopened.head(id);
   assert.equal(head.refcount, 3);
   assert.equal(head.flags.outdated, true);
@@ -202,7 +205,7 @@ test('re-ingest replaces an object; refcount and header updates survive reopenin
 });
 
 test('a header that outgrows its slot is rewritten atomically', async (t) => {
-  const backend = await Backend.create(tempDirectory(t), { cell: 'test' });
+  const backend = await createTestBackend(t);
   const id = newObjectId();
   const body = patternBytes(300_000, 3);
   await backend.ingest({ id }, body);
@@ -218,7 +221,7 @@ test('a header that outgrows its slot is rewritten atomically', async (t) => {
 });
 
 test('concurrent ingests and header updates of one object never tear it', async (t) => {
-  const backend = await Backend.create(tempDirectory(t), { cell: 'test' });
+  const backend = await createTestBackend(t);
   const id = newObjectId();
   await backend.ingest({ id, version: 0 }, patternBytes(1000, 0));
   const work: Promise<unknown>[] = [];
