@@ -19,7 +19,11 @@ export interface Entry {
   readonly term: number;
   readonly index: number;
   readonly type: EntryType;
-  /** normal: the application command; config: an encoded ConfigChange; noop: empty. */
+  /**
+   * normal: the application command; config: a ConfigRecord (the change and the resulting
+   * membership, see consensus/membership.ts encodeConfigRecord); noop: empty.
+   * Entries are immutable values and may be shared between nodes in one process.
+   */
   readonly data: Uint8Array;
 }
 
@@ -66,7 +70,10 @@ export type Message =
       readonly lastLogTerm: number;
       /** Pre-vote round: the term is the one the candidate would use; nobody changes state. */
       readonly preVote: boolean;
-      /** Sent after TimeoutNow: voters ignore their leader lease. */
+      /**
+       * Sent after TimeoutNow (the target's pre-vote round and its election): voters ignore their
+       * leader lease.
+       */
       readonly transfer: boolean;
     })
   | (MessageBase & {
