@@ -1,0 +1,210 @@
+/**
+ * TypeScript shapes of proto/metadata.proto records and their codecs.
+ * Decoded messages carry every field (protobufjs `defaults: true`); optional fields only when set.
+ */
+import { codec } from '../../proto/index.ts';
+
+export type NodeType =
+  | 'NODE_TYPE_UNSPECIFIED'
+  | 'FILE'
+  | 'DIRECTORY'
+  | 'SYMLINK'
+  | 'CHAR_DEVICE'
+  | 'BLOCK_DEVICE'
+  | 'FIFO'
+  | 'SOCKET';
+export type PowerState =
+  | 'POWER_STATE_UNSPECIFIED'
+  | 'ON'
+  | 'WAKING'
+  | 'SLEEPING'
+  | 'GOING_DOWN'
+  | 'FAILED_TO_START'
+  | 'FAILED_TO_STOP';
+export type TokenMode = 'TOKEN_MODE_UNSPECIFIED' | 'READ' | 'WRITE' | 'READ_WRITE' | 'APPEND';
+export type ResultCode =
+  | 'OK'
+  | 'NOT_FOUND'
+  | 'ALREADY_EXISTS'
+  | 'NOT_A_DIRECTORY'
+  | 'IS_A_DIRECTORY'
+  | 'NOT_EMPTY'
+  | 'INVALID_ARGUMENT'
+  | 'PERMISSION_DENIED'
+  | 'NO_DATA'
+  | 'STALE'
+  | 'NAME_TOO_LONG';
+
+export interface Xattr {
+  name: string;
+  value: Uint8Array;
+}
+
+export interface Chunk {
+  id: Uint8Array;
+  offset: number;
+  size: number;
+  hash: Uint8Array;
+}
+
+export interface Inode {
+  id: Uint8Array;
+  type: NodeType;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  atimeMs: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  nlink: number;
+  rdev: number;
+  symlinkTarget: Uint8Array;
+  xattrs: Xattr[];
+  inlineData: Uint8Array;
+  chunks: Chunk[];
+  version: number;
+  latestAcceptedMtimeMs: number;
+  skipCount: number;
+  parent: Uint8Array;
+  name: string;
+  entries: number;
+}
+
+export interface ServerRecord {
+  uuid: Uint8Array;
+  peerId: string;
+  name: string;
+  addresses: string[];
+  power: PowerState;
+  registeredMs: number;
+  lastSeenMs: number;
+  online: boolean;
+}
+
+export interface BackendRecord {
+  uuid: Uint8Array;
+  serverUuid: Uint8Array;
+  path: string;
+  capacityBytes: number;
+  freeBytes: number;
+  tags: string[];
+  updatedMs: number;
+}
+
+export interface Location {
+  outdated: boolean;
+  current: boolean;
+  target: boolean;
+  mtimeMs: number;
+}
+
+export interface OpenToken {
+  id: Uint8Array;
+  object: Uint8Array;
+  mode: TokenMode;
+  holder: string;
+  expiresMs: number;
+  openedMs: number;
+}
+
+export interface JoinToken {
+  id: Uint8Array;
+  secretHash: Uint8Array;
+  expiresMs: number;
+  revoked: boolean;
+  createdMs: number;
+}
+
+export interface Member {
+  peerId: string;
+  controllerId: number;
+  joinedMs: number;
+  joinToken: Uint8Array;
+}
+
+export interface Attributes {
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  size?: number;
+  atimeMs?: number;
+  mtimeMs?: number;
+}
+
+export interface InitCell {
+  cell: string;
+  rootId: Uint8Array;
+  uid: number;
+  gid: number;
+  mode: number;
+  lostFoundId: Uint8Array;
+}
+
+/** A command; exactly one operation field is set. */
+export interface Command {
+  timeMs: number;
+  create?: {
+    parent: Uint8Array;
+    name: string;
+    id: Uint8Array;
+    type: NodeType;
+    mode: number;
+    uid: number;
+    gid: number;
+    rdev?: number;
+    symlinkTarget?: Uint8Array;
+  };
+  link?: { id: Uint8Array; parent: Uint8Array; name: string };
+  unlink?: { parent: Uint8Array; name: string; directory: boolean };
+  rename?: { parent: Uint8Array; name: string; newParent: Uint8Array; newName: string; noReplace?: boolean };
+  setAttributes?: { id: Uint8Array; attributes: Attributes };
+  setXattr?: { id: Uint8Array; name: string; value: Uint8Array; createOnly?: boolean; replaceOnly?: boolean };
+  removeXattr?: { id: Uint8Array; name: string };
+  commitWrite?: {
+    id: Uint8Array;
+    size: number;
+    chunks: Chunk[];
+    inlineData?: Uint8Array;
+    mtimeMs: number;
+    expectedVersion?: number;
+    checkVersion?: boolean;
+    storedOn?: Uint8Array[];
+  };
+  setLocation?: { object: Uint8Array; backend: Uint8Array; location?: Location; remove?: boolean };
+  registerServer?: { server: ServerRecord };
+  registerBackends?: { serverUuid: Uint8Array; backends: BackendRecord[] };
+  deregisterServer?: { serverUuid: Uint8Array };
+  open?: { token: OpenToken; truncate?: boolean };
+  renew?: { id: Uint8Array; expiresMs: number };
+  release?: { id: Uint8Array };
+  expireTokens?: { nowMs: number };
+  createJoinToken?: { token: JoinToken };
+  revokeJoinToken?: { id: Uint8Array };
+  admitMember?: { peerId: string; tokenId: Uint8Array; secretHash: Uint8Array; controller: boolean };
+  initCell?: InitCell;
+}
+
+export interface Result {
+  code: ResultCode;
+  message: string;
+  inode?: Inode;
+  token?: OpenToken;
+  member?: Member;
+  releasedObjects: Uint8Array[];
+}
+
+export const inodeCodec = codec<Inode>('zhsm.metadata.Inode');
+export const serverCodec = codec<ServerRecord>('zhsm.metadata.ServerRecord');
+export const backendCodec = codec<BackendRecord>('zhsm.metadata.BackendRecord');
+export const locationCodec = codec<Location>('zhsm.metadata.Location');
+export const openTokenCodec = codec<OpenToken>('zhsm.metadata.OpenToken');
+export const joinTokenCodec = codec<JoinToken>('zhsm.metadata.JoinToken');
+export const memberCodec = codec<Member>('zhsm.metadata.Member');
+export const initCellCodec = codec<InitCell>('zhsm.metadata.InitCell');
+export const commandCodec = codec<Command>('zhsm.metadata.Command');
+export const resultCodec = codec<Result>('zhsm.metadata.Result');
+export const snapshotCodec = codec<{
+  appliedIndex: number;
+  entries: Array<{ key: string; value: Uint8Array }>;
+}>('zhsm.metadata.StateSnapshot');

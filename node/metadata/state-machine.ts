@@ -1,0 +1,939 @@
+/**
+ * The metadata state machine of a cell: applies committed commands (entries of the consensus log)
+ * to an ordered key-value store, deterministically — every value that could differ between
+ * controllers (ids, times) is carried in the command. Every controller applies the same log and
+ * ends with byte-identical state (checked by tests and, later, by the simulator).
+ *
+ * Key layout (strings, UTF-8 order):
+ * ```
+ * meta:cell                   InitCell (cell name, root and lost+found ids)
+ * meta:applied                last applied log index (decimal)
+ * meta:controllers            next controller id (decimal)
+ * i:<id>                      Inode
+ * d:<parent id>:<name>        child id (16 bytes)
+ * l:<object id>:<backend id>  Location (outdated / current / target)
+ * s:<server uuid>             ServerRecord
+ * b:<backend uuid>            BackendRecord
+ * t:<token id>                OpenToken
+ * o:<object id>:<token id>    (empty) open tokens per object
+ * orphan:<object id>          (empty) unlinked while open: deleted at the last release
+ * j:<join token id>           JoinToken
+ * m:<peer id>                 Member
+ * ```
+ * Ids are 32 lowercase hex digits.
+ */
+import { assert } from '../common/errors.ts';
+import type { KvOperation, KvStore } from './kv.ts';
+import {
+  type BackendRecord,
+  backendCodec,
+  type Chunk,
+  type Command,
+  commandCodec,
+  type InitCell,
+  type Inode,
+  initCellCodec,
+  inodeCodec,
+  type JoinToken,
+  joinTokenCodec,
+  type Location,
+  locationCodec,
+  type Member,
+  memberCodec,
+  type OpenToken,
+  openTokenCodec,
+  type Result,
+  type ResultCode,
+  type ServerRecord,
+  serverCodec,
+  snapshotCodec,
+} from './records.ts';
+
+export const NAME_BYTES_MAX = 255;
+/** Largest file content kept inline in the inode. */
+export const INLINE_BYTES_MAX = 64 * 1024;
+/** Entries returned by one readdir page at most. */
+export const READDIR_PAGE_MAX = 4096;
+/** Copies of one object the cell tracks at most (one per S+B). */
+export const LOCATIONS_PER_OBJECT_MAX = 4096;
+
+const hex = (id: Uint8Array): string => Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('hex');
+const fromHex = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'hex'));
+const EMPTY = new Uint8Array(0);
+const encoder = new TextEncoder();
+
+export const keys = {
+  cell: 'meta:cell',
+  applied: 'meta:applied',
+  controllers: 'meta:controllers',
+  inode: (id: Uint8Array) => `i:${hex(id)}`,
+  entry: (parent: Uint8Array, name: string) => `d:${hex(parent)}:${name}`,
+  entries: (parent: Uint8Array) => `d:${hex(parent)}:`,
+  location: (object: Uint8Array, backend: Uint8Array) => `l:${hex(object)}:${hex(backend)}`,
+  locations: (object: Uint8Array) => `l:${hex(object)}:`,
+  server: (uuid: Uint8Array) => `s:${hex(uuid)}`,
+  backend: (uuid: Uint8Array) => `b:${hex(uuid)}`,
+  token: (id: Uint8Array) => `t:${hex(id)}`,
+  objectToken: (object: Uint8Array, token: Uint8Array) => `o:${hex(object)}:${hex(token)}`,
+  objectTokens: (object: Uint8Array) => `o:${hex(object)}:`,
+  orphan: (object: Uint8Array) => `orphan:${hex(object)}`,
+  joinToken: (id: Uint8Array) => `j:${hex(id)}`,
+  member: (peerId: string) => `m:${peerId}`,
+};
+
+/** The end of a prefix range: every key starting with `prefix` is < rangeEnd(prefix). */
+function rangeEnd(prefix: string): string {
+  return `${prefix}\uffff`;
+}
+
+class Failure extends Error {
+  readonly code: ResultCode;
+  constructor(code: ResultCode, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+function fail(code: ResultCode, message: string): never {
+  throw new Failure(code, message);
+}
+
+function checkName(name: string): void {
+  if (name.length === 0 || name === '.' || name === '..')
+    fail('INVALID_ARGUMENT', `invalid name ${JSON.stringify(name)}`);
+  if (name.includes('/') || name.includes('\0'))
+    fail('INVALID_ARGUMENT', `name contains '/' or NUL: ${JSON.stringify(name)}`);
+  if (encoder.encode(name).length > NAME_BYTES_MAX)
+    fail('NAME_TOO_LONG', `name longer than ${NAME_BYTES_MAX} bytes`);
+}
+
+function checkId(id: Uint8Array | undefined, what: string): Uint8Array {
+  if (id === undefined || id.length !== 16) fail('INVALID_ARGUMENT', `${what} must be a 16-byte id`);
+  return id;
+}
+
+function sameId(a: Uint8Array, b: Uint8Array): boolean {
+  return Buffer.compare(a, b) === 0;
+}
+
+interface Reader {
+  get(key: string): Promise<Uint8Array | undefined>;
+  keysWithPrefix(prefix: string, limit: number): Promise<string[]>;
+}
+
+function compareUtf8(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
+/** The committed store as a Reader. */
+class StoreReader implements Reader {
+  readonly #kv: KvStore;
+  constructor(kv: KvStore) {
+    this.#kv = kv;
+  }
+  get(key: string): Promise<Uint8Array | undefined> {
+    return this.#kv.get(key);
+  }
+  async keysWithPrefix(prefix: string, limit: number): Promise<string[]> {
+    const found: string[] = [];
+    for await (const [key] of this.#kv.range({ gte: prefix, lt: rangeEnd(prefix), limit })) found.push(key);
+    return found;
+  }
+}
+
+/**
+ * Pending writes layered over a Reader: the batch of commands over the store, and each command
+ * over the batch, so that a failing command leaves no partial writes (its layer is dropped).
+ */
+class Transaction implements Reader {
+  readonly #base: Reader;
+  readonly #pending = new Map<string, Uint8Array | null>();
+
+  constructor(base: Reader) {
+    this.#base = base;
+  }
+
+  async get(key: string): Promise<Uint8Array | undefined> {
+    const pending = this.#pending.get(key);
+    if (pending !== undefined) return pending ?? undefined;
+    return this.#base.get(key);
+  }
+
+  put(key: string, value: Uint8Array): void {
+    this.#pending.set(key, value);
+  }
+
+  del(key: string): void {
+    this.#pending.set(key, null);
+  }
+
+  /** Keys with `prefix` (the base merged with pending writes), in key order, up to `limit`. */
+  async keysWithPrefix(prefix: string, limit: number): Promise<string[]> {
+    const found = new Set(await this.#base.keysWithPrefix(prefix, limit + this.#pending.size));
+    for (const [key, value] of this.#pending) {
+      if (!key.startsWith(prefix)) continue;
+      if (value === null) found.delete(key);
+      else found.add(key);
+    }
+    return [...found].sort(compareUtf8).slice(0, limit);
+  }
+
+  /** Move this layer's writes into `parent`. */
+  commitInto(parent: Transaction): void {
+    for (const [key, value] of this.#pending) {
+      if (value === null) parent.del(key);
+      else parent.put(key, value);
+    }
+  }
+
+  operations(): KvOperation[] {
+    return [...this.#pending].map(([key, value]) =>
+      value === null ? { type: 'del', key } : { type: 'put', key, value },
+    );
+  }
+}
+
+export interface ReaddirEntry {
+  readonly name: string;
+  readonly id: Uint8Array;
+}
+
+export class MetadataStateMachine {
+  readonly #kv: KvStore;
+  #appliedIndex = 0;
+
+  private constructor(kv: KvStore, appliedIndex: number) {
+    this.#kv = kv;
+    this.#appliedIndex = appliedIndex;
+  }
+
+  static async open(kv: KvStore): Promise<MetadataStateMachine> {
+    const applied = await kv.get(keys.applied);
+    return new MetadataStateMachine(
+      kv,
+      applied === undefined ? 0 : Number(Buffer.from(applied).toString('utf8')),
+    );
+  }
+
+  get appliedIndex(): number {
+    return this.#appliedIndex;
+  }
+
+  /**
+   * Apply committed entries (in log order, contiguous after appliedIndex) in one atomic batch.
+   * Entries whose data is empty (no-ops, config changes) only advance the applied index.
+   * Returns one Result per entry.
+   */
+  async apply(
+    entries: ReadonlyArray<{ index: number; data: Uint8Array }>,
+    options: { sync?: boolean } = {},
+  ): Promise<Result[]> {
+    const results: Result[] = [];
+    if (entries.length === 0) return results;
+    const transaction = new Transaction(new StoreReader(this.#kv));
+    let index = this.#appliedIndex;
+    for (const entry of entries) {
+      assert(entry.index === index + 1, `apply out of order: ${entry.index} after ${index}`);
+      index = entry.index;
+      if (entry.data.length === 0) {
+        results.push({ code: 'OK', message: '', releasedObjects: [] });
+        continue;
+      }
+      let command: Command;
+      try {
+        command = commandCodec.decode(entry.data);
+      } catch (error) {
+        results.push({ code: 'INVALID_ARGUMENT', message: (error as Error).message, releasedObjects: [] });
+        continue;
+      }
+      results.push(await this.#applyOne(transaction, command));
+    }
+    transaction.put(keys.applied, encoder.encode(String(index)));
+    await this.#kv.write(transaction.operations(), { sync: options.sync ?? false });
+    this.#appliedIndex = index;
+    return results;
+  }
+
+  async #applyOne(batch: Transaction, command: Command): Promise<Result> {
+    const tx = new Transaction(batch);
+    try {
+      const result = await this.#execute(tx, command);
+      tx.commitInto(batch);
+      return { code: 'OK', message: '', releasedObjects: [], ...result };
+    } catch (error) {
+      if (error instanceof Failure) return { code: error.code, message: error.message, releasedObjects: [] };
+      throw error;
+    }
+  }
+
+  async #execute(tx: Transaction, command: Command): Promise<Partial<Result>> {
+    const time = command.timeMs;
+    if (command.initCell !== undefined) return this.#initCell(tx, command.initCell, time);
+    if (command.create !== undefined) return this.#create(tx, command.create, time);
+    if (command.link !== undefined) return this.#link(tx, command.link, time);
+    if (command.unlink !== undefined) return this.#unlink(tx, command.unlink, time);
+    if (command.rename !== undefined) return this.#rename(tx, command.rename, time);
+    if (command.setAttributes !== undefined) return this.#setAttributes(tx, command.setAttributes, time);
+    if (command.setXattr !== undefined) return this.#setXattr(tx, command.setXattr, time);
+    if (command.removeXattr !== undefined) return this.#removeXattr(tx, command.removeXattr, time);
+    if (command.commitWrite !== undefined) return this.#commitWrite(tx, command.commitWrite, time);
+    if (command.setLocation !== undefined) return this.#setLocation(tx, command.setLocation);
+    if (command.registerServer !== undefined)
+      return this.#registerServer(tx, command.registerServer.server, time);
+    if (command.registerBackends !== undefined)
+      return this.#registerBackends(tx, command.registerBackends, time);
+    if (command.deregisterServer !== undefined)
+      return this.#deregisterServer(tx, command.deregisterServer.serverUuid);
+    if (command.open !== undefined) return this.#open(tx, command.open, time);
+    if (command.renew !== undefined) return this.#renew(tx, command.renew);
+    if (command.release !== undefined) return this.#release(tx, command.release.id);
+    if (command.expireTokens !== undefined) return this.#expireTokens(tx, command.expireTokens.nowMs);
+    if (command.createJoinToken !== undefined)
+      return this.#createJoinToken(tx, command.createJoinToken.token);
+    if (command.revokeJoinToken !== undefined) return this.#revokeJoinToken(tx, command.revokeJoinToken.id);
+    if (command.admitMember !== undefined) return this.#admitMember(tx, command.admitMember, time);
+    fail('INVALID_ARGUMENT', 'command has no operation');
+  }
+
+  // ---- records -------------------------------------------------------------------------------
+
+  async #inode(tx: Transaction, id: Uint8Array): Promise<Inode> {
+    const bytes = await tx.get(keys.inode(id));
+    if (bytes === undefined) fail('NOT_FOUND', `no inode ${hex(id)}`);
+    return inodeCodec.decode(bytes);
+  }
+
+  async #directory(tx: Transaction, id: Uint8Array): Promise<Inode> {
+    const inode = await this.#inode(tx, id);
+    if (inode.type !== 'DIRECTORY') fail('NOT_A_DIRECTORY', `${hex(id)} is not a directory`);
+    return inode;
+  }
+
+  async #child(tx: Transaction, parent: Uint8Array, name: string): Promise<Uint8Array | undefined> {
+    return tx.get(keys.entry(parent, name));
+  }
+
+  #putInode(tx: Transaction, inode: Inode): void {
+    tx.put(keys.inode(inode.id), inodeCodec.encode(inode));
+  }
+
+  // ---- namespace -----------------------------------------------------------------------------
+
+  async #initCell(tx: Transaction, init: InitCell, time: number): Promise<Partial<Result>> {
+    if ((await tx.get(keys.cell)) !== undefined) fail('ALREADY_EXISTS', 'the cell is already initialized');
+    if (init.cell.length === 0) fail('INVALID_ARGUMENT', 'cell name is empty');
+    const rootId = checkId(init.rootId, 'root id');
+    const lostFoundId = checkId(init.lostFoundId, 'lost+found id');
+    tx.put(keys.cell, initCellCodec.encode(init));
+    const root = newInode({
+      id: rootId,
+      type: 'DIRECTORY',
+      mode: init.mode,
+      uid: init.uid,
+      gid: init.gid,
+      time,
+      parent: rootId,
+      name: '',
+    });
+    root.nlink = 3;
+    root.entries = 1;
+    this.#putInode(tx, root);
+    const lostFound = newInode({
+      id: lostFoundId,
+      type: 'DIRECTORY',
+      mode: 0o700,
+      uid: init.uid,
+      gid: init.gid,
+      time,
+      parent: rootId,
+      name: 'lost+found',
+    });
+    this.#putInode(tx, lostFound);
+    tx.put(keys.entry(rootId, 'lost+found'), lostFoundId);
+    return { inode: root };
+  }
+
+  async #create(tx: Transaction, op: NonNullable<Command['create']>, time: number): Promise<Partial<Result>> {
+    checkName(op.name);
+    const id = checkId(op.id, 'new inode id');
+    if (op.type === 'NODE_TYPE_UNSPECIFIED') fail('INVALID_ARGUMENT', 'node type missing');
+    const parent = await this.#directory(tx, checkId(op.parent, 'parent'));
+    if ((await this.#child(tx, parent.id, op.name)) !== undefined)
+      fail('ALREADY_EXISTS', `${op.name} exists`);
+    if ((await tx.get(keys.inode(id))) !== undefined) fail('ALREADY_EXISTS', `inode ${hex(id)} exists`);
+    if (op.type === 'SYMLINK' && (op.symlinkTarget?.length ?? 0) === 0)
+      fail('INVALID_ARGUMENT', 'symlink without target');
+    const inode = newInode({
+      id,
+      type: op.type,
+      mode: op.mode & 0o7777,
+      uid: op.uid,
+      gid: op.gid,
+      time,
+      parent: parent.id,
+      name: op.name,
+    });
+    inode.rdev = op.rdev ?? 0;
+    if (op.type === 'SYMLINK') {
+      inode.symlinkTarget = op.symlinkTarget ?? EMPTY;
+      inode.size = inode.symlinkTarget.length;
+    }
+    this.#putInode(tx, inode);
+    tx.put(keys.entry(parent.id, op.name), id);
+    parent.entries++;
+    if (op.type === 'DIRECTORY') parent.nlink++;
+    parent.mtimeMs = time;
+    parent.ctimeMs = time;
+    this.#putInode(tx, parent);
+    return { inode };
+  }
+
+  async #link(tx: Transaction, op: NonNullable<Command['link']>, time: number): Promise<Partial<Result>> {
+    checkName(op.name);
+    const inode = await this.#inode(tx, checkId(op.id, 'inode'));
+    if (inode.type === 'DIRECTORY') fail('PERMISSION_DENIED', 'hard links to directories are not allowed');
+    const parent = await this.#directory(tx, checkId(op.parent, 'parent'));
+    if ((await this.#child(tx, parent.id, op.name)) !== undefined)
+      fail('ALREADY_EXISTS', `${op.name} exists`);
+    tx.put(keys.entry(parent.id, op.name), inode.id);
+    inode.nlink++;
+    inode.ctimeMs = time;
+    this.#putInode(tx, inode);
+    parent.entries++;
+    parent.mtimeMs = time;
+    parent.ctimeMs = time;
+    this.#putInode(tx, parent);
+    return { inode };
+  }
+
+  async #unlink(tx: Transaction, op: NonNullable<Command['unlink']>, time: number): Promise<Partial<Result>> {
+    checkName(op.name);
+    const parent = await this.#directory(tx, checkId(op.parent, 'parent'));
+    const childId = await this.#child(tx, parent.id, op.name);
+    if (childId === undefined) fail('NOT_FOUND', `${op.name} does not exist`);
+    const child = await this.#inode(tx, childId);
+    if (op.directory && child.type !== 'DIRECTORY') fail('NOT_A_DIRECTORY', `${op.name} is not a directory`);
+    if (!op.directory && child.type === 'DIRECTORY') fail('IS_A_DIRECTORY', `${op.name} is a directory`);
+    if (child.type === 'DIRECTORY' && child.entries > 0) fail('NOT_EMPTY', `${op.name} is not empty`);
+    if (child.type === 'DIRECTORY' && sameId(child.id, await this.#rootId(tx)))
+      fail('PERMISSION_DENIED', 'cannot remove the root');
+    tx.del(keys.entry(parent.id, op.name));
+    parent.entries--;
+    if (child.type === 'DIRECTORY') parent.nlink--;
+    parent.mtimeMs = time;
+    parent.ctimeMs = time;
+    this.#putInode(tx, parent);
+    const releasedObjects = await this.#dropLink(tx, child, time);
+    return { releasedObjects };
+  }
+
+  /** One name of `inode` is gone: delete it when no name and no open token is left. */
+  async #dropLink(tx: Transaction, inode: Inode, time: number): Promise<Uint8Array[]> {
+    inode.nlink = inode.type === 'DIRECTORY' ? 0 : inode.nlink - 1;
+    inode.ctimeMs = time;
+    if (inode.nlink > 0) {
+      this.#putInode(tx, inode);
+      return [];
+    }
+    const openTokens = await tx.keysWithPrefix(keys.objectTokens(inode.id), 1);
+    if (openTokens.length > 0) {
+      // Unlinked while open: keep it until the last token goes (POSIX semantics).
+      this.#putInode(tx, inode);
+      tx.put(keys.orphan(inode.id), EMPTY);
+      return [];
+    }
+    return this.#deleteInode(tx, inode);
+  }
+
+  async #deleteInode(tx: Transaction, inode: Inode): Promise<Uint8Array[]> {
+    tx.del(keys.inode(inode.id));
+    tx.del(keys.orphan(inode.id));
+    return this.#forget(tx, [inode.id, ...inode.chunks.map((chunk) => chunk.id)]);
+  }
+
+  /** Objects no longer referenced: drop their locations; the caller deletes them from backends. */
+  async #forget(tx: Transaction, objects: Uint8Array[]): Promise<Uint8Array[]> {
+    for (const object of objects) {
+      for (const key of await tx.keysWithPrefix(keys.locations(object), LOCATIONS_PER_OBJECT_MAX))
+        tx.del(key);
+    }
+    return objects;
+  }
+
+  async #rootId(tx: Transaction): Promise<Uint8Array> {
+    const bytes = await tx.get(keys.cell);
+    if (bytes === undefined) fail('NOT_FOUND', 'the cell is not initialized');
+    return initCellCodec.decode(bytes).rootId;
+  }
+
+  async #rename(tx: Transaction, op: NonNullable<Command['rename']>, time: number): Promise<Partial<Result>> {
+    checkName(op.name);
+    checkName(op.newName);
+    const parent = await this.#directory(tx, checkId(op.parent, 'parent'));
+    const newParent = sameId(op.parent, op.newParent)
+      ? parent
+      : await this.#directory(tx, checkId(op.newParent, 'new parent'));
+    const sourceId = await this.#child(tx, parent.id, op.name);
+    if (sourceId === undefined) fail('NOT_FOUND', `${op.name} does not exist`);
+    const source = await this.#inode(tx, sourceId);
+    const targetId = await this.#child(tx, newParent.id, op.newName);
+    if (targetId !== undefined && sameId(targetId, sourceId)) return { inode: source }; // same file: nothing to do
+    if (source.type === 'DIRECTORY') {
+      // A directory may not move into its own subtree.
+      for (let at = newParent; ; ) {
+        if (sameId(at.id, source.id)) fail('INVALID_ARGUMENT', 'cannot move a directory into itself');
+        if (sameId(at.parent, at.id) || at.parent.length === 0) break;
+        at = await this.#inode(tx, at.parent);
+      }
+    }
+    let releasedObjects: Uint8Array[] = [];
+    if (targetId !== undefined) {
+      if (op.noReplace) fail('ALREADY_EXISTS', `${op.newName} exists`);
+      const target = await this.#inode(tx, targetId);
+      if (source.type === 'DIRECTORY' && target.type !== 'DIRECTORY')
+        fail('NOT_A_DIRECTORY', `${op.newName} is not a directory`);
+      if (source.type !== 'DIRECTORY' && target.type === 'DIRECTORY')
+        fail('IS_A_DIRECTORY', `${op.newName} is a directory`);
+      if (target.type === 'DIRECTORY' && target.entries > 0) fail('NOT_EMPTY', `${op.newName} is not empty`);
+      newParent.entries--;
+      if (target.type === 'DIRECTORY') newParent.nlink--;
+      releasedObjects = await this.#dropLink(tx, target, time);
+    }
+    tx.del(keys.entry(parent.id, op.name));
+    tx.put(keys.entry(newParent.id, op.newName), source.id);
+    parent.entries--;
+    newParent.entries++;
+    if (source.type === 'DIRECTORY' && !sameId(parent.id, newParent.id)) {
+      parent.nlink--;
+      newParent.nlink++;
+    }
+    for (const directory of sameId(parent.id, newParent.id) ? [parent] : [parent, newParent]) {
+      directory.mtimeMs = time;
+      directory.ctimeMs = time;
+      this.#putInode(tx, directory);
+    }
+    source.parent = newParent.id;
+    source.name = op.newName;
+    source.ctimeMs = time;
+    this.#putInode(tx, source);
+    return { inode: source, releasedObjects };
+  }
+
+  async #setAttributes(
+    tx: Transaction,
+    op: NonNullable<Command['setAttributes']>,
+    time: number,
+  ): Promise<Partial<Result>> {
+    const inode = await this.#inode(tx, checkId(op.id, 'inode'));
+    const attributes = op.attributes ?? {};
+    let releasedObjects: Uint8Array[] = [];
+    if (attributes.mode !== undefined) inode.mode = attributes.mode & 0o7777;
+    if (attributes.uid !== undefined) inode.uid = attributes.uid;
+    if (attributes.gid !== undefined) inode.gid = attributes.gid;
+    if (attributes.atimeMs !== undefined) inode.atimeMs = attributes.atimeMs;
+    if (attributes.mtimeMs !== undefined) inode.mtimeMs = attributes.mtimeMs;
+    if (attributes.size !== undefined && attributes.size !== inode.size) {
+      if (inode.type === 'DIRECTORY') fail('IS_A_DIRECTORY', 'cannot truncate a directory');
+      if (inode.type !== 'FILE') fail('INVALID_ARGUMENT', 'only regular files have a size to set');
+      releasedObjects = await this.#forget(tx, truncate(inode, attributes.size));
+      inode.version++;
+      if (attributes.mtimeMs === undefined) inode.mtimeMs = time;
+    }
+    inode.ctimeMs = time;
+    this.#putInode(tx, inode);
+    return { inode, releasedObjects };
+  }
+
+  async #setXattr(
+    tx: Transaction,
+    op: NonNullable<Command['setXattr']>,
+    time: number,
+  ): Promise<Partial<Result>> {
+    const inode = await this.#inode(tx, checkId(op.id, 'inode'));
+    if (op.name.length === 0 || op.name.length > 255) fail('INVALID_ARGUMENT', 'invalid xattr name');
+    const existing = inode.xattrs.findIndex((xattr) => xattr.name === op.name);
+    if (existing >= 0 && op.createOnly) fail('ALREADY_EXISTS', `xattr ${op.name} exists`);
+    if (existing < 0 && op.replaceOnly) fail('NO_DATA', `no xattr ${op.name}`);
+    if (existing >= 0) inode.xattrs[existing] = { name: op.name, value: op.value };
+    else inode.xattrs.push({ name: op.name, value: op.value });
+    inode.xattrs.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    inode.ctimeMs = time;
+    this.#putInode(tx, inode);
+    return { inode };
+  }
+
+  async #removeXattr(
+    tx: Transaction,
+    op: NonNullable<Command['removeXattr']>,
+    time: number,
+  ): Promise<Partial<Result>> {
+    const inode = await this.#inode(tx, checkId(op.id, 'inode'));
+    const existing = inode.xattrs.findIndex((xattr) => xattr.name === op.name);
+    if (existing < 0) fail('NO_DATA', `no xattr ${op.name}`);
+    inode.xattrs.splice(existing, 1);
+    inode.ctimeMs = time;
+    this.#putInode(tx, inode);
+    return { inode };
+  }
+
+  async #commitWrite(
+    tx: Transaction,
+    op: NonNullable<Command['commitWrite']>,
+    time: number,
+  ): Promise<Partial<Result>> {
+    const inode = await this.#inode(tx, checkId(op.id, 'inode'));
+    if (inode.type !== 'FILE')
+      fail(inode.type === 'DIRECTORY' ? 'IS_A_DIRECTORY' : 'INVALID_ARGUMENT', 'not a regular file');
+    if (op.checkVersion && op.expectedVersion !== inode.version) {
+      fail('STALE', `version is ${inode.version}, expected ${op.expectedVersion}`);
+    }
+    const inlineData = op.inlineData ?? EMPTY;
+    if (inlineData.length > INLINE_BYTES_MAX) fail('INVALID_ARGUMENT', 'inline data too large');
+    if (inlineData.length > 0 && op.chunks.length > 0)
+      fail('INVALID_ARGUMENT', 'inline data and chunks are exclusive');
+    let end = 0;
+    for (const chunk of op.chunks) {
+      checkId(chunk.id, 'chunk id');
+      if (chunk.offset < end) fail('INVALID_ARGUMENT', 'chunks overlap or are out of order');
+      end = chunk.offset + chunk.size;
+    }
+    if (end > op.size || inlineData.length > op.size)
+      fail('INVALID_ARGUMENT', 'chunks extend past the file size');
+    const kept = new Set(op.chunks.map((chunk) => hex(chunk.id)));
+    const releasedObjects = inode.chunks.filter((chunk) => !kept.has(hex(chunk.id))).map((chunk) => chunk.id);
+    const known = new Set(inode.chunks.map((chunk) => hex(chunk.id)));
+    inode.chunks = op.chunks;
+    inode.inlineData = inlineData;
+    inode.size = op.size;
+    inode.version++;
+    inode.mtimeMs = op.mtimeMs || time;
+    inode.ctimeMs = time;
+    inode.latestAcceptedMtimeMs = Math.max(inode.latestAcceptedMtimeMs, inode.mtimeMs);
+    this.#putInode(tx, inode);
+    await this.#forget(tx, releasedObjects);
+    for (const chunk of op.chunks) {
+      if (known.has(hex(chunk.id))) continue;
+      for (const backend of op.storedOn ?? []) {
+        tx.put(
+          keys.location(chunk.id, backend),
+          locationCodec.encode({ outdated: false, current: true, target: true, mtimeMs: inode.mtimeMs }),
+        );
+      }
+    }
+    return { inode, releasedObjects };
+  }
+
+  async #setLocation(tx: Transaction, op: NonNullable<Command['setLocation']>): Promise<Partial<Result>> {
+    checkId(op.object, 'object');
+    checkId(op.backend, 'backend');
+    if (op.remove) tx.del(keys.location(op.object, op.backend));
+    else
+      tx.put(
+        keys.location(op.object, op.backend),
+        locationCodec.encode(op.location ?? { outdated: false, current: false, target: false, mtimeMs: 0 }),
+      );
+    return {};
+  }
+
+  // ---- servers and backends -------------------------------------------------------------------
+
+  async #registerServer(tx: Transaction, server: ServerRecord, time: number): Promise<Partial<Result>> {
+    checkId(server.uuid, 'server uuid');
+    const existing = await tx.get(keys.server(server.uuid));
+    const registeredMs = existing === undefined ? time : serverCodec.decode(existing).registeredMs;
+    tx.put(
+      keys.server(server.uuid),
+      serverCodec.encode({ ...server, registeredMs, lastSeenMs: time, online: true }),
+    );
+    return {};
+  }
+
+  async #registerBackends(
+    tx: Transaction,
+    op: NonNullable<Command['registerBackends']>,
+    time: number,
+  ): Promise<Partial<Result>> {
+    checkId(op.serverUuid, 'server uuid');
+    if ((await tx.get(keys.server(op.serverUuid))) === undefined)
+      fail('NOT_FOUND', 'register the server first');
+    for (const backend of op.backends) {
+      checkId(backend.uuid, 'backend uuid');
+      const existing = await tx.get(keys.backend(backend.uuid));
+      if (existing !== undefined && !sameId(backendCodec.decode(existing).serverUuid, op.serverUuid)) {
+        fail('ALREADY_EXISTS', `backend ${hex(backend.uuid)} belongs to another server`);
+      }
+      tx.put(
+        keys.backend(backend.uuid),
+        backendCodec.encode({ ...backend, serverUuid: op.serverUuid, updatedMs: time }),
+      );
+    }
+    return {};
+  }
+
+  async #deregisterServer(tx: Transaction, serverUuid: Uint8Array): Promise<Partial<Result>> {
+    const bytes = await tx.get(keys.server(checkId(serverUuid, 'server uuid')));
+    if (bytes === undefined) fail('NOT_FOUND', 'no such server');
+    tx.put(keys.server(serverUuid), serverCodec.encode({ ...serverCodec.decode(bytes), online: false }));
+    return {};
+  }
+
+  // ---- open tokens ---------------------------------------------------------------------------
+
+  async #open(tx: Transaction, op: NonNullable<Command['open']>, time: number): Promise<Partial<Result>> {
+    const token = op.token;
+    checkId(token.id, 'token id');
+    if (token.mode === 'TOKEN_MODE_UNSPECIFIED') fail('INVALID_ARGUMENT', 'token mode missing');
+    if ((await tx.get(keys.token(token.id))) !== undefined) fail('ALREADY_EXISTS', 'token id in use');
+    const inode = await this.#inode(tx, checkId(token.object, 'object'));
+    if (inode.nlink === 0) fail('NOT_FOUND', 'file was deleted');
+    let releasedObjects: Uint8Array[] = [];
+    if (op.truncate && inode.type === 'FILE' && inode.size > 0) {
+      releasedObjects = await this.#forget(tx, truncate(inode, 0));
+      inode.version++;
+      inode.mtimeMs = time;
+      inode.ctimeMs = time;
+      this.#putInode(tx, inode);
+    }
+    const stored: OpenToken = { ...token, openedMs: time };
+    tx.put(keys.token(token.id), openTokenCodec.encode(stored));
+    tx.put(keys.objectToken(token.object, token.id), EMPTY);
+    return { token: stored, inode, releasedObjects };
+  }
+
+  async #renew(tx: Transaction, op: NonNullable<Command['renew']>): Promise<Partial<Result>> {
+    const bytes = await tx.get(keys.token(checkId(op.id, 'token id')));
+    if (bytes === undefined) fail('NOT_FOUND', 'token expired or released');
+    const token = openTokenCodec.decode(bytes);
+    token.expiresMs = Math.max(token.expiresMs, op.expiresMs);
+    tx.put(keys.token(op.id), openTokenCodec.encode(token));
+    return { token };
+  }
+
+  async #release(tx: Transaction, id: Uint8Array): Promise<Partial<Result>> {
+    const bytes = await tx.get(keys.token(checkId(id, 'token id')));
+    if (bytes === undefined) fail('NOT_FOUND', 'token expired or released');
+    return { releasedObjects: await this.#dropToken(tx, openTokenCodec.decode(bytes)) };
+  }
+
+  async #dropToken(tx: Transaction, token: OpenToken): Promise<Uint8Array[]> {
+    tx.del(keys.token(token.id));
+    tx.del(keys.objectToken(token.object, token.id));
+    if ((await tx.get(keys.orphan(token.object))) === undefined) return [];
+    if ((await tx.keysWithPrefix(keys.objectTokens(token.object), 1)).length > 0) return [];
+    const inodeBytes = await tx.get(keys.inode(token.object));
+    if (inodeBytes === undefined) return [];
+    return this.#deleteInode(tx, inodeCodec.decode(inodeBytes));
+  }
+
+  async #expireTokens(tx: Transaction, nowMs: number): Promise<Partial<Result>> {
+    const released: Uint8Array[] = [];
+    for (const key of await tx.keysWithPrefix('t:', 1_000_000)) {
+      const bytes = await tx.get(key);
+      if (bytes === undefined) continue;
+      const token = openTokenCodec.decode(bytes);
+      if (token.expiresMs < nowMs) released.push(...(await this.#dropToken(tx, token)));
+    }
+    return { releasedObjects: released };
+  }
+
+  // ---- membership ----------------------------------------------------------------------------
+
+  async #createJoinToken(tx: Transaction, token: JoinToken): Promise<Partial<Result>> {
+    checkId(token.id, 'join token id');
+    if (token.secretHash.length !== 32) fail('INVALID_ARGUMENT', 'join token needs a sha256 secret hash');
+    if ((await tx.get(keys.joinToken(token.id))) !== undefined) fail('ALREADY_EXISTS', 'join token exists');
+    tx.put(keys.joinToken(token.id), joinTokenCodec.encode(token));
+    return {};
+  }
+
+  async #revokeJoinToken(tx: Transaction, id: Uint8Array): Promise<Partial<Result>> {
+    const bytes = await tx.get(keys.joinToken(checkId(id, 'join token id')));
+    if (bytes === undefined) fail('NOT_FOUND', 'no such join token');
+    tx.put(keys.joinToken(id), joinTokenCodec.encode({ ...joinTokenCodec.decode(bytes), revoked: true }));
+    return {};
+  }
+
+  async #admitMember(
+    tx: Transaction,
+    op: NonNullable<Command['admitMember']>,
+    time: number,
+  ): Promise<Partial<Result>> {
+    if (op.peerId.length === 0) fail('INVALID_ARGUMENT', 'peer id missing');
+    const bytes = await tx.get(keys.joinToken(checkId(op.tokenId, 'join token id')));
+    if (bytes === undefined) fail('PERMISSION_DENIED', 'unknown join token');
+    const token = joinTokenCodec.decode(bytes);
+    if (token.revoked) fail('PERMISSION_DENIED', 'join token revoked');
+    if (token.expiresMs <= time) fail('PERMISSION_DENIED', 'join token expired');
+    if (!sameId(token.secretHash, op.secretHash)) fail('PERMISSION_DENIED', 'wrong join token secret');
+    const existing = await tx.get(keys.member(op.peerId));
+    if (existing !== undefined) {
+      const member = memberCodec.decode(existing);
+      if (op.controller && member.controllerId === 0) {
+        member.controllerId = await this.#nextControllerId(tx);
+        tx.put(keys.member(op.peerId), memberCodec.encode(member));
+      }
+      return { member };
+    }
+    const member: Member = {
+      peerId: op.peerId,
+      controllerId: op.controller ? await this.#nextControllerId(tx) : 0,
+      joinedMs: time,
+      joinToken: op.tokenId,
+    };
+    tx.put(keys.member(op.peerId), memberCodec.encode(member));
+    return { member };
+  }
+
+  async #nextControllerId(tx: Transaction): Promise<number> {
+    const bytes = await tx.get(keys.controllers);
+    const next = bytes === undefined ? 1 : Number(Buffer.from(bytes).toString('utf8'));
+    tx.put(keys.controllers, encoder.encode(String(next + 1)));
+    return next;
+  }
+
+  // ---- reads (serve after a linearizable read index) -----------------------------------------
+
+  async cell(): Promise<InitCell | undefined> {
+    const bytes = await this.#kv.get(keys.cell);
+    return bytes === undefined ? undefined : initCellCodec.decode(bytes);
+  }
+
+  async inode(id: Uint8Array): Promise<Inode | undefined> {
+    const bytes = await this.#kv.get(keys.inode(id));
+    return bytes === undefined ? undefined : inodeCodec.decode(bytes);
+  }
+
+  async lookup(parent: Uint8Array, name: string): Promise<Inode | undefined> {
+    const id = await this.#kv.get(keys.entry(parent, name));
+    return id === undefined ? undefined : this.inode(id);
+  }
+
+  /** One page of a directory, in name (UTF-8 byte) order, after `after` (exclusive). */
+  async readdir(
+    parent: Uint8Array,
+    options: { after?: string; limit?: number } = {},
+  ): Promise<ReaddirEntry[]> {
+    const limit = Math.min(options.limit ?? READDIR_PAGE_MAX, READDIR_PAGE_MAX);
+    const prefix = keys.entries(parent);
+    const gte = options.after === undefined ? prefix : `${prefix}${options.after}\u0000`;
+    const entries: ReaddirEntry[] = [];
+    for await (const [key, value] of this.#kv.range({ gte, lt: rangeEnd(prefix), limit })) {
+      entries.push({ name: key.slice(prefix.length), id: value });
+    }
+    return entries;
+  }
+
+  async locations(object: Uint8Array): Promise<Array<{ backend: Uint8Array; location: Location }>> {
+    const prefix = keys.locations(object);
+    const found: Array<{ backend: Uint8Array; location: Location }> = [];
+    for await (const [key, value] of this.#kv.range({ gte: prefix, lt: rangeEnd(prefix) })) {
+      found.push({ backend: fromHex(key.slice(prefix.length)), location: locationCodec.decode(value) });
+    }
+    return found;
+  }
+
+  async servers(): Promise<ServerRecord[]> {
+    return this.#all('s:', serverCodec.decode);
+  }
+
+  async backends(): Promise<BackendRecord[]> {
+    return this.#all('b:', backendCodec.decode);
+  }
+
+  async tokens(): Promise<OpenToken[]> {
+    return this.#all('t:', openTokenCodec.decode);
+  }
+
+  async members(): Promise<Member[]> {
+    return this.#all('m:', memberCodec.decode);
+  }
+
+  async member(peerId: string): Promise<Member | undefined> {
+    const bytes = await this.#kv.get(keys.member(peerId));
+    return bytes === undefined ? undefined : memberCodec.decode(bytes);
+  }
+
+  async joinTokens(): Promise<JoinToken[]> {
+    return this.#all('j:', joinTokenCodec.decode);
+  }
+
+  async #all<T>(prefix: string, decode: (bytes: Uint8Array) => T): Promise<T[]> {
+    const found: T[] = [];
+    for await (const [, value] of this.#kv.range({ gte: prefix, lt: rangeEnd(prefix) }))
+      found.push(decode(value));
+    return found;
+  }
+
+  // ---- snapshots -----------------------------------------------------------------------------
+
+  /** The whole state as one message (sent to lagging controllers with InstallSnapshot). */
+  async snapshot(): Promise<Uint8Array> {
+    const entries: Array<{ key: string; value: Uint8Array }> = [];
+    for await (const [key, value] of this.#kv.range({ gte: '', lt: '\uffff' })) {
+      if (key !== keys.applied) entries.push({ key, value });
+    }
+    return snapshotCodec.encode({ appliedIndex: this.#appliedIndex, entries });
+  }
+
+  /** Replace the whole state with a snapshot's. */
+  async restore(bytes: Uint8Array): Promise<void> {
+    const snapshot = snapshotCodec.decode(bytes);
+    const operations: KvOperation[] = [];
+    for await (const [key] of this.#kv.range({ gte: '', lt: '\uffff' }))
+      operations.push({ type: 'del', key });
+    for (const entry of snapshot.entries)
+      operations.push({ type: 'put', key: entry.key, value: entry.value });
+    operations.push({ type: 'put', key: keys.applied, value: encoder.encode(String(snapshot.appliedIndex)) });
+    await this.#kv.write(operations, { sync: true });
+    this.#appliedIndex = snapshot.appliedIndex;
+  }
+}
+
+function newInode(init: {
+  id: Uint8Array;
+  type: Inode['type'];
+  mode: number;
+  uid: number;
+  gid: number;
+  time: number;
+  parent: Uint8Array;
+  name: string;
+}): Inode {
+  return {
+    id: init.id,
+    type: init.type,
+    mode: init.mode & 0o7777,
+    uid: init.uid,
+    gid: init.gid,
+    size: 0,
+    atimeMs: init.time,
+    mtimeMs: init.time,
+    ctimeMs: init.time,
+    nlink: init.type === 'DIRECTORY' ? 2 : 1,
+    rdev: 0,
+    symlinkTarget: EMPTY,
+    xattrs: [],
+    inlineData: EMPTY,
+    chunks: [],
+    version: 0,
+    latestAcceptedMtimeMs: init.time,
+    skipCount: 0,
+    parent: init.parent,
+    name: init.name,
+    entries: 0,
+  };
+}
+
+/** Set a file's size: drop or trim chunks past the end, cut or zero-extend inline data. */
+function truncate(inode: Inode, size: number): Uint8Array[] {
+  const released: Uint8Array[] = [];
+  const kept: Chunk[] = [];
+  for (const chunk of inode.chunks) {
+    if (chunk.offset >= size) released.push(chunk.id);
+    else kept.push(chunk.offset + chunk.size > size ? { ...chunk, size: size - chunk.offset } : chunk);
+  }
+  inode.chunks = kept;
+  if (inode.inlineData.length > size) inode.inlineData = inode.inlineData.subarray(0, size);
+  inode.size = size;
+  return released;
+}

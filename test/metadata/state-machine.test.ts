@@ -1,0 +1,488 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { LevelKv, MemoryKv } from '../../node/metadata/kv.ts';
+import { commandCodec } from '../../node/metadata/records.ts';
+import { MetadataStateMachine } from '../../node/metadata/state-machine.ts';
+import { tempDirectory } from '../helpers.ts';
+import { Harness, id, sha256 } from './harness.ts';
+
+const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
+
+test('a new cell has a root and lost+found', async () => {
+  const h = await Harness.create();
+  const root = await h.machine.inode(h.rootId);
+  assert.equal(root?.type, 'DIRECTORY');
+  assert.equal(root?.nlink, 3);
+  assert.deepEqual(await h.names(h.rootId), ['lost+found']);
+  assert.equal((await h.machine.lookup(h.rootId, 'lost+found'))?.mode, 0o700);
+  const again = await h.run({
+    initCell: { cell: 'x', rootId: id(), uid: 0, gid: 0, mode: 0o755, lostFoundId: id() },
+  });
+  assert.equal(again.code, 'ALREADY_EXISTS');
+});
+
+test('create, lookup, paged readdir, and the errors of create', async () => {
+  const h = await Harness.create();
+  const dir = await h.mkdir(h.rootId, 'docs');
+  assert.equal(dir.code, 'OK');
+  const docs = dir.inode!.id;
+  for (const name of ['b', 'a', 'ä', 'c d', 'z', 'e'])
+    assert.equal((await h.createFile(docs, name)).code, 'OK');
+  assert.deepEqual(await h.names(docs), ['a', 'b', 'c d', 'e', 'z', 'ä']);
+  assert.equal((await h.createFile(docs, 'a')).code, 'ALREADY_EXISTS');
+  assert.equal((await h.createFile(id(), 'x')).code, 'NOT_FOUND');
+  const file = (await h.machine.lookup(docs, 'a'))!;
+  assert.equal((await h.createFile(file.id, 'x')).code, 'NOT_A_DIRECTORY');
+  assert.equal((await h.createFile(docs, 'x/y')).code, 'INVALID_ARGUMENT');
+  assert.equal((await h.createFile(docs, '..')).code, 'INVALID_ARGUMENT');
+  assert.equal((await h.createFile(docs, '')).code, 'INVALID_ARGUMENT');
+  assert.equal((await h.createFile(docs, 'x'.repeat(256))).code, 'NAME_TOO_LONG');
+  assert.equal((await h.createFile(docs, 'x'.repeat(255))).code, 'OK');
+  const parent = (await h.machine.inode(docs))!;
+  assert.equal(parent.entries, 7);
+  assert.equal((await h.machine.inode(h.rootId))!.nlink, 4, 'a subdirectory adds a link to its parent');
+  const symlink = await h.run({
+    create: {
+      parent: docs,
+      name: 'link',
+      id: id(),
+      type: 'SYMLINK',
+      mode: 0o777,
+      uid: 0,
+      gid: 0,
+      symlinkTarget: Buffer.from('a'),
+    },
+  });
+  assert.equal(symlink.inode?.size, 1);
+});
+
+test('unlink and rmdir: types, emptiness, link counts', async () => {
+  const h = await Harness.create();
+  const d = (await h.mkdir(h.rootId, 'd')).inode!.id;
+  await h.createFile(d, 'f');
+  assert.equal((await h.run({ unlink: { parent: h.rootId, name: 'd', directory: true } })).code, 'NOT_EMPTY');
+  assert.equal(
+    (await h.run({ unlink: { parent: h.rootId, name: 'd', directory: false } })).code,
+    'IS_A_DIRECTORY',
+  );
+  assert.equal((await h.run({ unlink: { parent: d, name: 'f', directory: true } })).code, 'NOT_A_DIRECTORY');
+  assert.equal((await h.run({ unlink: { parent: d, name: 'nope', directory: false } })).code, 'NOT_FOUND');
+  assert.equal((await h.run({ unlink: { parent: d, name: 'f', directory: false } })).code, 'OK');
+  assert.equal((await h.run({ unlink: { parent: h.rootId, name: 'd', directory: true } })).code, 'OK');
+  assert.equal(await h.machine.inode(d), undefined);
+  assert.equal((await h.machine.inode(h.rootId))!.nlink, 3);
+  assert.deepEqual(await h.names(h.rootId), ['lost+found']);
+});
+
+test('hard links keep the inode until the last name goes', async () => {
+  const h = await Harness.create();
+  const file = (await h.createFile(h.rootId, 'a')).inode!;
+  assert.equal((await h.run({ link: { id: file.id, parent: h.rootId, name: 'b' } })).inode?.nlink, 2);
+  assert.equal((await h.run({ link: { id: file.id, parent: h.rootId, name: 'b' } })).code, 'ALREADY_EXISTS');
+  assert.equal(
+    (await h.run({ link: { id: h.lostFoundId, parent: h.rootId, name: 'c' } })).code,
+    'PERMISSION_DENIED',
+  );
+  await h.run({ unlink: { parent: h.rootId, name: 'a', directory: false } });
+  assert.equal((await h.machine.inode(file.id))?.nlink, 1);
+  const last = await h.run({ unlink: { parent: h.rootId, name: 'b', directory: false } });
+  assert.deepEqual(last.releasedObjects.map(hex), [hex(file.id)]);
+  assert.equal(await h.machine.inode(file.id), undefined);
+});
+
+test('rename: over files, over empty directories, into itself, no-replace, across directories', async () => {
+  const h = await Harness.create();
+  const a = (await h.mkdir(h.rootId, 'a')).inode!.id;
+  const b = (await h.mkdir(h.rootId, 'b')).inode!.id;
+  const f = (await h.createFile(a, 'f')).inode!;
+  const g = (await h.createFile(b, 'g')).inode!;
+  await h.run({
+    commitWrite: {
+      id: g.id,
+      size: 10,
+      chunks: [{ id: id(), offset: 0, size: 10, hash: sha256('x') }],
+      mtimeMs: 0,
+    },
+  });
+  const over = await h.run({ rename: { parent: a, name: 'f', newParent: b, newName: 'g' } });
+  assert.equal(over.code, 'OK');
+  assert.equal(over.releasedObjects.length, 2, 'the replaced file and its chunk are released');
+  assert.deepEqual(await h.names(a), []);
+  assert.deepEqual(await h.names(b), ['g']);
+  assert.equal(hex((await h.machine.lookup(b, 'g'))!.id), hex(f.id));
+  assert.equal((await h.machine.inode(f.id))!.name, 'g');
+  const c = (await h.mkdir(a, 'c')).inode!.id;
+  assert.equal(
+    (await h.run({ rename: { parent: h.rootId, name: 'a', newParent: c, newName: 'x' } })).code,
+    'INVALID_ARGUMENT',
+  );
+  assert.equal(
+    (await h.run({ rename: { parent: h.rootId, name: 'a', newParent: a, newName: 'x' } })).code,
+    'INVALID_ARGUMENT',
+  );
+  assert.equal(
+    (await h.run({ rename: { parent: b, name: 'g', newParent: a, newName: 'c' } })).code,
+    'IS_A_DIRECTORY',
+  );
+  assert.equal(
+    (await h.run({ rename: { parent: a, name: 'c', newParent: b, newName: 'g' } })).code,
+    'NOT_A_DIRECTORY',
+  );
+  await h.createFile(c, 'inside');
+  const e = (await h.mkdir(b, 'e')).inode!.id;
+  assert.equal(
+    (await h.run({ rename: { parent: b, name: 'e', newParent: a, newName: 'c' } })).code,
+    'NOT_EMPTY',
+  );
+  assert.equal((await h.run({ rename: { parent: a, name: 'c', newParent: b, newName: 'e' } })).code, 'OK');
+  assert.equal(await h.machine.inode(e), undefined, 'the empty directory that was replaced is gone');
+  assert.equal((await h.machine.inode(a))!.nlink, 2);
+  assert.equal((await h.machine.inode(b))!.nlink, 3);
+  assert.equal(
+    (await h.run({ rename: { parent: b, name: 'g', newParent: b, newName: 'e', noReplace: true } })).code,
+    'ALREADY_EXISTS',
+  );
+  assert.equal(
+    (await h.run({ rename: { parent: b, name: 'g', newParent: b, newName: 'g' } })).code,
+    'OK',
+    'rename onto itself',
+  );
+  assert.deepEqual(await h.names(b), ['e', 'g']);
+});
+
+test('writes: commit, versions, stale writers, truncate releases chunks, locations', async () => {
+  const h = await Harness.create();
+  const file = (await h.createFile(h.rootId, 'data')).inode!;
+  const backend = id();
+  const chunks = [
+    { id: id(), offset: 0, size: 4 << 20, hash: sha256('1') },
+    { id: id(), offset: 4 << 20, size: 4 << 20, hash: sha256('2') },
+  ];
+  const write = await h.run({
+    commitWrite: { id: file.id, size: 8 << 20, chunks, mtimeMs: 1234, storedOn: [backend] },
+  });
+  assert.equal(write.inode?.version, 1);
+  assert.equal(write.inode?.mtimeMs, 1234);
+  assert.equal((await h.machine.locations(chunks[1]!.id))[0]?.location.current, true);
+  const stale = await h.run({
+    commitWrite: {
+      id: file.id,
+      size: 1,
+      chunks: [],
+      inlineData: Buffer.from('x'),
+      mtimeMs: 0,
+      checkVersion: true,
+      expectedVersion: 0,
+    },
+  });
+  assert.equal(stale.code, 'STALE');
+  const bad = await h.run({ commitWrite: { id: file.id, size: 5, chunks, mtimeMs: 0 } });
+  assert.equal(bad.code, 'INVALID_ARGUMENT', 'chunks past the size');
+  const truncated = await h.run({ setAttributes: { id: file.id, attributes: { size: 5 << 20 } } });
+  assert.equal(truncated.inode?.chunks.length, 2);
+  assert.equal(truncated.inode?.chunks[1]?.size, 1 << 20);
+  const shorter = await h.run({ setAttributes: { id: file.id, attributes: { size: 100 } } });
+  assert.deepEqual(shorter.releasedObjects.map(hex), [hex(chunks[1]!.id)]);
+  assert.deepEqual(await h.machine.locations(chunks[1]!.id), []);
+  const inline = await h.run({
+    commitWrite: { id: file.id, size: 3, chunks: [], inlineData: Buffer.from('abc'), mtimeMs: 0 },
+  });
+  assert.deepEqual(inline.releasedObjects.map(hex), [hex(chunks[0]!.id)]);
+  assert.equal(Buffer.from(inline.inode!.inlineData).toString(), 'abc');
+  assert.equal(
+    (await h.run({ commitWrite: { id: h.rootId, size: 0, chunks: [], mtimeMs: 0 } })).code,
+    'IS_A_DIRECTORY',
+  );
+  const attributes = await h.run({
+    setAttributes: { id: file.id, attributes: { mode: 0o4755, uid: 7, gid: 8, atimeMs: 5, mtimeMs: 6 } },
+  });
+  assert.deepEqual(
+    [
+      attributes.inode?.mode,
+      attributes.inode?.uid,
+      attributes.inode?.gid,
+      attributes.inode?.atimeMs,
+      attributes.inode?.mtimeMs,
+    ],
+    [0o4755, 7, 8, 5, 6],
+  );
+});
+
+test('xattrs: set, create-only, replace-only, remove', async () => {
+  const h = await Harness.create();
+  const file = (await h.createFile(h.rootId, 'f')).inode!;
+  assert.equal(
+    (await h.run({ setXattr: { id: file.id, name: 'user.b', value: Buffer.from('1') } })).code,
+    'OK',
+  );
+  assert.equal(
+    (await h.run({ setXattr: { id: file.id, name: 'user.a', value: Buffer.from('2') } })).code,
+    'OK',
+  );
+  assert.equal(
+    (await h.run({ setXattr: { id: file.id, name: 'user.a', value: Buffer.from('3'), createOnly: true } }))
+      .code,
+    'ALREADY_EXISTS',
+  );
+  assert.equal(
+    (await h.run({ setXattr: { id: file.id, name: 'user.c', value: Buffer.from('3'), replaceOnly: true } }))
+      .code,
+    'NO_DATA',
+  );
+  assert.deepEqual(
+    (await h.machine.inode(file.id))!.xattrs.map((x) => x.name),
+    ['user.a', 'user.b'],
+  );
+  assert.equal((await h.run({ removeXattr: { id: file.id, name: 'user.a' } })).code, 'OK');
+  assert.equal((await h.run({ removeXattr: { id: file.id, name: 'user.a' } })).code, 'NO_DATA');
+});
+
+test('open tokens: unlinked while open stays until the last release; expiry releases', async () => {
+  const h = await Harness.create();
+  const file = (await h.createFile(h.rootId, 'f')).inode!;
+  const chunk = id();
+  await h.run({
+    commitWrite: {
+      id: file.id,
+      size: 10,
+      chunks: [{ id: chunk, offset: 0, size: 10, hash: sha256('c') }],
+      mtimeMs: 0,
+    },
+  });
+  const t1 = id();
+  const t2 = id();
+  const token = (tokenId: Uint8Array, expiresMs: number) => ({
+    id: tokenId,
+    object: file.id,
+    mode: 'READ' as const,
+    holder: 'peer-a',
+    expiresMs,
+    openedMs: 0,
+  });
+  assert.equal((await h.run({ open: { token: token(t1, 5_000_000_000_000) } })).code, 'OK');
+  assert.equal((await h.run({ open: { token: token(t2, 1) } })).code, 'OK');
+  assert.equal((await h.machine.tokens()).length, 2);
+  const unlinked = await h.run({ unlink: { parent: h.rootId, name: 'f', directory: false } });
+  assert.deepEqual(unlinked.releasedObjects, [], 'still open');
+  assert.equal((await h.machine.inode(file.id))?.nlink, 0);
+  assert.equal(
+    (await h.run({ open: { token: token(id(), 9e12) } })).code,
+    'NOT_FOUND',
+    'no new opens of a deleted file',
+  );
+  const expired = await h.run({ expireTokens: { nowMs: 1000 } });
+  assert.deepEqual(expired.releasedObjects, []);
+  assert.equal((await h.machine.tokens()).length, 1);
+  assert.equal(
+    (await h.run({ renew: { id: t1, expiresMs: 6_000_000_000_000 } })).token?.expiresMs,
+    6_000_000_000_000,
+  );
+  const released = await h.run({ release: { id: t1 } });
+  assert.deepEqual(released.releasedObjects.map(hex).sort(), [hex(file.id), hex(chunk)].sort());
+  assert.equal(await h.machine.inode(file.id), undefined);
+  assert.equal((await h.run({ release: { id: t1 } })).code, 'NOT_FOUND');
+  const other = (await h.createFile(h.rootId, 'g')).inode!;
+  await h.run({
+    commitWrite: { id: other.id, size: 3, chunks: [], inlineData: Buffer.from('abc'), mtimeMs: 0 },
+  });
+  const truncating = await h.run({
+    open: { token: { ...token(id(), 9e12), object: other.id, mode: 'WRITE' }, truncate: true },
+  });
+  assert.equal(truncating.inode?.size, 0);
+});
+
+test('membership: join tokens admit members; wrong, expired and revoked tokens do not; controller ids in join order', async () => {
+  const h = await Harness.create();
+  const tokenId = id();
+  await h.run({
+    createJoinToken: {
+      token: {
+        id: tokenId,
+        secretHash: sha256('secret'),
+        expiresMs: h.timeMs + 1_000_000,
+        revoked: false,
+        createdMs: h.timeMs,
+      },
+    },
+  });
+  const admit = (peerId: string, secret: string, controller: boolean, token = tokenId) =>
+    h.run({ admitMember: { peerId, tokenId: token, secretHash: sha256(secret), controller } });
+  assert.equal((await admit('p1', 'secret', true)).member?.controllerId, 1);
+  assert.equal((await admit('p2', 'secret', false)).member?.controllerId, 0);
+  assert.equal((await admit('p3', 'secret', true)).member?.controllerId, 2);
+  assert.equal(
+    (await admit('p2', 'secret', true)).member?.controllerId,
+    3,
+    'a storage server that becomes a controller',
+  );
+  assert.equal((await admit('p1', 'secret', true)).member?.controllerId, 1, 'idempotent');
+  assert.equal((await admit('p4', 'wrong', false)).code, 'PERMISSION_DENIED');
+  assert.equal((await admit('p4', 'secret', false, id())).code, 'PERMISSION_DENIED');
+  await h.run({ revokeJoinToken: { id: tokenId } });
+  assert.equal((await admit('p4', 'secret', false)).code, 'PERMISSION_DENIED');
+  const shortLived = id();
+  await h.run({
+    createJoinToken: {
+      token: {
+        id: shortLived,
+        secretHash: sha256('s'),
+        expiresMs: h.timeMs + 2,
+        revoked: false,
+        createdMs: h.timeMs,
+      },
+    },
+  });
+  h.timeMs += 10;
+  assert.equal((await admit('p5', 's', false, shortLived)).code, 'PERMISSION_DENIED');
+  assert.deepEqual((await h.machine.members()).map((m) => m.peerId).sort(), ['p1', 'p2', 'p3']);
+});
+
+test('servers and backends; a failing command leaves no partial writes', async () => {
+  const h = await Harness.create();
+  const s1 = id();
+  const s2 = id();
+  const server = (uuid: Uint8Array, name: string) => ({
+    uuid,
+    peerId: name,
+    name,
+    addresses: ['/ip4/127.0.0.1/tcp/1'],
+    power: 'ON' as const,
+    registeredMs: 0,
+    lastSeenMs: 0,
+    online: true,
+  });
+  const backend = (uuid: Uint8Array) => ({
+    uuid,
+    serverUuid: new Uint8Array(0),
+    path: '/srv/b',
+    capacityBytes: 100,
+    freeBytes: 50,
+    tags: ['ssd'],
+    updatedMs: 0,
+  });
+  assert.equal(
+    (await h.run({ registerBackends: { serverUuid: s1, backends: [backend(id())] } })).code,
+    'NOT_FOUND',
+  );
+  await h.run({ registerServer: { server: server(s1, 'one') } });
+  await h.run({ registerServer: { server: server(s2, 'two') } });
+  const b1 = id();
+  assert.equal((await h.run({ registerBackends: { serverUuid: s1, backends: [backend(b1)] } })).code, 'OK');
+  const fresh = id();
+  const clash = await h.run({
+    registerBackends: { serverUuid: s2, backends: [backend(fresh), backend(b1)] },
+  });
+  assert.equal(clash.code, 'ALREADY_EXISTS');
+  assert.deepEqual(
+    (await h.machine.backends()).map((b) => hex(b.uuid)),
+    [hex(b1)],
+    'the first backend of the failed command was not written',
+  );
+  await h.run({ deregisterServer: { serverUuid: s1 } });
+  assert.deepEqual((await h.machine.servers()).map((s) => [s.name, s.online]).sort(), [
+    ['one', false],
+    ['two', true],
+  ]);
+});
+
+test('determinism: the same log on memory and LevelDB gives byte-identical snapshots; restore round-trips', async (t) => {
+  const ids = { root: id(), lostFound: id() };
+  const memory = await Harness.create(new MemoryKv(), ids);
+  const level = await Harness.create(await LevelKv.open(tempDirectory(t)), ids);
+  const log: Uint8Array[] = [];
+  let time = 1_000;
+  const dirs = [ids.root];
+  const fileIds: Uint8Array[] = [];
+  for (let i = 0; i < 300; i++) {
+    const kind = i % 7;
+    let command: Parameters<typeof commandCodec.encode>[0];
+    if (kind === 0) {
+      const d = id();
+      command = {
+        timeMs: time,
+        create: {
+          parent: dirs[i % dirs.length]!,
+          name: `d${i}`,
+          id: d,
+          type: 'DIRECTORY',
+          mode: 0o755,
+          uid: 1,
+          gid: 1,
+        },
+      };
+      dirs.push(d);
+    } else if (kind < 4) {
+      const f = id();
+      fileIds.push(f);
+      command = {
+        timeMs: time,
+        create: {
+          parent: dirs[i % dirs.length]!,
+          name: `f${i}`,
+          id: f,
+          type: 'FILE',
+          mode: 0o644,
+          uid: 1,
+          gid: 1,
+        },
+      };
+    } else if (kind === 4) {
+      command = {
+        timeMs: time,
+        commitWrite: {
+          id: fileIds[i % fileIds.length]!,
+          size: 3,
+          chunks: [],
+          inlineData: Buffer.from(`v${i}`).subarray(0, 3),
+          mtimeMs: time,
+        },
+      };
+    } else if (kind === 5) {
+      command = {
+        timeMs: time,
+        rename: { parent: dirs[0]!, name: `f${i - 2}`, newParent: dirs[1 % dirs.length]!, newName: `r${i}` },
+      };
+    } else {
+      command = { timeMs: time, unlink: { parent: dirs[0]!, name: `f${i - 6}`, directory: false } };
+    }
+    time += 3;
+    log.push(commandCodec.encode(command));
+  }
+  const base = memory.machine.appliedIndex;
+  const entries = log.map((data, i) => ({ index: base + i + 1, data }));
+  const memoryResults = await memory.machine.apply(entries.slice(0, 150));
+  await memory.machine.apply(entries.slice(150));
+  const levelResults = [];
+  for (const entry of entries) levelResults.push(...(await level.machine.apply([entry])));
+  assert.deepEqual(
+    memoryResults.map((r) => r.code),
+    levelResults.slice(0, 150).map((r) => r.code),
+  );
+  const snapshot = await memory.machine.snapshot();
+  assert.ok(
+    Buffer.from(snapshot).equals(Buffer.from(await level.machine.snapshot())),
+    'byte-identical state',
+  );
+  const restored = await MetadataStateMachine.open(new MemoryKv());
+  await restored.restore(snapshot);
+  assert.equal(restored.appliedIndex, memory.machine.appliedIndex);
+  assert.ok(Buffer.from(await restored.snapshot()).equals(Buffer.from(snapshot)));
+  const reopened = await MetadataStateMachine.open(new MemoryKv());
+  assert.equal(reopened.appliedIndex, 0);
+});
+
+test('garbage entries are rejected as results, not crashes; no-op entries advance the index', async () => {
+  const h = await Harness.create();
+  const index = h.machine.appliedIndex;
+  const results = await h.machine.apply([
+    { index: index + 1, data: new Uint8Array([0xff, 0xff, 0xff]) },
+    { index: index + 2, data: new Uint8Array(0) },
+    { index: index + 3, data: commandCodec.encode({ timeMs: 1 }) },
+  ]);
+  assert.deepEqual(
+    results.map((r) => r.code),
+    ['INVALID_ARGUMENT', 'OK', 'INVALID_ARGUMENT'],
+  );
+  assert.equal(h.machine.appliedIndex, index + 3);
+  await assert.rejects(h.machine.apply([{ index: index + 5, data: new Uint8Array(0) }]), /out of order/);
+});
