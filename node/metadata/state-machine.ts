@@ -22,12 +22,13 @@
  * ```
  * Ids are 32 lowercase hex digits.
  */
+
+import { truncateChunks } from '../client/layout.ts';
 import { assert } from '../common/errors.ts';
 import type { KvOperation, KvStore } from './kv.ts';
 import {
   type BackendRecord,
   backendCodec,
-  type Chunk,
   type Command,
   commandCodec,
   type InitCell,
@@ -926,12 +927,7 @@ function newInode(init: {
 
 /** Set a file's size: drop or trim chunks past the end, cut or zero-extend inline data. */
 function truncate(inode: Inode, size: number): Uint8Array[] {
-  const released: Uint8Array[] = [];
-  const kept: Chunk[] = [];
-  for (const chunk of inode.chunks) {
-    if (chunk.offset >= size) released.push(chunk.id);
-    else kept.push(chunk.offset + chunk.size > size ? { ...chunk, size: size - chunk.offset } : chunk);
-  }
+  const { kept, released } = truncateChunks(inode.chunks, size);
   inode.chunks = kept;
   if (inode.inlineData.length > size) inode.inlineData = inode.inlineData.subarray(0, size);
   inode.size = size;
