@@ -28,7 +28,13 @@ export type ErrorCode =
   | 'PERMISSION_DENIED'
   | 'NOT_EMPTY'
   | 'NOT_A_DIRECTORY'
-  | 'IS_A_DIRECTORY';
+  | 'IS_A_DIRECTORY'
+  | 'NO_DATA'
+  | 'NAME_TOO_LONG'
+  | 'NOT_PERMITTED'
+  | 'READ_ONLY'
+  | 'STALE'
+  | 'UNAVAILABLE';
 
 export interface ErrorContext {
   readonly [key: string]: unknown;
@@ -74,6 +80,7 @@ export const NotLeaderError = defineError('NOT_LEADER', 'NotLeaderError');
 export const TimeoutError = defineError('TIMEOUT', 'TimeoutError');
 export const ClosedError = defineError('CLOSED', 'ClosedError');
 export const PermissionDeniedError = defineError('PERMISSION_DENIED', 'PermissionDeniedError');
+export const UnavailableError = defineError('UNAVAILABLE', 'UnavailableError');
 
 /** Positive POSIX errno values (Linux). */
 export const Errno = {
@@ -122,6 +129,12 @@ const errnoByCode: Readonly<Record<ErrorCode, number>> = {
   NOT_EMPTY: Errno.ENOTEMPTY,
   NOT_A_DIRECTORY: Errno.ENOTDIR,
   IS_A_DIRECTORY: Errno.EISDIR,
+  NO_DATA: Errno.ENODATA,
+  NAME_TOO_LONG: Errno.ENAMETOOLONG,
+  NOT_PERMITTED: Errno.EPERM,
+  READ_ONLY: Errno.EROFS,
+  STALE: Errno.EAGAIN,
+  UNAVAILABLE: Errno.EHOSTDOWN,
 };
 
 export function errnoOf(error: unknown): number {

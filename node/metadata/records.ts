@@ -33,7 +33,8 @@ export type ResultCode =
   | 'PERMISSION_DENIED'
   | 'NO_DATA'
   | 'STALE'
-  | 'NAME_TOO_LONG';
+  | 'NAME_TOO_LONG'
+  | 'NOT_PERMITTED';
 
 export interface Xattr {
   name: string;

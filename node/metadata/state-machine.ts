@@ -392,7 +392,7 @@ export class MetadataStateMachine {
   async #link(tx: Transaction, op: NonNullable<Command['link']>, time: number): Promise<Partial<Result>> {
     checkName(op.name);
     const inode = await this.#inode(tx, checkId(op.id, 'inode'));
-    if (inode.type === 'DIRECTORY') fail('PERMISSION_DENIED', 'hard links to directories are not allowed');
+    if (inode.type === 'DIRECTORY') fail('NOT_PERMITTED', 'hard links to directories are not allowed');
     const parent = await this.#directory(tx, checkId(op.parent, 'parent'));
     if ((await this.#child(tx, parent.id, op.name)) !== undefined)
       fail('ALREADY_EXISTS', `${op.name} exists`);
@@ -417,7 +417,7 @@ export class MetadataStateMachine {
     if (!op.directory && child.type === 'DIRECTORY') fail('IS_A_DIRECTORY', `${op.name} is a directory`);
     if (child.type === 'DIRECTORY' && child.entries > 0) fail('NOT_EMPTY', `${op.name} is not empty`);
     if (child.type === 'DIRECTORY' && sameId(child.id, await this.#rootId(tx)))
-      fail('PERMISSION_DENIED', 'cannot remove the root');
+      fail('NOT_PERMITTED', 'cannot remove the root');
     tx.del(keys.entry(parent.id, op.name));
     parent.entries--;
     if (child.type === 'DIRECTORY') parent.nlink--;

@@ -1,0 +1,732 @@
+/**
+ * The cell client: the FsClient (node/client/api.ts) over a CellApi. Metadata changes are
+ * commands through the primary; file data moves between this client and storage servers as
+ * immutable chunk objects (node/client/layout.ts), each stored on `replicas` backends of
+ * different servers (most free space first), then committed to the metadata in one command.
+ *
+ * Open files hold an open token (renewed in the background, released on close). Writes are
+ * buffered per handle in whole chunks and made visible by flush()/fsync()/close() (close-to-open
+ * coherence) or when the buffer exceeds `writeBufferBytesMax`.
+ *
+ * Concurrent writers: a commit names the inode version it was based on; if another client
+ * committed meanwhile, this client re-reads the inode and puts its chunks over the newer list
+ * (chunk-granular last-writer-wins, no lost chunk of either writer outside the overlap) and
+ * retries. Appenders write at the size they see at each write.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  ClosedError,
+  type ErrorCode,
+  InvalidArgumentError,
+  NotFoundError,
+  UnavailableError,
+  ZhsmError,
+} from '../common/errors.ts';
+import type { Chunk, Inode, Attributes as InodeAttributes, NodeType, Result } from '../metadata/records.ts';
+import { NAME_BYTES_MAX } from '../metadata/state-machine.ts';
+import type { Attributes, Caller, FileHandle, FileType, FsClient, FsStatistics, OpenOptions } from './api.ts';
+import type { CellApi } from './cell-api.ts';
+import { applyChunkWrites, CHUNK_BYTES_DEFAULT, mergeChunk, planRead, planWrite } from './layout.ts';
+
+export interface CellClientOptions {
+  /** Copies of every chunk, on backends of different servers where possible (default 2). */
+  readonly replicas?: number;
+  readonly chunkBytes?: number;
+  /** Buffered bytes per open file before an automatic flush (default 64 MiB). */
+  readonly writeBufferBytesMax?: number;
+  /** Lifetime of an open token; renewed at a third of it (default 60 s). */
+  readonly tokenLifetimeMs?: number;
+}
+
+/** Attempts to commit a write over concurrent writers before giving up with STALE. */
+const COMMIT_ATTEMPTS_MAX = 8;
+
+const typeBits: Record<FileType, number> = {
+  file: 0o100000,
+  directory: 0o040000,
+  symlink: 0o120000,
+  charDevice: 0o020000,
+  blockDevice: 0o060000,
+  fifo: 0o010000,
+  socket: 0o140000,
+};
+
+const fileTypeOf: Record<NodeType, FileType> = {
+  NODE_TYPE_UNSPECIFIED: 'file',
+  FILE: 'file',
+  DIRECTORY: 'directory',
+  SYMLINK: 'symlink',
+  CHAR_DEVICE: 'charDevice',
+  BLOCK_DEVICE: 'blockDevice',
+  FIFO: 'fifo',
+  SOCKET: 'socket',
+};
+
+function nodeTypeOfMode(mode: number): NodeType {
+  switch (mode & 0o170000) {
+    case 0o020000:
+      return 'CHAR_DEVICE';
+    case 0o060000:
+      return 'BLOCK_DEVICE';
+    case 0o010000:
+      return 'FIFO';
+    case 0o140000:
+      return 'SOCKET';
+    case 0o040000:
+      return 'DIRECTORY';
+    default:
+      return 'FILE';
+  }
+}
+
+/** Turn a failed Result into the typed error the FUSE boundary maps to errno. */
+export function resultError(result: Result, context: Record<string, unknown> = {}): ZhsmError {
+  const code: ErrorCode =
+    result.code === 'OK' ? 'IO_ERROR' : result.code === 'STALE' ? 'STALE' : (result.code as ErrorCode);
+  return new ZhsmError(code, result.message || result.code, context);
+}
+
+function check(result: Result, context: Record<string, unknown> = {}): Result {
+  if (result.code !== 'OK') throw resultError(result, context);
+  return result;
+}
+
+const newId = (): Uint8Array => new Uint8Array(randomBytes(16));
+const sha256 = (bytes: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(bytes).digest());
+const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex');
+
+function splitPath(path: string): string[] {
+  if (!path.startsWith('/')) throw new InvalidArgumentError(`not an absolute path: ${path}`);
+  const parts = path.split('/').filter((part) => part.length > 0 && part !== '.');
+  for (const part of parts) {
+    if (part === '..') throw new InvalidArgumentError('.. in a path');
+    if (Buffer.byteLength(part) > NAME_BYTES_MAX)
+      throw new ZhsmError('NAME_TOO_LONG', `name longer than ${NAME_BYTES_MAX} bytes`);
+  }
+  return parts;
+}
+
+export class CellClient implements FsClient {
+  readonly #cell: CellApi;
+  readonly #replicas: number;
+  readonly #chunkBytes: number;
+  readonly #writeBufferBytesMax: number;
+  readonly #tokenLifetimeMs: number;
+  readonly #handles = new Set<CellFileHandle>();
+  #rootId: Uint8Array | undefined;
+
+  constructor(cell: CellApi, options: CellClientOptions = {}) {
+    this.#cell = cell;
+    this.#replicas = options.replicas ?? 2;
+    this.#chunkBytes = options.chunkBytes ?? CHUNK_BYTES_DEFAULT;
+    this.#writeBufferBytesMax = options.writeBufferBytesMax ?? 64 * 1024 * 1024;
+    this.#tokenLifetimeMs = options.tokenLifetimeMs ?? 60_000;
+  }
+
+  get cell(): CellApi {
+    return this.#cell;
+  }
+
+  get chunkBytes(): number {
+    return this.#chunkBytes;
+  }
+
+  get tokenLifetimeMs(): number {
+    return this.#tokenLifetimeMs;
+  }
+
+  get writeBufferBytesMax(): number {
+    return this.#writeBufferBytesMax;
+  }
+
+  async #root(): Promise<Uint8Array> {
+    this.#rootId ??= await this.#cell.metadata.root();
+    return this.#rootId;
+  }
+
+  /** Resolve a path to its inode (symlinks are not followed: the kernel does that). */
+  async resolve(path: string): Promise<Inode> {
+    let inode = await this.#cell.metadata.inode(await this.#root());
+    if (inode === undefined) throw new NotFoundError('the cell has no root');
+    for (const part of splitPath(path)) {
+      if (inode.type !== 'DIRECTORY')
+        throw new ZhsmError('NOT_A_DIRECTORY', `${path}: not a directory`, { path });
+      const child: Inode | undefined = await this.#cell.metadata.lookup(inode.id, part);
+      if (child === undefined) throw new NotFoundError(`${path}: no such file or directory`, { path });
+      inode = child;
+    }
+    return inode;
+  }
+
+  /** The parent directory's inode and the last name of a path. */
+  async #parentOf(path: string): Promise<{ parent: Inode; name: string }> {
+    const parts = splitPath(path);
+    const name = parts.pop();
+    if (name === undefined) throw new ZhsmError('NOT_PERMITTED', 'the root has no parent');
+    const parent = await this.resolve(`/${parts.join('/')}`);
+    if (parent.type !== 'DIRECTORY')
+      throw new ZhsmError('NOT_A_DIRECTORY', `${path}: not a directory`, { path });
+    return { parent, name };
+  }
+
+  async attributesOf(inode: Inode): Promise<Attributes> {
+    const root = await this.#root();
+    const type = fileTypeOf[inode.type];
+    const storedBytes = inode.chunks.reduce((sum, chunk) => sum + chunk.size, 0) + inode.inlineData.length;
+    return {
+      ino:
+        Buffer.compare(inode.id, root) === 0
+          ? 1
+          : Number(Buffer.from(inode.id).readBigUInt64BE(0) & 0xffffffffffffn) + 2,
+      type,
+      mode: typeBits[type] | (inode.mode & 0o7777),
+      uid: inode.uid,
+      gid: inode.gid,
+      size: inode.size,
+      blocks: Math.ceil(storedBytes / 512),
+      nlink: inode.nlink,
+      rdev: inode.rdev,
+      atimeMs: inode.atimeMs,
+      mtimeMs: inode.mtimeMs,
+      ctimeMs: inode.ctimeMs,
+    };
+  }
+
+  async getattr(path: string): Promise<Attributes> {
+    return this.attributesOf(await this.resolve(path));
+  }
+
+  async readdir(path: string): Promise<string[]> {
+    const directory = await this.resolve(path);
+    if (directory.type !== 'DIRECTORY')
+      throw new ZhsmError('NOT_A_DIRECTORY', `${path}: not a directory`, { path });
+    const names: string[] = [];
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.#cell.metadata.readdir(directory.id, { after });
+      if (page.length === 0) return names;
+      for (const entry of page) names.push(entry.name);
+      after = page.at(-1)!.name;
+    }
+  }
+
+  async #createNode(
+    path: string,
+    type: NodeType,
+    mode: number,
+    caller: Caller,
+    extra: { rdev?: number; symlinkTarget?: Uint8Array } = {},
+  ): Promise<Inode> {
+    const { parent, name } = await this.#parentOf(path);
+    const result = check(
+      await this.#cell.propose({
+        create: {
+          parent: parent.id,
+          name,
+          id: newId(),
+          type,
+          mode,
+          uid: caller.uid,
+          gid: caller.gid,
+          ...extra,
+        },
+      }),
+      { path },
+    );
+    return result.inode!;
+  }
+
+  async mkdir(path: string, mode: number, caller: Caller): Promise<Attributes> {
+    return this.attributesOf(await this.#createNode(path, 'DIRECTORY', mode, caller));
+  }
+
+  async mknod(path: string, mode: number, rdev: number, caller: Caller): Promise<Attributes> {
+    return this.attributesOf(await this.#createNode(path, nodeTypeOfMode(mode), mode, caller, { rdev }));
+  }
+
+  async create(
+    path: string,
+    mode: number,
+    caller: Caller,
+    options: OpenOptions & { exclusive?: boolean },
+  ): Promise<FileHandle> {
+    try {
+      const inode = await this.#createNode(path, 'FILE', mode, caller);
+      return this.#openInode(path, inode, { ...options, truncate: false });
+    } catch (error) {
+      if (error instanceof ZhsmError && error.code === 'ALREADY_EXISTS' && !options.exclusive)
+        return this.open(path, options);
+      throw error;
+    }
+  }
+
+  async open(path: string, options: OpenOptions): Promise<FileHandle> {
+    const inode = await this.resolve(path);
+    if (inode.type === 'DIRECTORY' && options.mode !== 'read')
+      throw new ZhsmError('IS_A_DIRECTORY', `${path} is a directory`);
+    return this.#openInode(path, inode, options);
+  }
+
+  async #openInode(path: string, inode: Inode, options: OpenOptions): Promise<FileHandle> {
+    const tokenId = newId();
+    const mode = { read: 'READ', write: 'WRITE', readWrite: 'READ_WRITE', append: 'APPEND' } as const;
+    const result = check(
+      await this.#cell.propose({
+        open: {
+          token: {
+            id: tokenId,
+            object: inode.id,
+            mode: mode[options.mode],
+            holder: this.#cell.clientId,
+            expiresMs: this.#cell.nowMs() + this.#tokenLifetimeMs,
+            openedMs: 0,
+          },
+          truncate: options.truncate === true && options.mode !== 'read',
+        },
+      }),
+      { path },
+    );
+    if (result.releasedObjects.length > 0)
+      void this.#cell.deleteObjects(result.releasedObjects).catch(() => {});
+    const handle = new CellFileHandle(this, path, result.inode ?? inode, tokenId, options.mode);
+    this.#handles.add(handle);
+    return handle;
+  }
+
+  forget(handle: CellFileHandle): void {
+    this.#handles.delete(handle);
+  }
+
+  async #remove(path: string, directory: boolean): Promise<void> {
+    const { parent, name } = await this.#parentOf(path);
+    const result = check(await this.#cell.propose({ unlink: { parent: parent.id, name, directory } }), {
+      path,
+    });
+    if (result.releasedObjects.length > 0)
+      await this.#cell.deleteObjects(result.releasedObjects).catch(() => {});
+  }
+
+  unlink(path: string): Promise<void> {
+    return this.#remove(path, false);
+  }
+
+  rmdir(path: string): Promise<void> {
+    return this.#remove(path, true);
+  }
+
+  async rename(from: string, to: string, options: { noReplace?: boolean } = {}): Promise<void> {
+    const source = await this.#parentOf(from);
+    const target = await this.#parentOf(to);
+    const result = check(
+      await this.#cell.propose({
+        rename: {
+          parent: source.parent.id,
+          name: source.name,
+          newParent: target.parent.id,
+          newName: target.name,
+          noReplace: options.noReplace === true,
+        },
+      }),
+      { path: from },
+    );
+    if (result.releasedObjects.length > 0)
+      await this.#cell.deleteObjects(result.releasedObjects).catch(() => {});
+  }
+
+  async symlink(target: string, path: string, caller: Caller): Promise<Attributes> {
+    if (target.length === 0) throw new InvalidArgumentError('empty symlink target');
+    return this.attributesOf(
+      await this.#createNode(path, 'SYMLINK', 0o777, caller, { symlinkTarget: Buffer.from(target) }),
+    );
+  }
+
+  async readlink(path: string): Promise<string> {
+    const inode = await this.resolve(path);
+    if (inode.type !== 'SYMLINK') throw new InvalidArgumentError(`${path} is not a symlink`);
+    return Buffer.from(inode.symlinkTarget).toString();
+  }
+
+  async link(existing: string, path: string): Promise<Attributes> {
+    const inode = await this.resolve(existing);
+    const { parent, name } = await this.#parentOf(path);
+    return this.attributesOf(
+      check(await this.#cell.propose({ link: { id: inode.id, parent: parent.id, name } }), { path }).inode!,
+    );
+  }
+
+  async setAttributes(id: Uint8Array, attributes: InodeAttributes, path = ''): Promise<Inode> {
+    const result = check(await this.#cell.propose({ setAttributes: { id, attributes } }), { path });
+    if (result.releasedObjects.length > 0)
+      await this.#cell.deleteObjects(result.releasedObjects).catch(() => {});
+    return result.inode!;
+  }
+
+  async chmod(path: string, mode: number): Promise<void> {
+    await this.setAttributes((await this.resolve(path)).id, { mode: mode & 0o7777 }, path);
+  }
+
+  async chown(path: string, uid: number, gid: number): Promise<void> {
+    const attributes: InodeAttributes = {};
+    if (uid !== -1 && uid !== 0xffffffff) attributes.uid = uid;
+    if (gid !== -1 && gid !== 0xffffffff) attributes.gid = gid;
+    await this.setAttributes((await this.resolve(path)).id, attributes, path);
+  }
+
+  async utimens(path: string, atimeMs: number | undefined, mtimeMs: number | undefined): Promise<void> {
+    const attributes: InodeAttributes = {};
+    if (atimeMs !== undefined) attributes.atimeMs = Math.round(atimeMs);
+    if (mtimeMs !== undefined) attributes.mtimeMs = Math.round(mtimeMs);
+    await this.setAttributes((await this.resolve(path)).id, attributes, path);
+  }
+
+  async truncate(path: string, size: number): Promise<void> {
+    if (!Number.isSafeInteger(size) || size < 0) throw new InvalidArgumentError(`invalid size ${size}`);
+    const inode = await this.resolve(path);
+    if (inode.type === 'DIRECTORY') throw new ZhsmError('IS_A_DIRECTORY', `${path} is a directory`);
+    await this.setAttributes(inode.id, { size }, path);
+  }
+
+  async statfs(): Promise<FsStatistics> {
+    const backends = await this.#cell.metadata.backends();
+    const total = backends.reduce((sum, backend) => sum + backend.capacityBytes, 0);
+    const free = backends.reduce((sum, backend) => sum + backend.freeBytes, 0);
+    // Every byte is stored `replicas` times: report what users can store.
+    const replicas = Math.max(1, Math.min(this.#replicas, backends.length));
+    return {
+      totalBytes: Math.floor(total / replicas),
+      freeBytes: Math.floor(free / replicas),
+      availableBytes: Math.floor(free / replicas),
+      files: 1 << 30,
+      filesFree: 1 << 30,
+      nameBytesMax: NAME_BYTES_MAX,
+      blockBytes: 4096,
+    };
+  }
+
+  async getxattr(path: string, name: string): Promise<Uint8Array> {
+    const inode = await this.resolve(path);
+    const xattr = inode.xattrs.find((x) => x.name === name);
+    if (xattr === undefined) throw new ZhsmError('NO_DATA', `no attribute ${name}`, { path });
+    return xattr.value;
+  }
+
+  async setxattr(
+    path: string,
+    name: string,
+    value: Uint8Array,
+    flags: { create?: boolean; replace?: boolean },
+  ): Promise<void> {
+    const inode = await this.resolve(path);
+    check(
+      await this.#cell.propose({
+        setXattr: {
+          id: inode.id,
+          name,
+          value,
+          createOnly: flags.create === true,
+          replaceOnly: flags.replace === true,
+        },
+      }),
+      { path },
+    );
+  }
+
+  async listxattr(path: string): Promise<string[]> {
+    return (await this.resolve(path)).xattrs.map((x) => x.name);
+  }
+
+  async removexattr(path: string, name: string): Promise<void> {
+    const inode = await this.resolve(path);
+    check(await this.#cell.propose({ removeXattr: { id: inode.id, name } }), { path });
+  }
+
+  /** Close every open file (flushing it); for an orderly shutdown. */
+  async closeAll(): Promise<void> {
+    await Promise.allSettled([...this.#handles].map((handle) => handle.close()));
+  }
+
+  /** Pick backends for new chunks: different servers first, most free space first. */
+  async placement(): Promise<Uint8Array[]> {
+    const backends = (await this.#cell.metadata.backends()).filter((backend) => backend.freeBytes > 0);
+    if (backends.length === 0) throw new UnavailableError('no storage backend is available');
+    backends.sort((a, b) => b.freeBytes - a.freeBytes);
+    const chosen: Uint8Array[] = [];
+    const servers = new Set<string>();
+    for (const backend of backends) {
+      if (chosen.length >= this.#replicas) break;
+      if (servers.has(hex(backend.serverUuid))) continue;
+      servers.add(hex(backend.serverUuid));
+      chosen.push(backend.uuid);
+    }
+    for (const backend of backends) {
+      if (chosen.length >= this.#replicas) break;
+      if (!chosen.some((uuid) => Buffer.compare(uuid, backend.uuid) === 0)) chosen.push(backend.uuid);
+    }
+    return chosen;
+  }
+
+  /** Read a chunk's bytes [offset, offset+length) from any backend holding a current copy. */
+  async readChunk(chunk: Chunk, offset: number, length: number): Promise<Uint8Array> {
+    const locations = (await this.#cell.metadata.locations(chunk.id)).filter(
+      (l) => l.location.current && !l.location.outdated,
+    );
+    let lastError: unknown = new UnavailableError(`no copy of chunk ${hex(chunk.id)} is available`);
+    for (const { backend } of locations) {
+      try {
+        return await this.#cell.readChunk(backend, chunk.id, offset, length);
+      } catch (error) {
+        lastError = error;
+      }
+    }
+    throw lastError;
+  }
+}
+
+interface DirtyChunk {
+  bytes: Uint8Array;
+}
+
+export class CellFileHandle implements FileHandle {
+  readonly path: string;
+  readonly #client: CellClient;
+  readonly #tokenId: Uint8Array;
+  readonly #mode: OpenOptions['mode'];
+  #inode: Inode;
+  /** Chunks written but not yet committed, by chunk index. */
+  readonly #dirty = new Map<number, DirtyChunk>();
+  #dirtyBytes = 0;
+  /** End of the furthest uncommitted write (a commit never makes the file shorter than this). */
+  #writtenEnd = 0;
+  /** The file size including uncommitted writes. */
+  #size: number;
+  #closed = false;
+  #renewTimer: ReturnType<typeof setInterval> | undefined;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    client: CellClient,
+    path: string,
+    inode: Inode,
+    tokenId: Uint8Array,
+    mode: OpenOptions['mode'],
+  ) {
+    this.#client = client;
+    this.path = path;
+    this.#inode = inode;
+    this.#tokenId = tokenId;
+    this.#mode = mode;
+    this.#size = inode.size;
+    const lifetime = client.tokenLifetimeMs;
+    this.#renewTimer = setInterval(
+      () => {
+        void client.cell
+          .propose({ renew: { id: tokenId, expiresMs: client.cell.nowMs() + lifetime } })
+          .catch(() => {});
+      },
+      Math.max(1000, Math.floor(lifetime / 3)),
+    );
+    this.#renewTimer.unref();
+  }
+
+  /** Operations on one handle run one at a time, in order. */
+  #serial<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(task, task);
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new ClosedError(`${this.path} is closed`);
+  }
+
+  read(offset: number, length: number): Promise<Uint8Array> {
+    return this.#serial(async () => {
+      this.#checkOpen();
+      if (this.#mode === 'write')
+        throw new ZhsmError('PERMISSION_DENIED', `${this.path} is open for writing only`);
+      if (this.#dirty.size === 0) await this.#refresh();
+      const chunkBytes = this.#client.chunkBytes;
+      const pieces = planRead(this.#currentChunks(), this.#size, offset, length, chunkBytes);
+      const parts = await Promise.all(
+        pieces.map(async (piece) => {
+          if (piece.kind === 'zeros') return new Uint8Array(piece.length);
+          const dirty = this.#dirty.get(piece.chunk.offset / chunkBytes);
+          if (dirty !== undefined)
+            return dirty.bytes.subarray(piece.chunkOffset, piece.chunkOffset + piece.length);
+          if (this.#inode.inlineData.length > 0)
+            return this.#inode.inlineData.subarray(piece.fileOffset, piece.fileOffset + piece.length);
+          return this.#client.readChunk(piece.chunk, piece.chunkOffset, piece.length);
+        }),
+      );
+      return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    });
+  }
+
+  /** The committed chunk list overlaid with the dirty chunks (as placeholders). */
+  #currentChunks(): Chunk[] {
+    const chunkBytes = this.#client.chunkBytes;
+    if (this.#inode.inlineData.length > 0 && this.#dirty.size === 0) {
+      return [
+        { id: new Uint8Array(16), offset: 0, size: this.#inode.inlineData.length, hash: new Uint8Array(0) },
+      ];
+    }
+    const dirty = [...this.#dirty].map(([index, chunk]) => ({
+      id: new Uint8Array(16),
+      offset: index * chunkBytes,
+      size: chunk.bytes.length,
+      hash: new Uint8Array(0),
+    }));
+    return applyChunkWrites(this.#inode.chunks, dirty, chunkBytes);
+  }
+
+  async #refresh(): Promise<void> {
+    const latest = await this.#client.cell.metadata.inode(this.#inode.id);
+    if (latest !== undefined) {
+      this.#inode = latest;
+      if (this.#dirty.size === 0) this.#size = latest.size;
+    }
+  }
+
+  write(offset: number, data: Uint8Array): Promise<number> {
+    return this.#serial(async () => {
+      this.#checkOpen();
+      if (this.#mode === 'read')
+        throw new ZhsmError('PERMISSION_DENIED', `${this.path} is open for reading only`);
+      if (this.#mode === 'append') {
+        if (this.#dirty.size === 0) await this.#refresh();
+        offset = this.#size;
+      }
+      if (!Number.isSafeInteger(offset) || offset < 0)
+        throw new InvalidArgumentError(`invalid offset ${offset}`);
+      if (data.length === 0) return 0;
+      await this.#inlineToChunks();
+      const chunkBytes = this.#client.chunkBytes;
+      const newSize = Math.max(this.#size, offset + data.length);
+      const plan = planWrite(this.#currentChunks(), offset, data.length, newSize, chunkBytes);
+      for (const write of plan) {
+        const dirty = this.#dirty.get(write.index);
+        let previousBytes: Uint8Array | undefined;
+        if (dirty !== undefined) previousBytes = dirty.bytes;
+        else if (write.previous !== undefined)
+          previousBytes = await this.#client.readChunk(write.previous, 0, write.previous.size);
+        const part = data.subarray(
+          write.spanStart + write.writeStart - offset,
+          write.spanStart + write.writeEnd - offset,
+        );
+        const bytes = mergeChunk(write, previousBytes, part);
+        this.#dirtyBytes += bytes.length - (dirty?.bytes.length ?? 0);
+        this.#dirty.set(write.index, { bytes });
+      }
+      this.#size = newSize;
+      this.#writtenEnd = Math.max(this.#writtenEnd, offset + data.length);
+      if (this.#dirtyBytes >= this.#client.writeBufferBytesMax) await this.#commit();
+      return data.length;
+    });
+  }
+
+  /** Files committed with inline data are rewritten as chunks before a write. */
+  async #inlineToChunks(): Promise<void> {
+    if (this.#inode.inlineData.length === 0) return;
+    this.#dirty.set(0, { bytes: new Uint8Array(this.#inode.inlineData) });
+    this.#dirtyBytes += this.#inode.inlineData.length;
+    this.#inode = { ...this.#inode, inlineData: new Uint8Array(0) };
+  }
+
+  truncate(size: number): Promise<void> {
+    return this.#serial(async () => {
+      this.#checkOpen();
+      if (this.#mode === 'read')
+        throw new ZhsmError('PERMISSION_DENIED', `${this.path} is open for reading only`);
+      await this.#commit();
+      this.#inode = await this.#client.setAttributes(this.#inode.id, { size }, this.path);
+      this.#size = this.#inode.size;
+    });
+  }
+
+  flush(): Promise<void> {
+    return this.#serial(() => this.#commit());
+  }
+
+  fsync(): Promise<void> {
+    // Chunks are durable on their backends before the commit, and the commit is durable on a
+    // majority of controllers when it resolves: flush is already an fsync.
+    return this.flush();
+  }
+
+  attributes(): Promise<Attributes> {
+    return this.#serial(async () => {
+      if (this.#dirty.size === 0) await this.#refresh();
+      const attributes = await this.#client.attributesOf(this.#inode);
+      return { ...attributes, size: this.#size };
+    });
+  }
+
+  close(): Promise<void> {
+    return this.#serial(async () => {
+      if (this.#closed) return;
+      try {
+        await this.#commit();
+      } finally {
+        this.#closed = true;
+        clearInterval(this.#renewTimer);
+        this.#client.forget(this);
+        const result = await this.#client.cell
+          .propose({ release: { id: this.#tokenId } })
+          .catch(() => undefined);
+        if (result !== undefined && result.releasedObjects.length > 0) {
+          await this.#client.cell.deleteObjects(result.releasedObjects).catch(() => {});
+        }
+      }
+    });
+  }
+
+  /** Store dirty chunks on backends, then commit the new chunk list (rebasing over concurrent writers). */
+  async #commit(): Promise<void> {
+    if (this.#dirty.size === 0) return;
+    const chunkBytes = this.#client.chunkBytes;
+    const cell = this.#client.cell;
+    const backends = this.#dirty.size > 0 ? await this.#client.placement() : [];
+    const written: Chunk[] = [];
+    for (const [index, dirty] of [...this.#dirty].sort(([a], [b]) => a - b)) {
+      const id = newId();
+      const hash = sha256(dirty.bytes);
+      await Promise.all(backends.map((backend) => cell.writeChunk(backend, id, dirty.bytes, hash)));
+      written.push({ id, offset: index * chunkBytes, size: dirty.bytes.length, hash });
+    }
+    let base = this.#inode;
+    for (let attempt = 1; ; attempt++) {
+      // Another writer may have grown (or truncated) the file meanwhile: keep its size unless
+      // this handle wrote further.
+      const size = Math.max(base.size, this.#writtenEnd);
+      const chunks = applyChunkWrites(base.chunks, written, chunkBytes).filter(
+        (chunk) => chunk.offset < size,
+      );
+      const result = await cell.propose({
+        commitWrite: {
+          id: base.id,
+          size,
+          chunks,
+          mtimeMs: cell.nowMs(),
+          checkVersion: true,
+          expectedVersion: base.version,
+          storedOn: backends,
+        },
+      });
+      if (result.code === 'OK') {
+        this.#inode = result.inode!;
+        this.#size = this.#inode.size;
+        this.#dirty.clear();
+        this.#dirtyBytes = 0;
+        this.#writtenEnd = 0;
+        if (result.releasedObjects.length > 0)
+          await cell.deleteObjects(result.releasedObjects).catch(() => {});
+        return;
+      }
+      if (result.code !== 'STALE' || attempt >= COMMIT_ATTEMPTS_MAX)
+        throw resultError(result, { path: this.path });
+      const latest = await cell.metadata.inode(base.id);
+      if (latest === undefined) throw new NotFoundError(`${this.path} was deleted`);
+      base = latest;
+    }
+  }
+}

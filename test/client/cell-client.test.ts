@@ -1,0 +1,187 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { CellClient } from '../../node/client/cell-client.ts';
+import { LocalCell } from '../../node/client/local-cell.ts';
+import { patternBytes, tempDirectory } from '../helpers.ts';
+
+const caller = { uid: 1000, gid: 1000 };
+const KiB = 1024;
+const chunkBytes = 64 * KiB;
+
+async function openCell(t: import('node:test').TestContext, directory = tempDirectory(t)) {
+  const cell = await LocalCell.open({ directory, servers: 2, backendsPerServer: 1, tickMs: 10 });
+  t.after(() => cell.close());
+  return { cell, directory, client: new CellClient(cell, { chunkBytes }) };
+}
+
+async function readAll(client: CellClient, path: string): Promise<Buffer> {
+  const handle = await client.open(path, { mode: 'read' });
+  try {
+    const size = (await handle.attributes()).size;
+    return Buffer.from(await handle.read(0, size + 100));
+  } finally {
+    await handle.close();
+  }
+}
+
+test('files: write across chunks, read back, sparse holes, attributes, two replicas on two servers', async (t) => {
+  const { cell, client } = await openCell(t);
+  await client.mkdir('/docs', 0o755, caller);
+  const handle = await client.create('/docs/a.bin', 0o644, caller, { mode: 'readWrite' });
+  const data = patternBytes(300 * KiB + 17, 1);
+  assert.equal(await handle.write(0, data), data.length);
+  assert.ok(
+    Buffer.from(await handle.read(100, 1000)).equals(data.subarray(100, 1100)),
+    'reads see uncommitted writes',
+  );
+  await handle.write(1024 * KiB, Buffer.from('tail')); // leaves a hole
+  await handle.close();
+  const attributes = await client.getattr('/docs/a.bin');
+  assert.equal(attributes.size, 1024 * KiB + 4);
+  assert.equal(attributes.type, 'file');
+  assert.equal(attributes.mode, 0o100644);
+  assert.equal(attributes.uid, 1000);
+  assert.ok(attributes.blocks * 512 < 400 * KiB, 'the hole is not stored');
+  const back = await readAll(client, '/docs/a.bin');
+  assert.equal(back.length, 1024 * KiB + 4);
+  assert.ok(back.subarray(0, data.length).equals(data));
+  assert.ok(back.subarray(data.length, 1024 * KiB).equals(Buffer.alloc(1024 * KiB - data.length)));
+  assert.equal(back.subarray(1024 * KiB).toString(), 'tail');
+  // Every chunk object is on both backends (2 servers, 2 replicas).
+  const counts = [];
+  for (const backend of cell.backends) {
+    let objects = 0;
+    for await (const entry of backend.scan()) if (entry.kind === 'object') objects++;
+    counts.push(objects);
+  }
+  assert.deepEqual(counts, [6, 6], 'five data chunks + the tail chunk on each backend');
+});
+
+test('overwrite in the middle, append mode, truncate, O_TRUNC, exclusive create', async (t) => {
+  const { client } = await openCell(t);
+  const h = await client.create('/f', 0o600, caller, { mode: 'readWrite' });
+  await h.write(0, Buffer.alloc(200 * KiB, 1));
+  await h.flush();
+  await h.write(70 * KiB, Buffer.alloc(10, 2));
+  await h.close();
+  const content = await readAll(client, '/f');
+  assert.equal(content[70 * KiB], 2);
+  assert.equal(content[70 * KiB + 10], 1);
+  const appender = await client.open('/f', { mode: 'append' });
+  await appender.write(0, Buffer.from('END'));
+  await appender.close();
+  assert.equal((await readAll(client, '/f')).subarray(-3).toString(), 'END');
+  await client.truncate('/f', 5);
+  assert.deepEqual([...(await readAll(client, '/f'))], [1, 1, 1, 1, 1]);
+  await client.truncate('/f', 10);
+  assert.deepEqual(
+    [...(await readAll(client, '/f'))],
+    [1, 1, 1, 1, 1, 0, 0, 0, 0, 0],
+    'extension reads zeros',
+  );
+  const truncating = await client.open('/f', { mode: 'write', truncate: true });
+  await truncating.close();
+  assert.equal((await client.getattr('/f')).size, 0);
+  await assert.rejects(client.create('/f', 0o600, caller, { mode: 'write', exclusive: true }), {
+    code: 'ALREADY_EXISTS',
+  });
+  const reader = await client.open('/f', { mode: 'read' });
+  await assert.rejects(reader.write(0, Buffer.from('x')), { code: 'PERMISSION_DENIED' });
+  await reader.close();
+  await assert.rejects(reader.read(0, 1), { code: 'CLOSED' });
+});
+
+test('namespace: readdir, rename, unlink, rmdir, symlink, link, xattrs, chmod/chown/utimens, errors', async (t) => {
+  const { client } = await openCell(t);
+  await client.mkdir('/a', 0o755, caller);
+  await client.mkdir('/a/b', 0o700, caller);
+  for (const name of ['x', 'y', 'z'])
+    await (await client.create(`/a/${name}`, 0o644, caller, { mode: 'write' })).close();
+  assert.deepEqual(await client.readdir('/a'), ['b', 'x', 'y', 'z']);
+  assert.deepEqual(await client.readdir('/'), ['a', 'lost+found']);
+  await client.rename('/a/x', '/a/b/x2');
+  await client.rename('/a/y', '/a/z'); // over an existing file
+  assert.deepEqual(await client.readdir('/a'), ['b', 'z']);
+  await assert.rejects(client.rename('/a', '/a/b/inside'), { code: 'INVALID_ARGUMENT' });
+  await assert.rejects(client.rmdir('/a/b'), { code: 'NOT_EMPTY' });
+  await assert.rejects(client.unlink('/a/b'), { code: 'IS_A_DIRECTORY' });
+  await assert.rejects(client.rmdir('/a/z'), { code: 'NOT_A_DIRECTORY' });
+  await assert.rejects(client.getattr('/a/nope'), { code: 'NOT_FOUND' });
+  await assert.rejects(client.getattr('/a/z/under-a-file'), { code: 'NOT_A_DIRECTORY' });
+  await assert.rejects(client.mkdir('/a/b', 0o755, caller), { code: 'ALREADY_EXISTS' });
+  await client.symlink('../a/z', '/a/link', caller);
+  assert.equal(await client.readlink('/a/link'), '../a/z');
+  assert.equal((await client.getattr('/a/link')).type, 'symlink');
+  const linked = await client.link('/a/z', '/a/z-hard');
+  assert.equal(linked.nlink, 2);
+  await client.setxattr('/a/z', 'user.color', Buffer.from('blue'), {});
+  assert.equal(Buffer.from(await client.getxattr('/a/z', 'user.color')).toString(), 'blue');
+  assert.deepEqual(await client.listxattr('/a/z-hard'), ['user.color'], 'hard links share xattrs');
+  await assert.rejects(client.getxattr('/a/z', 'user.none'), { code: 'NO_DATA' });
+  await assert.rejects(client.setxattr('/a/z', 'user.color', Buffer.from('x'), { create: true }), {
+    code: 'ALREADY_EXISTS',
+  });
+  await client.removexattr('/a/z', 'user.color');
+  await client.chmod('/a/z', 0o4711);
+  await client.chown('/a/z', 42, -1);
+  await client.utimens('/a/z', 1_600_000_000_123, 1_500_000_000_456);
+  const attributes = await client.getattr('/a/z');
+  assert.deepEqual(
+    [attributes.mode, attributes.uid, attributes.gid, attributes.atimeMs, attributes.mtimeMs],
+    [0o104711, 42, 1000, 1_600_000_000_123, 1_500_000_000_456],
+  );
+  await client.mknod('/a/fifo', 0o010644, 0, caller);
+  assert.equal((await client.getattr('/a/fifo')).type, 'fifo');
+  const statistics = await client.statfs();
+  assert.ok(statistics.totalBytes > 0 && statistics.availableBytes <= statistics.totalBytes);
+  assert.equal((await client.getattr('/')).ino, 1);
+});
+
+test('unlinked while open: still readable through the handle, gone after close', async (t) => {
+  const { cell, client } = await openCell(t);
+  const writer = await client.create('/tmpfile', 0o600, caller, { mode: 'readWrite' });
+  await writer.write(0, patternBytes(100 * KiB, 3));
+  await writer.flush();
+  await client.unlink('/tmpfile');
+  await assert.rejects(client.getattr('/tmpfile'), { code: 'NOT_FOUND' });
+  assert.ok(Buffer.from(await writer.read(0, 100 * KiB)).equals(patternBytes(100 * KiB, 3)));
+  await writer.close();
+  for (const backend of cell.backends) {
+    for await (const entry of backend.scan())
+      assert.notEqual(entry.kind, 'object', 'chunks are deleted after the last close');
+  }
+});
+
+test('close-to-open between two clients; concurrent writers of different chunks both survive', async (t) => {
+  const { cell } = await openCell(t);
+  const a = new CellClient(cell, { chunkBytes });
+  const b = new CellClient(cell, { chunkBytes });
+  const create = await a.create('/shared', 0o644, caller, { mode: 'readWrite' });
+  await create.write(0, Buffer.alloc(3 * chunkBytes, 0));
+  await create.close();
+  const writerA = await a.open('/shared', { mode: 'readWrite' });
+  const writerB = await b.open('/shared', { mode: 'readWrite' });
+  await writerA.write(0, Buffer.from('AAAA'));
+  await writerB.write(2 * chunkBytes, Buffer.from('BBBB'));
+  await writerA.close();
+  await writerB.close(); // commits over A's newer version: rebases, keeps A's chunk
+  const content = await readAll(b, '/shared');
+  assert.equal(content.subarray(0, 4).toString(), 'AAAA');
+  assert.equal(content.subarray(2 * chunkBytes, 2 * chunkBytes + 4).toString(), 'BBBB');
+  assert.equal(content.length, 3 * chunkBytes);
+});
+
+test('the cell keeps its files across a restart', async (t) => {
+  const directory = tempDirectory(t);
+  const first = await LocalCell.open({ directory, tickMs: 10 });
+  const client = new CellClient(first, { chunkBytes });
+  const h = await client.create('/keep', 0o644, caller, { mode: 'write' });
+  await h.write(0, patternBytes(150 * KiB, 9));
+  await h.close();
+  await first.close();
+  const second = await LocalCell.open({ directory, tickMs: 10 });
+  t.after(() => second.close());
+  const again = new CellClient(second, { chunkBytes });
+  assert.ok((await readAll(again, '/keep')).equals(patternBytes(150 * KiB, 9)));
+  assert.equal((await second.metadata.backends()).length, 2, 're-registered, not duplicated');
+});
