@@ -14,6 +14,7 @@
  * retries. Appenders write at the size they see at each write.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import {
   ClosedError,
   type ErrorCode,
@@ -38,6 +39,8 @@ export interface CellClientOptions {
   readonly tokenLifetimeMs?: number;
 }
 
+/** Chunk locations remembered per client. */
+const locationCacheEntriesMax = 100_000;
 /** Attempts to commit a write over concurrent writers before giving up with STALE. */
 const COMMIT_ATTEMPTS_MAX = 8;
 
@@ -113,6 +116,8 @@ export class CellClient implements FsClient {
   readonly #writeBufferBytesMax: number;
   readonly #tokenLifetimeMs: number;
   readonly #handles = new Set<CellFileHandle>();
+  /** Chunk id -> backends with a current copy (chunks are immutable; refetched after a failure). */
+  readonly #locationCache = new LRUCache<string, Uint8Array[]>({ max: locationCacheEntriesMax });
   #rootId: Uint8Array | undefined;
 
   constructor(cell: CellApi, options: CellClientOptions = {}) {
@@ -465,25 +470,71 @@ export class CellClient implements FsClient {
     return chosen;
   }
 
+  /** Backends holding a current copy of a chunk (cached: chunks are immutable). */
+  async #chunkCopies(chunk: Chunk, fresh: boolean): Promise<Uint8Array[]> {
+    const key = hex(chunk.id);
+    const cached = fresh ? undefined : this.#locationCache.get(key);
+    if (cached !== undefined) return cached;
+    const copies = (await this.#cell.metadata.locations(chunk.id))
+      .filter((l) => l.location.current && !l.location.outdated)
+      .map((l) => l.backend);
+    this.#locationCache.set(key, copies);
+    return copies;
+  }
+
   /** Read a chunk's bytes [offset, offset+length) from any backend holding a current copy. */
   async readChunk(chunk: Chunk, offset: number, length: number): Promise<Uint8Array> {
-    const locations = (await this.#cell.metadata.locations(chunk.id)).filter(
-      (l) => l.location.current && !l.location.outdated,
-    );
     let lastError: unknown = new UnavailableError(`no copy of chunk ${hex(chunk.id)} is available`);
-    for (const { backend } of locations) {
-      try {
-        return await this.#cell.readChunk(backend, chunk.id, offset, length);
-      } catch (error) {
-        lastError = error;
+    for (const fresh of [false, true]) {
+      for (const backend of await this.#chunkCopies(chunk, fresh)) {
+        try {
+          return await this.#cell.readChunk(backend, chunk.id, offset, length);
+        } catch (error) {
+          lastError = error;
+        }
       }
     }
     throw lastError;
   }
 }
 
-interface DirtyChunk {
-  bytes: Uint8Array;
+/** A chunk written but not committed: `length` bytes in a buffer that grows by doubling. */
+class DirtyChunk {
+  #buffer: Uint8Array;
+  #length: number;
+  readonly #capacityMax: number;
+
+  constructor(initial: Uint8Array, capacityMax: number) {
+    this.#capacityMax = capacityMax;
+    this.#buffer = new Uint8Array(DirtyChunk.#capacityFor(initial.length, capacityMax));
+    this.#buffer.set(initial);
+    this.#length = initial.length;
+  }
+
+  static #capacityFor(length: number, capacityMax: number): number {
+    let capacity = 64 * 1024;
+    while (capacity < length) capacity *= 2;
+    return Math.min(capacity, capacityMax);
+  }
+
+  get bytes(): Uint8Array {
+    return this.#buffer.subarray(0, this.#length);
+  }
+
+  get length(): number {
+    return this.#length;
+  }
+
+  /** Write `data` at `offset`; the chunk becomes `newLength` long (bytes never written read as zeros). */
+  write(offset: number, data: Uint8Array, newLength: number): void {
+    if (newLength > this.#buffer.length) {
+      const grown = new Uint8Array(DirtyChunk.#capacityFor(newLength, this.#capacityMax));
+      grown.set(this.#buffer.subarray(0, this.#length));
+      this.#buffer = grown;
+    }
+    this.#buffer.set(data, offset);
+    this.#length = Math.max(this.#length, newLength);
+  }
 }
 
 export class CellFileHandle implements FileHandle {
@@ -544,7 +595,9 @@ export class CellFileHandle implements FileHandle {
       this.#checkOpen();
       if (this.#mode === 'write')
         throw new ZhsmError('PERMISSION_DENIED', `${this.path} is open for writing only`);
-      if (this.#dirty.size === 0) await this.#refresh();
+      // Close-to-open: the inode read at open serves reads; look again only past the known end
+      // (a file another client appends to, e.g. tail -f).
+      if (this.#dirty.size === 0 && offset + length > this.#size) await this.#refresh();
       const chunkBytes = this.#client.chunkBytes;
       const pieces = planRead(this.#currentChunks(), this.#size, offset, length, chunkBytes);
       const parts = await Promise.all(
@@ -573,7 +626,7 @@ export class CellFileHandle implements FileHandle {
     const dirty = [...this.#dirty].map(([index, chunk]) => ({
       id: new Uint8Array(16),
       offset: index * chunkBytes,
-      size: chunk.bytes.length,
+      size: chunk.length,
       hash: new Uint8Array(0),
     }));
     return applyChunkWrites(this.#inode.chunks, dirty, chunkBytes);
@@ -604,18 +657,25 @@ export class CellFileHandle implements FileHandle {
       const newSize = Math.max(this.#size, offset + data.length);
       const plan = planWrite(this.#currentChunks(), offset, data.length, newSize, chunkBytes);
       for (const write of plan) {
-        const dirty = this.#dirty.get(write.index);
-        let previousBytes: Uint8Array | undefined;
-        if (dirty !== undefined) previousBytes = dirty.bytes;
-        else if (write.previous !== undefined)
-          previousBytes = await this.#client.readChunk(write.previous, 0, write.previous.size);
         const part = data.subarray(
           write.spanStart + write.writeStart - offset,
           write.spanStart + write.writeEnd - offset,
         );
-        const bytes = mergeChunk(write, previousBytes, part);
-        this.#dirtyBytes += bytes.length - (dirty?.bytes.length ?? 0);
-        this.#dirty.set(write.index, { bytes });
+        const dirty = this.#dirty.get(write.index);
+        if (dirty !== undefined) {
+          // In place: no copy of the whole chunk per write.
+          const before = dirty.length;
+          dirty.write(write.writeStart, part, write.newSize);
+          this.#dirtyBytes += dirty.length - before;
+          continue;
+        }
+        const previousBytes =
+          write.previous === undefined
+            ? undefined
+            : await this.#client.readChunk(write.previous, 0, write.previous.size);
+        const created = new DirtyChunk(mergeChunk(write, previousBytes, part), chunkBytes);
+        this.#dirtyBytes += created.length;
+        this.#dirty.set(write.index, created);
       }
       this.#size = newSize;
       this.#writtenEnd = Math.max(this.#writtenEnd, offset + data.length);
@@ -627,7 +687,7 @@ export class CellFileHandle implements FileHandle {
   /** Files committed with inline data are rewritten as chunks before a write. */
   async #inlineToChunks(): Promise<void> {
     if (this.#inode.inlineData.length === 0) return;
-    this.#dirty.set(0, { bytes: new Uint8Array(this.#inode.inlineData) });
+    this.#dirty.set(0, new DirtyChunk(this.#inode.inlineData, this.#client.chunkBytes));
     this.#dirtyBytes += this.#inode.inlineData.length;
     this.#inode = { ...this.#inode, inlineData: new Uint8Array(0) };
   }

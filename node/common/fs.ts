@@ -93,7 +93,8 @@ export const nodeFileSystem: FileSystem = {
   readFile: (path) => fsp.readFile(path),
   rename: (from, to) => fsp.rename(from, to),
   unlink: (path) => fsp.unlink(path),
-  mkdirp: (path) => fsp.mkdir(path, { recursive: true }),
+  // Explicit mode: a process serving a FUSE mount runs with umask 0.
+  mkdirp: (path) => fsp.mkdir(path, { recursive: true, mode: 0o755 }),
   async readdir(path) {
     const entries: Dirent[] = await fsp.readdir(path, { withFileTypes: true });
     return entries.map((entry) => ({
