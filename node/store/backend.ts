@@ -57,6 +57,7 @@ import {
   TRAILER_PREFIX_BYTES,
   trailerBytesMax,
 } from './format.ts';
+import { InlineHasher, WorkerHasher } from './hasher.ts';
 import {
   type ObjectId,
   objectIdFromPathParts,
@@ -75,6 +76,8 @@ const readSpanBytes = 64 * BLOCK_BYTES;
 /** Spans read ahead while the current one is verified. */
 const readAheadSpans = 2;
 const hexByte = /^[0-9a-f]{2}$/;
+/** Bodies at least this large (when announced) are hashed on a worker thread. */
+const workerHashBytesMin = 8 * 1024 * 1024;
 /** Directory handles kept open for fsync. */
 const directoryHandlesMax = 64;
 
@@ -395,9 +398,14 @@ export class Backend {
 
     const tempPath = join(this.root, TEMP_DIRECTORY, `${hex}.${randomBytes(6).toString('hex')}.tmp`);
     let handle: FileHandleLike | undefined;
+    let writer: SparseBodyWriter | undefined;
     try {
       handle = await this.#fs.open(tempPath, 'wx', 0o600);
-      const writer = new SparseBodyWriter({ handle, bodyOffset, blockBytes: BLOCK_BYTES });
+      const hasher =
+        expectedSize !== undefined && expectedSize >= workerHashBytesMin
+          ? new WorkerHasher(BLOCK_BYTES)
+          : new InlineHasher(BLOCK_BYTES);
+      writer = new SparseBodyWriter({ handle, bodyOffset, blockBytes: BLOCK_BYTES, hasher });
       for await (const chunk of bodyChunks(body)) {
         await writer.push(chunk);
         if (expectedSize !== undefined && writer.received > expectedSize) {
@@ -435,6 +443,7 @@ export class Backend {
       this.#log.debug({ objectId: hex, size }, 'object ingested');
       return headerCodec.decode(encoded);
     } catch (error) {
+      writer?.abort();
       if (handle !== undefined) await handle.close().catch(() => {});
       await this.#fs.unlink(tempPath).catch(() => {});
       if (isFullError(error)) {

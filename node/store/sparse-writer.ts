@@ -1,5 +1,6 @@
 /**
- * Streams an object body into a temp file: hashes it (sha256), checksums each block (crc32),
+ * Streams an object body into a temp file: hashes it (sha256) and checksums each block (crc32)
+ * through a BodyHasher (inline, or on a worker thread for large bodies),
  * and leaves every all-zero 4 KiB page unwritten so that holes stay holes on disk.
  *
  * The body starts at a page-aligned file offset, so a zero page of the body is a whole filesystem
@@ -7,11 +8,10 @@
  * up to `inflightWritesMax` writes run in the thread pool while the next chunk is hashed.
  * Yielded input buffers must not be reused by the producer (Node streams and libp2p never do).
  */
-import { createHash, type Hash } from 'node:crypto';
-import { crc32 } from 'node:zlib';
 import { assert } from '../common/errors.ts';
 import type { FileHandleLike } from '../common/fs.ts';
 import { PAGE_BYTES } from './format.ts';
+import { type BodyHasher, InlineHasher } from './hasher.ts';
 
 const ZERO_PAGE = Buffer.alloc(PAGE_BYTES);
 const inflightWritesMax = 4;
@@ -26,11 +26,7 @@ const writebackBytes = 16 * 1024 * 1024;
 export class SparseBodyWriter {
   readonly #handle: FileHandleLike;
   readonly #bodyOffset: number;
-  readonly #blockBytes: number;
-  readonly #hash: Hash = createHash('sha256');
-  readonly #crcs: number[] = [];
-  #blockCrc = 0;
-  #blockFill = 0;
+  readonly #hasher: BodyHasher;
   /** Logical bytes received so far. */
   #received = 0;
   /** A partial page (< PAGE_BYTES) waiting for more data; starts at a page boundary. */
@@ -41,12 +37,17 @@ export class SparseBodyWriter {
   #bytesWritten = 0;
   #bytesSinceWriteback = 0;
 
-  constructor(options: { handle: FileHandleLike; bodyOffset: number; blockBytes: number }) {
+  constructor(options: {
+    handle: FileHandleLike;
+    bodyOffset: number;
+    blockBytes: number;
+    hasher?: BodyHasher;
+  }) {
     assert(options.bodyOffset % PAGE_BYTES === 0, 'body offset must be page-aligned');
     assert(options.blockBytes % PAGE_BYTES === 0, 'block size must be a multiple of the page size');
     this.#handle = options.handle;
     this.#bodyOffset = options.bodyOffset;
-    this.#blockBytes = options.blockBytes;
+    this.#hasher = options.hasher ?? new InlineHasher(options.blockBytes);
   }
 
   get received(): number {
@@ -64,8 +65,7 @@ export class SparseBodyWriter {
     const chunk = Buffer.isBuffer(input)
       ? input
       : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
-    this.#hash.update(chunk);
-    this.#checksum(chunk);
+    await this.#hasher.update(chunk);
     let rest = chunk;
     const start = this.#received;
     this.#received += chunk.length;
@@ -115,32 +115,19 @@ export class SparseBodyWriter {
       this.#carryLength = 0;
     }
     await this.drain();
-    if (this.#blockFill > 0) {
-      this.#crcs.push(this.#blockCrc);
-      this.#blockFill = 0;
-    }
-    return { hash: new Uint8Array(this.#hash.digest()), crcs: this.#crcs, size: this.#received };
+    const { hash, crcs } = await this.#hasher.finish();
+    return { hash, crcs, size: this.#received };
+  }
+
+  /** Stop hashing (the ingest failed). */
+  abort(): void {
+    this.#hasher.abort();
   }
 
   /** Wait for all writes in flight; rethrows the first write failure. */
   async drain(): Promise<void> {
     while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
     if (this.#failure !== undefined) throw this.#failure;
-  }
-
-  #checksum(chunk: Buffer): void {
-    let position = 0;
-    while (position < chunk.length) {
-      const take = Math.min(this.#blockBytes - this.#blockFill, chunk.length - position);
-      this.#blockCrc = crc32(chunk.subarray(position, position + take), this.#blockCrc);
-      this.#blockFill += take;
-      position += take;
-      if (this.#blockFill === this.#blockBytes) {
-        this.#crcs.push(this.#blockCrc);
-        this.#blockCrc = 0;
-        this.#blockFill = 0;
-      }
-    }
   }
 
   async #write(data: Buffer, logicalOffset: number): Promise<void> {

@@ -1,0 +1,156 @@
+/**
+ * Body hashing (sha256 + crc32 per block) for ingest: inline on the main thread for small bodies,
+ * or on a shared worker thread for large ones, so hashing overlaps with writing on another core.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
+import { crc32 } from 'node:zlib';
+
+export interface BodyHasher {
+  update(chunk: Uint8Array): Promise<void>;
+  finish(): Promise<{ hash: Uint8Array; crcs: number[] }>;
+  /** Give up (error path): release resources, ignore further results. */
+  abort(): void;
+}
+
+/** Bytes handed to the worker and not yet hashed, per stream, at most. */
+const workerInflightBytesMax = 32 * 1024 * 1024;
+
+export class InlineHasher implements BodyHasher {
+  readonly #blockBytes: number;
+  readonly #hash: Hash = createHash('sha256');
+  readonly #crcs: number[] = [];
+  #blockCrc = 0;
+  #blockFill = 0;
+
+  constructor(blockBytes: number) {
+    this.#blockBytes = blockBytes;
+  }
+
+  async update(chunk: Uint8Array): Promise<void> {
+    this.#hash.update(chunk);
+    let position = 0;
+    while (position < chunk.length) {
+      const take = Math.min(this.#blockBytes - this.#blockFill, chunk.length - position);
+      this.#blockCrc = crc32(chunk.subarray(position, position + take), this.#blockCrc);
+      this.#blockFill += take;
+      position += take;
+      if (this.#blockFill === this.#blockBytes) {
+        this.#crcs.push(this.#blockCrc);
+        this.#blockCrc = 0;
+        this.#blockFill = 0;
+      }
+    }
+  }
+
+  async finish(): Promise<{ hash: Uint8Array; crcs: number[] }> {
+    if (this.#blockFill > 0) {
+      this.#crcs.push(this.#blockCrc);
+      this.#blockFill = 0;
+    }
+    return { hash: new Uint8Array(this.#hash.digest()), crcs: this.#crcs };
+  }
+
+  abort(): void {}
+}
+
+type WorkerReply = { stream: number; consumed?: number; hash?: Uint8Array; crcs?: number[] };
+
+/** One worker thread shared by all ingests of a process (per block size); unref'd. */
+class HashThread {
+  readonly #worker: Worker;
+  readonly #listeners = new Map<number, (reply: WorkerReply) => void>();
+  #nextStream = 1;
+
+  constructor(blockBytes: number) {
+    this.#worker = new Worker(new URL('./hash-thread.ts', import.meta.url), { workerData: { blockBytes } });
+    this.#worker.unref();
+    this.#worker.on('message', (reply: WorkerReply) => this.#listeners.get(reply.stream)?.(reply));
+    this.#worker.on('error', (error) => {
+      for (const listener of this.#listeners.values())
+        listener({ stream: -1, consumed: Number.NaN, crcs: [String(error)] as unknown as number[] });
+    });
+  }
+
+  open(listener: (reply: WorkerReply) => void): {
+    stream: number;
+    post: (message: unknown, transfer?: ArrayBuffer[]) => void;
+    close: () => void;
+  } {
+    const stream = this.#nextStream++;
+    this.#listeners.set(stream, listener);
+    // Keep the process alive only while some stream is being hashed.
+    if (this.#listeners.size === 1) this.#worker.ref();
+    return {
+      stream,
+      post: (message, transfer) => this.#worker.postMessage(message, transfer ?? []),
+      close: () => {
+        if (this.#listeners.delete(stream) && this.#listeners.size === 0) this.#worker.unref();
+      },
+    };
+  }
+}
+
+const threads = new Map<number, HashThread>();
+
+export class WorkerHasher implements BodyHasher {
+  readonly #channel: ReturnType<HashThread['open']>;
+  #inflight = 0;
+  #drained: (() => void) | undefined;
+  #result: ((value: { hash: Uint8Array; crcs: number[] }) => void) | undefined;
+  #failure: Error | undefined;
+
+  constructor(blockBytes: number) {
+    let thread = threads.get(blockBytes);
+    if (thread === undefined) {
+      thread = new HashThread(blockBytes);
+      threads.set(blockBytes, thread);
+    }
+    this.#channel = thread.open((reply) => {
+      if (reply.stream === -1 || Number.isNaN(reply.consumed)) {
+        this.#failure = new Error('hash worker failed');
+        this.#drained?.();
+        return;
+      }
+      if (reply.consumed !== undefined) {
+        this.#inflight -= reply.consumed;
+        if (this.#inflight <= workerInflightBytesMax / 2) this.#drained?.();
+      }
+      if (reply.hash !== undefined) this.#result?.({ hash: reply.hash, crcs: reply.crcs ?? [] });
+    });
+  }
+
+  async update(chunk: Uint8Array): Promise<void> {
+    if (this.#failure !== undefined) throw this.#failure;
+    // A copy of just these bytes, transferred (posting a view would clone its whole buffer).
+    const copy = new Uint8Array(chunk);
+    this.#inflight += copy.length;
+    this.#channel.post({ stream: this.#channel.stream, chunk: copy }, [copy.buffer]);
+    while (this.#inflight > workerInflightBytesMax && this.#failure === undefined) {
+      await new Promise<void>((resolve) => {
+        this.#drained = resolve;
+      });
+      this.#drained = undefined;
+    }
+    if (this.#failure !== undefined) throw this.#failure;
+  }
+
+  finish(): Promise<{ hash: Uint8Array; crcs: number[] }> {
+    return new Promise((resolve, reject) => {
+      if (this.#failure !== undefined) {
+        reject(this.#failure);
+        return;
+      }
+      this.#result = (value) => {
+        this.#channel.close();
+        resolve(value);
+      };
+      this.#channel.post({ stream: this.#channel.stream, end: true });
+    });
+  }
+
+  abort(): void {
+    this.#channel.post({ stream: this.#channel.stream, end: true });
+    this.#channel.close();
+  }
+}
