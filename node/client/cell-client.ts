@@ -359,7 +359,20 @@ export class CellClient implements FsClient {
     );
   }
 
-  async setAttributes(id: Uint8Array, attributes: InodeAttributes, path = ''): Promise<Inode> {
+  async setAttributes(
+    id: Uint8Array,
+    attributes: InodeAttributes,
+    path = '',
+    from?: CellFileHandle,
+  ): Promise<Inode> {
+    // Writes buffered in this client's open handles of the file come first: an explicit mtime
+    // (tar and cp -p set it through the open fd before closing) must not be overwritten by a
+    // commit that happens later.
+    await Promise.all(
+      [...this.#handles]
+        .filter((handle) => handle !== from && handle.isOf(id))
+        .map((handle) => handle.flush()),
+    );
     const result = check(await this.#cell.propose({ setAttributes: { id, attributes } }), { path });
     if (result.releasedObjects.length > 0)
       await this.#cell.deleteObjects(result.releasedObjects).catch(() => {});
@@ -579,6 +592,10 @@ export class CellFileHandle implements FileHandle {
     this.#renewTimer.unref();
   }
 
+  isOf(id: Uint8Array): boolean {
+    return Buffer.compare(this.#inode.id, id) === 0;
+  }
+
   /** Operations on one handle run one at a time, in order. */
   #serial<T>(task: () => Promise<T>): Promise<T> {
     const run = this.#queue.then(task, task);
@@ -698,7 +715,7 @@ export class CellFileHandle implements FileHandle {
       if (this.#mode === 'read')
         throw new ZhsmError('PERMISSION_DENIED', `${this.path} is open for reading only`);
       await this.#commit();
-      this.#inode = await this.#client.setAttributes(this.#inode.id, { size }, this.path);
+      this.#inode = await this.#client.setAttributes(this.#inode.id, { size }, this.path, this);
       this.#size = this.#inode.size;
     });
   }

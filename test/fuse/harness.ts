@@ -54,7 +54,7 @@ export interface TestMount {
 }
 
 export async function startMount(
-  options: MountOptions & { providerText?: string; slowGetattrMs?: number } = {},
+  options: MountOptions & { providerText?: string; slowGetattrMs?: number; client?: 'memory' | 'cell' } = {},
   placement: { directory?: string; readyTimeoutMs?: number } = {},
 ): Promise<TestMount> {
   const readyTimeoutMs = placement.readyTimeoutMs ?? 20_000;

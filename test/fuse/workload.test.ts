@@ -68,114 +68,123 @@ function manifest(root: string): Map<string, string> {
   return out;
 }
 
-describe('workloads on a real mount', { skip }, () => {
-  let mount: TestMount;
-  let scratch: string;
-  let source: string;
+for (const client of ['memory', 'cell'] as const)
+  describe(`workloads on a real mount (${client} client)`, { skip }, () => {
+    let mount: TestMount;
+    let scratch: string;
+    let source: string;
 
-  before(async () => {
-    mount = await startMount();
-    scratch = fs.mkdtempSync(join(tmpdir(), 'zhsm-fuse-work-'));
-    source = join(scratch, 'source');
-    fs.mkdirSync(source);
-    generateTree(source);
-  });
-  after(async () => {
-    await mount?.stop();
-    if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
-  });
-
-  test('tar extract of a generated tree: same bytes (sha256sum), modes and mtimes', async () => {
-    const archive = join(scratch, 'tree.tar');
-    await execFileAsync('tar', ['-cf', archive, '-C', source, '.']);
-    const target = join(mount.mountpoint, 'untar');
-    fs.mkdirSync(target);
-    await execFileAsync('tar', ['-xf', archive, '-C', target]);
-    assert.deepEqual(manifest(target), manifest(source));
-    const sums = (
-      await execFileAsync('sh', ['-c', 'find . -type f -print0 | sort -z | xargs -0 sha256sum'], {
-        cwd: source,
-      })
-    ).stdout;
-    fs.writeFileSync(join(scratch, 'SHA256SUMS'), sums);
-    await execFileAsync('sh', ['-c', `sha256sum --check --quiet ${join(scratch, 'SHA256SUMS')}`], {
-      cwd: target,
+    before(async () => {
+      mount = await startMount({ client });
+      scratch = fs.mkdtempSync(join(tmpdir(), 'zhsm-fuse-work-'));
+      source = join(scratch, 'source');
+      fs.mkdirSync(source);
+      generateTree(source);
     });
-    const hard = fs.statSync(join(target, 'dir-0', 'hardlink'));
-    assert.equal(hard.nlink, 2);
-  });
+    after(async () => {
+      await mount?.stop();
+      if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
+    });
 
-  test('cp -p and touch -m -d keep mtimes', async () => {
-    const file = join(source, 'dir-1', 'sub-1', 'file-3.bin');
-    const copy = join(mount.mountpoint, 'copied.bin');
-    await execFileAsync('cp', ['-p', file, copy]);
-    assert.equal(Math.floor(fs.statSync(copy).mtimeMs), Math.floor(fs.statSync(file).mtimeMs));
-    await execFileAsync('touch', ['-m', '-d', '2010-10-10 10:10:10.123', copy]);
-    assert.equal(fs.statSync(copy).mtime.toISOString(), '2010-10-10T10:10:10.123Z');
-  });
+    test('tar extract of a generated tree: same bytes (sha256sum), modes and mtimes', async () => {
+      const archive = join(scratch, 'tree.tar');
+      await execFileAsync('tar', ['-cf', archive, '-C', source, '.']);
+      const target = join(mount.mountpoint, 'untar');
+      fs.mkdirSync(target);
+      await execFileAsync('tar', ['-xf', archive, '-C', target]);
+      assert.deepEqual(manifest(target), manifest(source));
+      const sums = (
+        await execFileAsync('sh', ['-c', 'find . -type f -print0 | sort -z | xargs -0 sha256sum'], {
+          cwd: source,
+        })
+      ).stdout;
+      fs.writeFileSync(join(scratch, 'SHA256SUMS'), sums);
+      await execFileAsync('sh', ['-c', `sha256sum --check --quiet ${join(scratch, 'SHA256SUMS')}`], {
+        cwd: target,
+      });
+      const hard = fs.statSync(join(target, 'dir-0', 'hardlink'));
+      assert.equal(hard.nlink, 2);
+    });
 
-  test('git init, add, commit, fsck', { skip: has('git') ? undefined : 'git missing' }, async () => {
-    const repo = join(mount.mountpoint, 'repo');
-    fs.mkdirSync(repo);
-    await execFileAsync('cp', ['-a', `${source}/.`, repo]);
-    const git = (...args: string[]) =>
-      execFileAsync(
-        'git',
-        ['-c', 'user.name=zhsm', '-c', 'user.email=zhsm@localhost', '-c', 'init.defaultBranch=main', ...args],
-        {
-          cwd: repo,
-        },
-      );
-    await git('init', '-q');
-    await git('add', '-A');
-    await git('commit', '-q', '-m', 'tree on zhsm');
-    fs.appendFileSync(join(repo, 'dir-2', 'sub-2', 'file-0.bin'), 'change');
-    await git('commit', '-q', '-a', '-m', 'second');
-    await git('gc', '-q');
-    await git('fsck', '--full', '--strict');
-    const status = await git('status', '--porcelain');
-    assert.equal(status.stdout, '');
-    const log = await git('log', '--oneline');
-    assert.equal(log.stdout.trim().split('\n').length, 2);
-  });
+    test('cp -p and touch -m -d keep mtimes', async () => {
+      const file = join(source, 'dir-1', 'sub-1', 'file-3.bin');
+      const copy = join(mount.mountpoint, 'copied.bin');
+      await execFileAsync('cp', ['-p', file, copy]);
+      assert.equal(Math.floor(fs.statSync(copy).mtimeMs), Math.floor(fs.statSync(file).mtimeMs));
+      await execFileAsync('touch', ['-m', '-d', '2010-10-10 10:10:10.123', copy]);
+      assert.equal(fs.statSync(copy).mtime.toISOString(), '2010-10-10T10:10:10.123Z');
+    });
 
-  test('sqlite3: 10,000 inserts, integrity_check', {
-    skip: has('sqlite3') ? undefined : 'sqlite3 missing',
-  }, async () => {
-    const database = join(mount.mountpoint, 'test.sqlite');
-    const script = [
-      'PRAGMA journal_mode=DELETE;',
-      'CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, payload BLOB);',
-      'BEGIN;',
-      ...Array.from(
-        { length: 10_000 },
-        (_, i) => `INSERT INTO t (name, payload) VALUES ('row ${i}', randomblob(${i % 500}));`,
-      ),
-      'COMMIT;',
-      'CREATE INDEX t_name ON t (name);',
-      'DELETE FROM t WHERE id % 3 = 0;',
-      'VACUUM;',
-      'PRAGMA integrity_check;',
-      'SELECT count(*) FROM t;',
-    ].join('\n');
-    fs.writeFileSync(join(scratch, 'script.sql'), script);
-    const { stdout } = await execFileAsync('sh', [
-      '-c',
-      `sqlite3 ${database} < ${join(scratch, 'script.sql')}`,
-    ]);
-    assert.deepEqual(stdout.trim().split('\n').slice(-2), ['ok', '6667']);
-  });
+    test('git init, add, commit, fsck', { skip: has('git') ? undefined : 'git missing' }, async () => {
+      const repo = join(mount.mountpoint, 'repo');
+      fs.mkdirSync(repo);
+      await execFileAsync('cp', ['-a', `${source}/.`, repo]);
+      const git = (...args: string[]) =>
+        execFileAsync(
+          'git',
+          [
+            '-c',
+            'user.name=zhsm',
+            '-c',
+            'user.email=zhsm@localhost',
+            '-c',
+            'init.defaultBranch=main',
+            ...args,
+          ],
+          {
+            cwd: repo,
+          },
+        );
+      await git('init', '-q');
+      await git('add', '-A');
+      await git('commit', '-q', '-m', 'tree on zhsm');
+      fs.appendFileSync(join(repo, 'dir-2', 'sub-2', 'file-0.bin'), 'change');
+      await git('commit', '-q', '-a', '-m', 'second');
+      await git('gc', '-q');
+      await git('fsck', '--full', '--strict');
+      const status = await git('status', '--porcelain');
+      assert.equal(status.stdout, '');
+      const log = await git('log', '--oneline');
+      assert.equal(log.stdout.trim().split('\n').length, 2);
+    });
 
-  test('rsync -a there and back: no differences', {
-    skip: has('rsync') ? undefined : 'rsync missing',
-  }, async () => {
-    const there = join(mount.mountpoint, 'rsynced');
-    const back = join(scratch, 'back');
-    await execFileAsync('rsync', ['-a', '-H', `${source}/`, `${there}/`]);
-    await execFileAsync('rsync', ['-a', '-H', `${there}/`, `${back}/`]);
-    assert.deepEqual(manifest(there), manifest(source));
-    assert.deepEqual(manifest(back), manifest(source));
-    const again = await execFileAsync('rsync', ['-a', '-H', '-i', '--dry-run', `${source}/`, `${there}/`]);
-    assert.equal(again.stdout, '', 'a second rsync finds nothing to do (mtimes and sizes match)');
+    test('sqlite3: 10,000 inserts, integrity_check', {
+      skip: has('sqlite3') ? undefined : 'sqlite3 missing',
+    }, async () => {
+      const database = join(mount.mountpoint, 'test.sqlite');
+      const script = [
+        'PRAGMA journal_mode=DELETE;',
+        'CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, payload BLOB);',
+        'BEGIN;',
+        ...Array.from(
+          { length: 10_000 },
+          (_, i) => `INSERT INTO t (name, payload) VALUES ('row ${i}', randomblob(${i % 500}));`,
+        ),
+        'COMMIT;',
+        'CREATE INDEX t_name ON t (name);',
+        'DELETE FROM t WHERE id % 3 = 0;',
+        'VACUUM;',
+        'PRAGMA integrity_check;',
+        'SELECT count(*) FROM t;',
+      ].join('\n');
+      fs.writeFileSync(join(scratch, 'script.sql'), script);
+      const { stdout } = await execFileAsync('sh', [
+        '-c',
+        `sqlite3 ${database} < ${join(scratch, 'script.sql')}`,
+      ]);
+      assert.deepEqual(stdout.trim().split('\n').slice(-2), ['ok', '6667']);
+    });
+
+    test('rsync -a there and back: no differences', {
+      skip: has('rsync') ? undefined : 'rsync missing',
+    }, async () => {
+      const there = join(mount.mountpoint, 'rsynced');
+      const back = join(scratch, 'back');
+      await execFileAsync('rsync', ['-a', '-H', `${source}/`, `${there}/`]);
+      await execFileAsync('rsync', ['-a', '-H', `${there}/`, `${back}/`]);
+      assert.deepEqual(manifest(there), manifest(source));
+      assert.deepEqual(manifest(back), manifest(source));
+      const again = await execFileAsync('rsync', ['-a', '-H', '-i', '--dry-run', `${source}/`, `${there}/`]);
+      assert.equal(again.stdout, '', 'a second rsync finds nothing to do (mtimes and sizes match)');
+    });
   });
-});
