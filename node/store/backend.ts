@@ -44,6 +44,7 @@ import {
   encodeSlot,
   encodeTrailer,
   FORMAT_VERSION,
+  HEADER_BLOCKS_MAX,
   headerCodec,
   identityCodec,
   isPlausibleSlotBytes,
@@ -376,6 +377,7 @@ export class Backend {
       ...header,
       contentHash: new Uint8Array(32),
       bodySize: Number.MAX_SAFE_INTEGER,
+      blockCrc32: new Array(HEADER_BLOCKS_MAX).fill(0xffffffff),
     });
     const slotBytes = slotBytesFor(estimate.length);
     if (slotBytes > SLOT_BYTES_MAX) {
@@ -424,8 +426,13 @@ export class Backend {
       }
       header.bodySize = size;
       header.contentHash = hash;
-      const trailer = encodeTrailer(BLOCK_BYTES, crcs);
-      await writeFully(handle, trailer, bodyOffset + size);
+      if (crcs.length <= HEADER_BLOCKS_MAX) {
+        header.blockCrc32 = crcs;
+        await handle.truncate(bodyOffset + size); // trailing zero pages stay holes
+      } else {
+        header.blockCrc32 = [];
+        await writeFully(handle, encodeTrailer(BLOCK_BYTES, crcs), bodyOffset + size);
+      }
       const encoded = headerCodec.encode(header);
       await writeFully(handle, encodeSlot({ header: encoded, slotIndex: 0, sequence: 1, slotBytes }), 0);
       await handle.setTimes(header.atimeMs || header.mtimeMs, header.mtimeMs);
@@ -514,20 +521,35 @@ export class Backend {
       if (blockSize <= 0 || blockSize % 4096 !== 0)
         throw new CorruptObjectError('invalid block size in header', context);
       const stat = await handle.stat();
-      const trailerStart = bodyOffset + header.bodySize;
-      if (stat.size < trailerStart + TRAILER_PREFIX_BYTES) {
-        throw new CorruptObjectError(
-          `object is truncated (${stat.size} bytes, body ends at ${trailerStart})`,
-          context,
+      const bodyEnd = bodyOffset + header.bodySize;
+      const blockCount = Math.ceil(header.bodySize / blockSize);
+      let blockCrcs: number[];
+      if (blockCount <= HEADER_BLOCKS_MAX) {
+        if (stat.size < bodyEnd) {
+          throw new CorruptObjectError(
+            `object is truncated (${stat.size} bytes, body ends at ${bodyEnd})`,
+            context,
+          );
+        }
+        blockCrcs = header.blockCrc32;
+      } else {
+        if (stat.size < bodyEnd + TRAILER_PREFIX_BYTES) {
+          throw new CorruptObjectError(
+            `object is truncated (${stat.size} bytes, body ends at ${bodyEnd})`,
+            context,
+          );
+        }
+        const trailerBytes = await readFully(
+          handle,
+          Math.min(stat.size - bodyEnd, trailerBytesMax(header.bodySize, blockSize)),
+          bodyEnd,
         );
+        const trailer = decodeTrailer(trailerBytes, context);
+        if (trailer.blockSize !== blockSize)
+          throw new CorruptObjectError('block table does not match the header', context);
+        blockCrcs = trailer.crcs;
       }
-      const trailerBytes = await readFully(
-        handle,
-        Math.min(stat.size - trailerStart, trailerBytesMax(header.bodySize, blockSize)),
-        trailerStart,
-      );
-      const trailer = decodeTrailer(trailerBytes, context);
-      if (trailer.blockSize !== blockSize || trailer.crcs.length !== Math.ceil(header.bodySize / blockSize)) {
+      if (blockCrcs.length !== blockCount) {
         throw new CorruptObjectError('block table does not match the header', context);
       }
       const hash = verify === 'full' ? createHash('sha256') : undefined;
@@ -561,7 +583,7 @@ export class Backend {
           }
           for (let b = 0; b * blockSize < span.length; b++) {
             const piece = span.subarray(b * blockSize, Math.min(span.length, (b + 1) * blockSize));
-            if (crc32(piece) !== trailer.crcs[item.block + b]) {
+            if (crc32(piece) !== blockCrcs[item.block + b]) {
               throw new CorruptObjectError(
                 `block ${item.block + b} (body offset ${item.start + b * blockSize}) fails its checksum`,
                 { ...context, block: item.block + b },
@@ -614,6 +636,7 @@ export class Backend {
           !objectIdsEqual(next.id, loaded.header.id) ||
           next.bodySize !== loaded.header.bodySize ||
           next.blockSize !== loaded.header.blockSize ||
+          next.blockCrc32.join() !== loaded.header.blockCrc32.join() ||
           Buffer.compare(next.contentHash, loaded.header.contentHash) !== 0
         ) {
           throw new InvalidArgumentError(

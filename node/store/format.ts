@@ -7,6 +7,8 @@
  * offset 2*slotBytes  body    (bodySize)    the object's bytes; zero 4 KiB blocks are holes
  * after the body      trailer               'ZHST', u32 length, u32 crc32, BlockTable (protobuf)
  * ```
+ * Bodies of at most HEADER_BLOCKS_MAX blocks have no trailer: their block checksums are in the
+ * header (`block_crc32`), and the file is extended to the body's end.
  *
  * A slot's prefix (28 bytes, little-endian): magic 'ZHSO', u16 format version, u16 slot index,
  * u32 sequence, u32 header length, u32 slot bytes, u32 reserved, u32 crc32 over the prefix's first
@@ -34,6 +36,8 @@ export const SLOT_BYTES_MIN = PAGE_BYTES;
 export const SLOT_BYTES_MAX = 64 * 1024 * 1024;
 /** Bytes per checksummed body block. */
 export const BLOCK_BYTES = 64 * 1024;
+/** Bodies of at most this many blocks keep their block checksums in the header (no trailer). */
+export const HEADER_BLOCKS_MAX = 16;
 
 export type MainType = 'MAIN_TYPE_UNSPECIFIED' | 'META' | 'DATA';
 export type SubType = 'SUB_TYPE_UNSPECIFIED' | 'FILE' | 'DIR' | 'SPECIAL';
@@ -92,6 +96,8 @@ export interface ObjectHeader {
   fileSize: number;
   rdev: number;
   nlink: number;
+  /** Block checksums of small bodies (at most HEADER_BLOCKS_MAX blocks); empty otherwise. */
+  blockCrc32: number[];
 }
 
 export interface BackendIdentity {
@@ -139,6 +145,7 @@ export function emptyHeader(): ObjectHeader {
     fileSize: 0,
     rdev: 0,
     nlink: 0,
+    blockCrc32: [],
   };
 }
 

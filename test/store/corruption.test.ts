@@ -111,12 +111,33 @@ test('a truncated object is reported as truncated', async (t) => {
   await othersStillReadable(backend, others);
 });
 
-test('a damaged trailer (block table) is a clear error', async (t) => {
+test('a damaged trailer (block table of a large object) is a clear error', async (t) => {
+  const { backend, objects } = await backendWithObjects(t, 2);
+  const large = newObjectId();
+  const body = patternBytes(2 * 1024 * 1024 + 5, 42); // more blocks than fit in the header
+  await backend.ingest({ id: large }, body);
+  const path = backend.objectPath(large);
+  flipByte(path, statSync(path).size - 3);
+  await assert.rejects(backend.readAll(large), /trailer checksum mismatch/);
+  await othersStillReadable(backend, objects);
+});
+
+test('small objects keep their block checksums in the header: no trailer, damage still found', async (t) => {
   const { backend, objects } = await backendWithObjects(t, 2);
   const victim = objects[0]!;
-  const size = statSync(victim.path).size;
-  flipByte(victim.path, size - 3);
-  await assert.rejects(backend.readAll(victim.id), /trailer checksum mismatch/);
+  const head = await backend.head(victim.id);
+  assert.equal(head.blockCrc32.length, Math.ceil(victim.body.length / 65536));
+  assert.equal(statSync(victim.path).size, 8192 + victim.body.length, 'the file ends with the body');
+  const tail = newObjectId();
+  await backend.ingest({ id: tail }, Buffer.concat([Buffer.from('x'), Buffer.alloc(100_000)]));
+  assert.equal(
+    statSync(backend.objectPath(tail)).size,
+    8192 + 100_001,
+    'trailing zeros are a hole up to the end',
+  );
+  assert.ok((await backend.readAll(tail)).equals(Buffer.concat([Buffer.from('x'), Buffer.alloc(100_000)])));
+  flipByte(victim.path, 8192 + victim.body.length - 1);
+  await assert.rejects(backend.readAll(victim.id), { code: 'CORRUPT_OBJECT' });
   await othersStillReadable(backend, objects.slice(1));
 });
 
