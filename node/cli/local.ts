@@ -24,7 +24,7 @@ const program = new Command()
 program.parse(process.argv);
 const options = program.opts<{ data: string; mount?: string; servers: number; replicas: number }>();
 const mountpoint = resolve(options.mount ?? resolve(options.data, 'mnt'));
-const logger = createLogger({ component: 'local-cell' });
+const logger = createLogger({ component: 'local-cell', level: process.env.ZHSM_LOG_LEVEL ?? 'warn' });
 
 mkdirSync(mountpoint, { recursive: true, mode: 0o755 });
 if (!existsSync('/dev/fuse')) {
