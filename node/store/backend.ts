@@ -73,9 +73,9 @@ export const IDENTITY_MAGIC = 'zhsm-backend';
 export const TEMP_DIRECTORY = 'tmp';
 const BACKEND_FORMAT_VERSION = 1;
 /** Bytes read per step of a streaming read (a multiple of the block size). */
-const readSpanBytes = 64 * BLOCK_BYTES;
+const readSpanBytes = 32 * BLOCK_BYTES;
 /** Spans read ahead while the current one is verified. */
-const readAheadSpans = 2;
+const readAheadSpans = 1;
 const hexByte = /^[0-9a-f]{2}$/;
 /** Bodies at least this large (when announced) are hashed on a worker thread. */
 const workerHashBytesMin = 8 * 1024 * 1024;
