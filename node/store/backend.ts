@@ -14,7 +14,6 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { crc32 } from 'node:zlib';
 import { LRUCache } from 'lru-cache';
 import { type Clock, systemClock } from '../common/clock.ts';
 import {
@@ -35,6 +34,7 @@ import {
 import { type FileHandleLike, type FileSystem, type FsSpace, nodeFileSystem } from '../common/fs.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
 import { KeyedMutex } from '../common/mutex.ts';
+import { blockChecksum } from './checksum.ts';
 import {
   type BackendIdentity,
   BLOCK_BYTES,
@@ -101,7 +101,7 @@ export interface ReadOptions {
   readonly offset?: number;
   readonly length?: number;
   /**
-   * 'blocks' (default): every block read is checked against its crc32 before any of it is yielded.
+   * 'blocks' (default): every block read is checked against its checksum before any of it is yielded.
    * 'full': additionally the sha256 of the whole body is checked at the end (whole-object reads only).
    */
   readonly verify?: ReadVerification;
@@ -377,7 +377,7 @@ export class Backend {
       ...header,
       contentHash: new Uint8Array(32),
       bodySize: Number.MAX_SAFE_INTEGER,
-      blockCrc32: new Array(HEADER_BLOCKS_MAX).fill(0xffffffff),
+      blockChecksums: new Array(HEADER_BLOCKS_MAX).fill(0xffffffff),
     });
     const slotBytes = slotBytesFor(estimate.length);
     if (slotBytes > SLOT_BYTES_MAX) {
@@ -427,10 +427,10 @@ export class Backend {
       header.bodySize = size;
       header.contentHash = hash;
       if (crcs.length <= HEADER_BLOCKS_MAX) {
-        header.blockCrc32 = crcs;
+        header.blockChecksums = crcs;
         await handle.truncate(bodyOffset + size); // trailing zero pages stay holes
       } else {
-        header.blockCrc32 = [];
+        header.blockChecksums = [];
         await writeFully(handle, encodeTrailer(BLOCK_BYTES, crcs), bodyOffset + size);
       }
       const encoded = headerCodec.encode(header);
@@ -531,7 +531,7 @@ export class Backend {
             context,
           );
         }
-        blockCrcs = header.blockCrc32;
+        blockCrcs = header.blockChecksums;
       } else {
         if (stat.size < bodyEnd + TRAILER_PREFIX_BYTES) {
           throw new CorruptObjectError(
@@ -547,7 +547,7 @@ export class Backend {
         const trailer = decodeTrailer(trailerBytes, context);
         if (trailer.blockSize !== blockSize)
           throw new CorruptObjectError('block table does not match the header', context);
-        blockCrcs = trailer.crcs;
+        blockCrcs = trailer.checksums;
       }
       if (blockCrcs.length !== blockCount) {
         throw new CorruptObjectError('block table does not match the header', context);
@@ -583,7 +583,7 @@ export class Backend {
           }
           for (let b = 0; b * blockSize < span.length; b++) {
             const piece = span.subarray(b * blockSize, Math.min(span.length, (b + 1) * blockSize));
-            if (crc32(piece) !== blockCrcs[item.block + b]) {
+            if (blockChecksum(piece) !== blockCrcs[item.block + b]) {
               throw new CorruptObjectError(
                 `block ${item.block + b} (body offset ${item.start + b * blockSize}) fails its checksum`,
                 { ...context, block: item.block + b },
@@ -636,7 +636,7 @@ export class Backend {
           !objectIdsEqual(next.id, loaded.header.id) ||
           next.bodySize !== loaded.header.bodySize ||
           next.blockSize !== loaded.header.blockSize ||
-          next.blockCrc32.join() !== loaded.header.blockCrc32.join() ||
+          next.blockChecksums.join() !== loaded.header.blockChecksums.join() ||
           Buffer.compare(next.contentHash, loaded.header.contentHash) !== 0
         ) {
           throw new InvalidArgumentError(

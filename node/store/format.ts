@@ -5,10 +5,10 @@
  * offset 0            slot A  (slotBytes)   header slot: prefix + ObjectHeader (protobuf)
  * offset slotBytes    slot B  (slotBytes)   second header slot (crash-safe header updates)
  * offset 2*slotBytes  body    (bodySize)    the object's bytes; zero 4 KiB blocks are holes
- * after the body      trailer               'ZHST', u32 length, u32 crc32, BlockTable (protobuf)
+ * after the body      trailer               'ZHST', u32 length, u32 crc32 of the table, BlockTable
  * ```
  * Bodies of at most HEADER_BLOCKS_MAX blocks have no trailer: their block checksums are in the
- * header (`block_crc32`), and the file is extended to the body's end.
+ * header (`block_checksums`), and the file is extended to the body's end.
  *
  * A slot's prefix (28 bytes, little-endian): magic 'ZHSO', u16 format version, u16 slot index,
  * u32 sequence, u32 header length, u32 slot bytes, u32 reserved, u32 crc32 over the prefix's first
@@ -17,7 +17,7 @@
  * slot B can be found even when slot A is unreadable, and the body starts 4 KiB-aligned (holes in
  * the body are filesystem holes).
  *
- * The trailer holds a crc32 per `block_size` bytes of the body, so ranged reads verify exactly the
+ * The trailer holds a checksum (xxh32) per `block_size` bytes of the body, so ranged reads verify exactly the
  * blocks they touch; the header's content hash (sha256 of the whole body) is verified at ingest and
  * by full reads (scrub).
  */
@@ -96,8 +96,8 @@ export interface ObjectHeader {
   fileSize: number;
   rdev: number;
   nlink: number;
-  /** Block checksums of small bodies (at most HEADER_BLOCKS_MAX blocks); empty otherwise. */
-  blockCrc32: number[];
+  /** Block checksums (xxh32) of small bodies (at most HEADER_BLOCKS_MAX blocks); empty otherwise. */
+  blockChecksums: number[];
 }
 
 export interface BackendIdentity {
@@ -110,7 +110,7 @@ export interface BackendIdentity {
 
 interface BlockTable {
   blockSize: number;
-  crc32: number[];
+  checksums: number[];
 }
 
 export const headerCodec = codec<ObjectHeader>('zhsm.object.ObjectHeader');
@@ -145,7 +145,7 @@ export function emptyHeader(): ObjectHeader {
     fileSize: 0,
     rdev: 0,
     nlink: 0,
-    blockCrc32: [],
+    blockChecksums: [],
   };
 }
 
@@ -226,8 +226,8 @@ export function checkFormatVersion(version: number, context: Record<string, unkn
   }
 }
 
-export function encodeTrailer(blockSize: number, crcs: number[]): Uint8Array {
-  const table = blockTableCodec.encode({ blockSize, crc32: crcs });
+export function encodeTrailer(blockSize: number, checksums: number[]): Uint8Array {
+  const table = blockTableCodec.encode({ blockSize, checksums });
   const buffer = Buffer.alloc(TRAILER_PREFIX_BYTES + table.length);
   buffer.writeUInt32LE(TRAILER_MAGIC, 0);
   buffer.writeUInt32LE(table.length, 4);
@@ -245,7 +245,7 @@ export function trailerBytesMax(bodySize: number, blockSize: number): number {
 export function decodeTrailer(
   bytes: Uint8Array,
   context: Record<string, unknown>,
-): { blockSize: number; crcs: number[] } {
+): { blockSize: number; checksums: number[] } {
   const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (view.length < TRAILER_PREFIX_BYTES || view.readUInt32LE(0) !== TRAILER_MAGIC) {
     throw new CorruptObjectError('object trailer is missing or damaged (object truncated?)', context);
@@ -259,5 +259,5 @@ export function decodeTrailer(
     throw new CorruptObjectError('object trailer checksum mismatch', context);
   }
   const decoded = blockTableCodec.decode(table);
-  return { blockSize: decoded.blockSize, crcs: decoded.crc32 };
+  return { blockSize: decoded.blockSize, checksums: decoded.checksums };
 }

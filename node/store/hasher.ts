@@ -1,10 +1,10 @@
 /**
- * Body hashing (sha256 + crc32 per block) for ingest: inline on the main thread for small bodies,
+ * Body hashing (sha256 + a checksum per block) for ingest: inline on the main thread for small bodies,
  * or on a shared worker thread for large ones, so hashing overlaps with writing on another core.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
-import { crc32 } from 'node:zlib';
+import { BlockChecksummer } from './checksum.ts';
 
 export interface BodyHasher {
   update(chunk: Uint8Array): Promise<void>;
@@ -17,38 +17,20 @@ export interface BodyHasher {
 const workerInflightBytesMax = 32 * 1024 * 1024;
 
 export class InlineHasher implements BodyHasher {
-  readonly #blockBytes: number;
   readonly #hash: Hash = createHash('sha256');
-  readonly #crcs: number[] = [];
-  #blockCrc = 0;
-  #blockFill = 0;
+  readonly #blocks: BlockChecksummer;
 
   constructor(blockBytes: number) {
-    this.#blockBytes = blockBytes;
+    this.#blocks = new BlockChecksummer(blockBytes);
   }
 
   async update(chunk: Uint8Array): Promise<void> {
     this.#hash.update(chunk);
-    let position = 0;
-    while (position < chunk.length) {
-      const take = Math.min(this.#blockBytes - this.#blockFill, chunk.length - position);
-      this.#blockCrc = crc32(chunk.subarray(position, position + take), this.#blockCrc);
-      this.#blockFill += take;
-      position += take;
-      if (this.#blockFill === this.#blockBytes) {
-        this.#crcs.push(this.#blockCrc);
-        this.#blockCrc = 0;
-        this.#blockFill = 0;
-      }
-    }
+    this.#blocks.update(chunk);
   }
 
   async finish(): Promise<{ hash: Uint8Array; crcs: number[] }> {
-    if (this.#blockFill > 0) {
-      this.#crcs.push(this.#blockCrc);
-      this.#blockFill = 0;
-    }
-    return { hash: new Uint8Array(this.#hash.digest()), crcs: this.#crcs };
+    return { hash: new Uint8Array(this.#hash.digest()), crcs: this.#blocks.finish() };
   }
 
   abort(): void {}
