@@ -428,7 +428,8 @@ export class Backend {
       header.contentHash = hash;
       if (crcs.length <= HEADER_BLOCKS_MAX) {
         header.blockChecksums = crcs;
-        await handle.truncate(bodyOffset + size); // trailing zero pages stay holes
+        // The file must end at the body's end; trailing zero pages stay holes.
+        if (!writer.endsWithData) await handle.truncate(bodyOffset + size);
       } else {
         header.blockChecksums = [];
         await writeFully(handle, encodeTrailer(BLOCK_BYTES, crcs), bodyOffset + size);

@@ -35,6 +35,8 @@ export class SparseBodyWriter {
   readonly #inflight = new Set<Promise<void>>();
   #failure: unknown;
   #bytesWritten = 0;
+  /** End of the furthest byte written (holes excluded), relative to the body. */
+  #writtenEnd = 0;
   #bytesSinceWriteback = 0;
 
   constructor(options: {
@@ -52,6 +54,11 @@ export class SparseBodyWriter {
 
   get received(): number {
     return this.#received;
+  }
+
+  /** True when the body is not empty and its last bytes were written (the file already ends there). */
+  get endsWithData(): boolean {
+    return this.#received > 0 && this.#writtenEnd === this.#received;
   }
 
   /** Bytes actually written to disk (holes excluded). */
@@ -131,6 +138,7 @@ export class SparseBodyWriter {
   }
 
   async #write(data: Buffer, logicalOffset: number): Promise<void> {
+    this.#writtenEnd = Math.max(this.#writtenEnd, logicalOffset + data.length);
     while (this.#inflight.size >= inflightWritesMax) await Promise.race(this.#inflight);
     if (this.#failure !== undefined) throw this.#failure;
     const task = this.#writeFully(data, this.#bodyOffset + logicalOffset).then(

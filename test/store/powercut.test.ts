@@ -70,6 +70,12 @@ test(`the object store survives ${seeds} simulated power cuts with torn writes`,
         if (action < 6) {
           const v = version++;
           e.startedVersions.add(v);
+          if (e.removed) {
+            // Removed (acknowledged), now stored again: until this ingest is acknowledged the
+            // object may be absent or present with this version, nothing else.
+            e.removed = false;
+            e.ackedVersion = undefined;
+          }
           await backend.ingest({ id, version: v, mtimeMs: 1_000_000 + v }, bodyOf(v));
           e.ackedVersion = v;
           e.removed = false;
