@@ -20,10 +20,11 @@
  *    objects belong to whoever made them.
  * 6. `zhsm_patch_level` is exported so the mount can refuse an unpatched binding.
  *
- * Needs: cc (gcc), libfuse.so.2 (Debian: libfuse2), Node's C headers (searched below).
+ * Needs: cc (gcc), Node's C headers (searched below), and libfuse.so.2: the system's (Debian:
+ * libfuse2) or else the copy fuse-shared-library-linux ships, placed next to the binding ($ORIGIN).
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 
@@ -260,6 +261,16 @@ const libfuse = firstExisting(
   'libfuse.so.2 (Debian: apt-get install libfuse2)',
 );
 
+// Without the system's libfuse2, use the copy fuse-shared-library-linux ships: place it next to
+// the binding as libfuse.so.2 (its soname) and let the binding find it there ($ORIGIN rpath).
+const bundledLibfuse = join(fuseIncludes, 'libfuse', 'lib', 'libfuse.so');
+const usesBundledLibfuse = libfuse === bundledLibfuse;
+if (usesBundledLibfuse) {
+  mkdirSync(outputDirectory, { recursive: true });
+  copyFileSync(bundledLibfuse, join(outputDirectory, 'libfuse.so.2'));
+  console.log('build-fuse-native: no system libfuse.so.2; using the copy from fuse-shared-library-linux');
+}
+
 const workDirectory = join(packageDirectory, 'build', 'zhsm');
 mkdirSync(workDirectory, { recursive: true });
 mkdirSync(outputDirectory, { recursive: true });
@@ -287,6 +298,7 @@ const compilerArguments = [
   temporaryOutput,
   libfuse,
   '-lpthread',
+  ...(usesBundledLibfuse ? ["-Wl,-rpath,$ORIGIN"] : []),
 ];
 try {
   execFileSync(compiler, compilerArguments, { stdio: 'inherit' });
