@@ -298,7 +298,7 @@ const compilerArguments = [
   temporaryOutput,
   libfuse,
   '-lpthread',
-  ...(usesBundledLibfuse ? ["-Wl,-rpath,$ORIGIN"] : []),
+  ...(usesBundledLibfuse ? ['-Wl,-rpath,$ORIGIN'] : []),
 ];
 try {
   execFileSync(compiler, compilerArguments, { stdio: 'inherit' });
