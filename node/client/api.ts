@@ -9,6 +9,24 @@
 
 export type FileType = 'file' | 'directory' | 'symlink' | 'charDevice' | 'blockDevice' | 'fifo' | 'socket';
 
+/** The st_mode file-type bits of each FileType. */
+export const fileTypeBits: Readonly<Record<FileType, number>> = {
+  file: 0o100000,
+  directory: 0o040000,
+  symlink: 0o120000,
+  charDevice: 0o020000,
+  blockDevice: 0o060000,
+  fifo: 0o010000,
+  socket: 0o140000,
+};
+
+/** The FileType of an st_mode (regular file when the type bits are unknown or absent). */
+export function fileTypeOfMode(mode: number): FileType {
+  const bits = mode & 0o170000;
+  for (const [type, value] of Object.entries(fileTypeBits)) if (value === bits) return type as FileType;
+  return 'file';
+}
+
 /** Who performs an operation (for ownership of new files and permission checks). */
 export interface Caller {
   readonly uid: number;

@@ -25,7 +25,16 @@ import {
 } from '../common/errors.ts';
 import type { Chunk, Inode, Attributes as InodeAttributes, NodeType, Result } from '../metadata/records.ts';
 import { NAME_BYTES_MAX } from '../metadata/state-machine.ts';
-import type { Attributes, Caller, FileHandle, FileType, FsClient, FsStatistics, OpenOptions } from './api.ts';
+import {
+  type Attributes,
+  type Caller,
+  type FileHandle,
+  type FileType,
+  type FsClient,
+  type FsStatistics,
+  fileTypeBits,
+  type OpenOptions,
+} from './api.ts';
 import type { CellApi } from './cell-api.ts';
 import { applyChunkWrites, CHUNK_BYTES_DEFAULT, mergeChunk, planRead, planWrite } from './layout.ts';
 
@@ -43,16 +52,6 @@ export interface CellClientOptions {
 const locationCacheEntriesMax = 100_000;
 /** Attempts to commit a write over concurrent writers before giving up with STALE. */
 const COMMIT_ATTEMPTS_MAX = 8;
-
-const typeBits: Record<FileType, number> = {
-  file: 0o100000,
-  directory: 0o040000,
-  symlink: 0o120000,
-  charDevice: 0o020000,
-  blockDevice: 0o060000,
-  fifo: 0o010000,
-  socket: 0o140000,
-};
 
 const fileTypeOf: Record<NodeType, FileType> = {
   NODE_TYPE_UNSPECIFIED: 'file',
@@ -84,8 +83,8 @@ function nodeTypeOfMode(mode: number): NodeType {
 
 /** Turn a failed Result into the typed error the FUSE boundary maps to errno. */
 export function resultError(result: Result, context: Record<string, unknown> = {}): ZhsmError {
-  const code: ErrorCode =
-    result.code === 'OK' ? 'IO_ERROR' : result.code === 'STALE' ? 'STALE' : (result.code as ErrorCode);
+  // Result codes other than OK are ErrorCodes of the same name.
+  const code: ErrorCode = result.code === 'OK' ? 'IO_ERROR' : (result.code as ErrorCode);
   return new ZhsmError(code, result.message || result.code, context);
 }
 
@@ -184,7 +183,7 @@ export class CellClient implements FsClient {
           ? 1
           : Number(Buffer.from(inode.id).readBigUInt64BE(0) & 0xffffffffffffn) + 2,
       type,
-      mode: typeBits[type] | (inode.mode & 0o7777),
+      mode: fileTypeBits[type] | (inode.mode & 0o7777),
       uid: inode.uid,
       gid: inode.gid,
       size: inode.size,

@@ -36,19 +36,13 @@ const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
 export class LocalCell implements CellApi {
   readonly clientId = 'local';
   readonly replicas: ControllerReplica[];
-  readonly #network: LocalNetwork;
   readonly #closers: Array<() => Promise<void>>;
   readonly #backends = new Map<string, Backend>();
   readonly metadata: MetadataReader;
   #timers: Array<ReturnType<typeof setInterval>> = [];
 
-  private constructor(
-    replicas: ControllerReplica[],
-    network: LocalNetwork,
-    closers: Array<() => Promise<void>>,
-  ) {
+  private constructor(replicas: ControllerReplica[], closers: Array<() => Promise<void>>) {
     this.replicas = replicas;
-    this.#network = network;
     this.#closers = closers;
     const read = async <T>(query: (replica: ControllerReplica) => Promise<T>): Promise<T> => {
       const leader = await this.#leader();
@@ -99,7 +93,7 @@ export class LocalCell implements CellApi {
         await kv.close();
       });
     }
-    const cell = new LocalCell(replicas, network, closers);
+    const cell = new LocalCell(replicas, closers);
     await cell.#initialize(options);
     return cell;
   }
@@ -252,7 +246,6 @@ export class LocalCell implements CellApi {
     for (const timer of this.#timers) clearInterval(timer);
     for (const close of this.#closers) await close();
     for (const backend of this.#backends.values()) await backend.close();
-    void this.#network;
   }
 }
 

@@ -14,6 +14,7 @@ import type {
   OpenMode,
   OpenOptions,
 } from '../../node/client/api.ts';
+import { fileTypeBits, fileTypeOfMode } from '../../node/client/api.ts';
 import {
   AlreadyExistsError,
   BackendFullError,
@@ -28,21 +29,8 @@ const chunkBytes = 65536;
 const permissionBits = 0o7777;
 const setGidBit = 0o2000;
 
-const typeBits: Readonly<Record<FileType, number>> = {
-  file: 0o100000,
-  directory: 0o040000,
-  symlink: 0o120000,
-  charDevice: 0o020000,
-  blockDevice: 0o060000,
-  fifo: 0o010000,
-  socket: 0o140000,
-};
-
-function typeOfMode(mode: number): FileType {
-  const bits = mode & 0o170000;
-  for (const [type, value] of Object.entries(typeBits)) if (value === bits) return type as FileType;
-  return 'file';
-}
+const typeBits = fileTypeBits;
+const typeOfMode = fileTypeOfMode;
 
 interface Node {
   readonly ino: number;
