@@ -94,6 +94,7 @@ export class ControllerReplica {
   #failure: unknown;
   #lastSnapshotIndex = 0;
   #leaderListeners: Array<(leader: NodeId) => void> = [];
+  #appliedListeners: Array<(appliedIndex: number) => void> = [];
 
   private constructor(
     options: ReplicaOptions,
@@ -153,13 +154,18 @@ export class ControllerReplica {
     this.#leaderListeners.push(listener);
   }
 
+  /** Called after each batch of committed entries (or a snapshot) is applied here. */
+  onApplied(listener: (appliedIndex: number) => void): void {
+    this.#appliedListeners.push(listener);
+  }
+
   /** Propose a metadata command (leader only); resolves with its result once applied here. */
   propose(command: Omit<Command, 'timeMs'>): Promise<Result> {
     this.#checkRunning();
     if (this.#proposals.size >= PROPOSALS_PENDING_MAX) {
       return Promise.reject(new NotLeaderError('too many proposals pending; retry', { retryable: true }));
     }
-    const data = commandCodec.encode({ timeMs: this.#clock.nowMs(), ...command });
+    const data = commandCodec.encode({ ...command, timeMs: this.#clock.nowMs() });
     const proposed = this.#raft.propose(data);
     if (!proposed.ok) {
       return Promise.reject(
@@ -314,6 +320,9 @@ export class ControllerReplica {
             new NotLeaderError('the proposal was replaced by a new primary; retry', { index: entry.index }),
           );
       });
+    }
+    if (ready.committedEntries.length > 0 || ready.snapshot !== undefined) {
+      for (const listener of this.#appliedListeners) listener(this.machine.appliedIndex);
     }
     for (const state of ready.readStates) {
       const read = this.#reads.get(state.requestId);

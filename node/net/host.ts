@@ -5,7 +5,8 @@
  *
  * Membership is the cell's decision: the host only calls `isMember(peerId)`. Where it is applied:
  * - Direct connections are NOT gated: a peer that is not yet a member must be able to connect to
- *   present a join token. Every zhsm protocol checks membership per inbound stream (rpc.ts).
+ *   present a join token. Every zhsm protocol checks membership per inbound stream (rpc.ts); when
+ *   `isMember` says no, the optional async `confirmMember` is asked before refusing.
  * - Relay, through libp2p's connection gater (the relay server consults it):
  *   `denyInboundRelayReservation` refuses a reservation to a non-member;
  *   `denyOutboundRelayedConnection` refuses to relay unless both source and destination are
@@ -54,6 +55,13 @@ export interface HostOptions {
   readonly announce?: readonly string[];
   /** The cell's membership predicate, consulted for relaying and for every inbound zhsm stream. */
   readonly isMember: (peerId: string) => boolean;
+  /**
+   * Optional second opinion for an inbound zhsm stream from a peer `isMember` does not know (e.g.
+   * a member so new that this node has not heard of it yet: ask the primary). Consulted only when
+   * `isMember` says no; a rejection or a slow answer counts as "no" (see rpc.ts `admitPeer`).
+   * Relaying is gated by `isMember` alone.
+   */
+  readonly confirmMember?: (peerId: string) => Promise<boolean>;
   readonly logger?: Logger;
   /** Serve as a relay for members (default true). */
   readonly relayServer?: boolean;
@@ -73,6 +81,7 @@ export interface Host {
   readonly libp2p: Libp2p;
   readonly peerId: PeerId;
   readonly isMember: (peerId: string) => boolean;
+  readonly confirmMember?: ((peerId: string) => Promise<boolean>) | undefined;
   readonly log: Logger;
   readonly counters: HostCounters;
   /** The addresses others can dial, each ending in `/p2p/<peer id>`. */
@@ -171,6 +180,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
     libp2p,
     peerId: libp2p.peerId,
     isMember,
+    confirmMember: options.confirmMember,
     log,
     counters,
     multiaddrs: () => libp2p.getMultiaddrs(),

@@ -1,7 +1,8 @@
 /**
  * The zhsm network layer: persistent identity, the libp2p host (TCP + Noise + yamux + identify +
- * circuit relay v2 for cell members), length-prefixed frames, and typed RPC / streaming services
- * over `/zhsm/<name>/1.0.0`. See each module's header for the details and the limits it enforces.
+ * circuit relay v2 for cell members), length-prefixed frames, typed RPC / streaming services
+ * over `/zhsm/<name>/1.0.0`, and multiplexed sessions (many calls on one long-lived stream).
+ * See each module's header for the details and the limits it enforces.
  */
 export {
   type Chunk,
@@ -35,3 +36,11 @@ export {
   serveStream,
   type UnaryHandler,
 } from './rpc.ts';
+export {
+  type OpenSessionOptions,
+  openSession,
+  type Session,
+  type SessionCallOptions,
+  type SessionService,
+  serveSession,
+} from './session.ts';

@@ -8,8 +8,10 @@
  * The server's last frame is the trailer. A remote `ZhsmError` travels as its stable code and
  * message and is rethrown on the caller as an error of the same class and code.
  *
- * Every inbound stream is first checked with the host's `isMember(remotePeer)`: a non-member gets a
- * PERMISSION_DENIED trailer, then its stream is reset; the refusal is counted and logged.
+ * Every inbound stream is first checked with the host's `isMember(remotePeer)` (and, when that says
+ * no, the host's optional async `confirmMember`; see `admitPeer`): a non-member gets a
+ * PERMISSION_DENIED trailer, then its stream is reset; the refusal is counted and logged. A
+ * service with `openToNonMembers` (the join protocol) skips the check.
  * Malformed, oversize or unexpected frames and failing handlers produce an error trailer (and a
  * reset where the stream can no longer be parsed); nothing on this path can crash the process.
  *
@@ -49,18 +51,24 @@ export const requestTimeoutMsDefault = 30_000;
 /** A streaming call fails when no byte moves for this long (libp2p's stream inactivity timer). */
 export const streamIdleTimeoutMsDefault = 120_000;
 /** After its trailer, a server waits this long for the client to close before resetting. */
-const lingerMsMax = 2_000;
+export const lingerMsMax = 2_000;
+/** A membership confirmation (`Host.confirmMember`) that takes longer than this counts as "no". */
+export const confirmMemberTimeoutMs = 5_000;
+/** A peer `confirmMember` refused is refused without asking again for this long. */
+export const confirmMemberRefusalCacheMs = 1_000;
 /** The largest first frame read from a non-member before it is refused. */
 const refusalFrameBytesMax = 64 * 1024;
 const protocolVersion = '1.0.0';
 const namePattern = /^[a-z0-9][a-z0-9-]*(\/[a-z0-9][a-z0-9-]*)*$/;
 
-interface RemoteErrorRecord {
+/** @internal node/net: the wire form of a typed error. */
+export interface RemoteErrorRecord {
   code: string;
   message: string;
 }
 
-interface Envelope {
+/** @internal node/net: one frame of a zhsm protocol (proto/net.proto). */
+export interface Envelope {
   requestId?: number;
   request?: Uint8Array;
   response?: Uint8Array;
@@ -69,7 +77,8 @@ interface Envelope {
   end?: Record<string, never>;
 }
 
-const envelopeCodec = codec<Envelope>('zhsm.net.Envelope');
+/** @internal node/net */
+export const envelopeCodec = codec<Envelope>('zhsm.net.Envelope');
 
 /** A method: the protocol id and the codecs both sides use. */
 export interface Method<Request, Response> {
@@ -131,6 +140,11 @@ export interface ServeOptions {
   /** How long a new stream may take to deliver its request; default 30 s. */
   readonly requestTimeoutMs?: number;
   readonly streamsPerConnectionMax?: number;
+  /**
+   * Serve peers that are not members of the cell (default false: they are refused with
+   * PERMISSION_DENIED). Only for protocols a newcomer needs, such as joining.
+   */
+  readonly openToNonMembers?: boolean;
 }
 
 export interface Service {
@@ -162,7 +176,8 @@ export function remoteErrorToError(record: RemoteErrorRecord, peerId: string): Z
   return new IoError(`remote error ${record.code}: ${record.message}`, context);
 }
 
-function errorToRemote(error: unknown): { record: RemoteErrorRecord; expected: boolean } {
+/** @internal node/net: the record a handler's error travels as; `expected` = a ZhsmError. */
+export function errorToRemote(error: unknown): { record: RemoteErrorRecord; expected: boolean } {
   if (error instanceof ZhsmError)
     return { record: { code: error.code, message: error.message }, expected: true };
   return {
@@ -171,7 +186,8 @@ function errorToRemote(error: unknown): { record: RemoteErrorRecord; expected: b
   };
 }
 
-function bodyName(envelope: Envelope): string {
+/** @internal node/net */
+export function bodyName(envelope: Envelope): string {
   for (const key of ['request', 'response', 'error', 'data', 'end'] as const) {
     if (envelope[key] !== undefined) return key;
   }
@@ -221,7 +237,8 @@ async function writeData(
   }
 }
 
-function decodeEnvelope(frame: Uint8Array | Uint8ArrayList): Envelope {
+/** @internal node/net */
+export function decodeEnvelope(frame: Uint8Array | Uint8ArrayList): Envelope {
   return envelopeCodec.decode(frame instanceof Uint8Array ? frame : frame.subarray());
 }
 
@@ -368,7 +385,74 @@ interface InboundSpec<Request, Response> {
   readonly options: ServeOptions;
 }
 
-async function refuse(host: Host, stream: Stream, peerId: string, protocol: string): Promise<void> {
+/** Membership confirmations per host: in flight (shared by concurrent streams) and recent refusals. */
+interface Confirmations {
+  readonly inFlight: Map<string, Promise<boolean>>;
+  readonly refusedUntil: Map<string, number>;
+}
+const confirmationsByHost = new WeakMap<Host, Confirmations>();
+
+async function confirm(host: Host, confirmMember: (peerId: string) => Promise<boolean>, peerId: string) {
+  let state = confirmationsByHost.get(host);
+  if (state === undefined) {
+    state = { inFlight: new Map(), refusedUntil: new Map() };
+    confirmationsByHost.set(host, state);
+  }
+  const now = Date.now();
+  const refusedUntil = state.refusedUntil.get(peerId);
+  if (refusedUntil !== undefined) {
+    if (refusedUntil > now) return false;
+    state.refusedUntil.delete(peerId);
+  }
+  const running = state.inFlight.get(peerId);
+  if (running !== undefined) return running;
+  const table = state;
+  const answer = (async () => {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const timeout = new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), confirmMemberTimeoutMs);
+      });
+      return (await Promise.race([confirmMember(peerId), timeout])) === true;
+    } catch (error) {
+      host.log.warn({ peer: peerId, err: error }, 'membership confirmation failed');
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  })();
+  table.inFlight.set(peerId, answer);
+  try {
+    const admitted = await answer;
+    if (!admitted) {
+      // Keep the table small: forget refusals that have expired.
+      if (table.refusedUntil.size > 1024) {
+        for (const [peer, until] of table.refusedUntil) if (until <= now) table.refusedUntil.delete(peer);
+      }
+      table.refusedUntil.set(peerId, Date.now() + confirmMemberRefusalCacheMs);
+    }
+    return admitted;
+  } finally {
+    table.inFlight.delete(peerId);
+  }
+}
+
+/**
+ * @internal node/net: may `peerId` use a protocol? Members may; others only when the service is
+ * open to non-members, or when the host's `confirmMember` says yes (a member this node has not
+ * heard of yet). Confirmations are shared while one is in flight for the same peer, and a refusal
+ * is remembered for `confirmMemberRefusalCacheMs` (a non-member cannot make every one of its
+ * streams cost a round trip to the primary).
+ */
+export async function admitPeer(host: Host, peerId: string, openToNonMembers = false): Promise<boolean> {
+  if (openToNonMembers || host.isMember(peerId)) return true;
+  const confirmMember = host.confirmMember;
+  if (confirmMember === undefined) return false;
+  return confirm(host, confirmMember, peerId);
+}
+
+/** @internal node/net: answer a non-member's stream with PERMISSION_DENIED, then reset it. */
+export async function refuse(host: Host, stream: Stream, peerId: string, protocol: string): Promise<void> {
   host.counters.refusedStreams += 1;
   host.log.warn({ peer: peerId, protocol }, 'refused stream from a non-member');
   // Wait for the caller's first frame (so its protocol negotiation has finished), then answer.
@@ -402,7 +486,7 @@ async function handleInbound<Request, Response>(
 ): Promise<void> {
   const peerId = connection.remotePeer.toString();
   const { method } = spec;
-  if (!host.isMember(peerId)) {
+  if (!(await admitPeer(host, peerId, spec.options.openToNonMembers === true))) {
     await refuse(host, stream, peerId, method.protocol);
     return;
   }
@@ -609,7 +693,8 @@ export function serveStream<Request, Response>(
 
 export type PeerTarget = PeerId | Multiaddr | string;
 
-function toDialTarget(peer: PeerTarget): PeerId | Multiaddr {
+/** @internal node/net */
+export function toDialTarget(peer: PeerTarget): PeerId | Multiaddr {
   if (typeof peer !== 'string') return peer;
   try {
     return peer.startsWith('/') ? multiaddr(peer) : peerIdFromString(peer);
@@ -618,7 +703,8 @@ function toDialTarget(peer: PeerTarget): PeerId | Multiaddr {
   }
 }
 
-function peerLabel(target: PeerId | Multiaddr): string {
+/** @internal node/net */
+export function peerLabel(target: PeerId | Multiaddr): string {
   return target.toString();
 }
 
@@ -636,7 +722,8 @@ export interface CallOptions {
 }
 
 /** An AbortController fed by a caller's signal and a timer that aborts with TimeoutError. */
-function callController(what: string, timeoutMs: number, signal?: AbortSignal) {
+/** @internal node/net */
+export function callController(what: string, timeoutMs: number, signal?: AbortSignal) {
   const controller = new AbortController();
   const timer = setTimeout(
     () => controller.abort(new TimeoutError(`${what} timed out after ${timeoutMs} ms`)),
@@ -669,7 +756,8 @@ function asCallError(error: unknown, signal: AbortSignal, what: string): Error {
   );
 }
 
-function reusableConnection(host: Host, peer: PeerId): Connection | undefined {
+/** @internal node/net: an open connection to `peer` that is not limited (relay limits). */
+export function reusableConnection(host: Host, peer: PeerId): Connection | undefined {
   for (const connection of host.libp2p.getConnections(peer)) {
     if (connection.status === 'open' && connection.limits === undefined) return connection;
   }
