@@ -122,6 +122,8 @@ export interface Member {
   controllerId: number;
   joinedMs: number;
   joinToken: Uint8Array;
+  /** Multiaddrs the member listens on (each ending in `/p2p/<peer id>`). */
+  addresses: string[];
 }
 
 export interface Attributes {
@@ -182,8 +184,15 @@ export interface Command {
   expireTokens?: { nowMs: number };
   createJoinToken?: { token: JoinToken };
   revokeJoinToken?: { id: Uint8Array };
-  admitMember?: { peerId: string; tokenId: Uint8Array; secretHash: Uint8Array; controller: boolean };
+  admitMember?: {
+    peerId: string;
+    tokenId: Uint8Array;
+    secretHash: Uint8Array;
+    controller: boolean;
+    addresses?: string[];
+  };
   initCell?: InitCell;
+  setMemberAddresses?: { peerId: string; addresses: string[] };
 }
 
 export interface Result {

@@ -113,6 +113,20 @@ function checkId(id: Uint8Array | undefined, what: string): Uint8Array {
   return id;
 }
 
+/** Members announce at most this many addresses, each at most 1 KiB. */
+const MEMBER_ADDRESSES_MAX = 32;
+const MEMBER_ADDRESS_BYTES_MAX = 1024;
+
+function checkAddresses(addresses: readonly string[]): string[] {
+  if (addresses.length > MEMBER_ADDRESSES_MAX)
+    fail('INVALID_ARGUMENT', `at most ${MEMBER_ADDRESSES_MAX} addresses per member`);
+  for (const address of addresses) {
+    if (!address.startsWith('/') || address.length > MEMBER_ADDRESS_BYTES_MAX)
+      fail('INVALID_ARGUMENT', `invalid member address ${JSON.stringify(address.slice(0, 80))}`);
+  }
+  return [...addresses];
+}
+
 function sameId(a: Uint8Array, b: Uint8Array): boolean {
   return Buffer.compare(a, b) === 0;
 }
@@ -293,6 +307,8 @@ export class MetadataStateMachine {
       return this.#createJoinToken(tx, command.createJoinToken.token);
     if (command.revokeJoinToken !== undefined) return this.#revokeJoinToken(tx, command.revokeJoinToken.id);
     if (command.admitMember !== undefined) return this.#admitMember(tx, command.admitMember, time);
+    if (command.setMemberAddresses !== undefined)
+      return this.#setMemberAddresses(tx, command.setMemberAddresses);
     fail('INVALID_ARGUMENT', 'command has no operation');
   }
 
@@ -769,10 +785,9 @@ export class MetadataStateMachine {
     const existing = await tx.get(keys.member(op.peerId));
     if (existing !== undefined) {
       const member = memberCodec.decode(existing);
-      if (op.controller && member.controllerId === 0) {
-        member.controllerId = await this.#nextControllerId(tx);
-        tx.put(keys.member(op.peerId), memberCodec.encode(member));
-      }
+      if (op.controller && member.controllerId === 0) member.controllerId = await this.#nextControllerId(tx);
+      if ((op.addresses ?? []).length > 0) member.addresses = checkAddresses(op.addresses ?? []);
+      tx.put(keys.member(op.peerId), memberCodec.encode(member));
       return { member };
     }
     const member: Member = {
@@ -780,7 +795,19 @@ export class MetadataStateMachine {
       controllerId: op.controller ? await this.#nextControllerId(tx) : 0,
       joinedMs: time,
       joinToken: op.tokenId,
+      addresses: checkAddresses(op.addresses ?? []),
     };
+    tx.put(keys.member(op.peerId), memberCodec.encode(member));
+    return { member };
+  }
+
+  async #setMemberAddresses(
+    tx: Transaction,
+    op: NonNullable<Command['setMemberAddresses']>,
+  ): Promise<Partial<Result>> {
+    const bytes = await tx.get(keys.member(op.peerId));
+    if (bytes === undefined) fail('NOT_FOUND', 'no such member');
+    const member = { ...memberCodec.decode(bytes), addresses: checkAddresses(op.addresses) };
     tx.put(keys.member(op.peerId), memberCodec.encode(member));
     return { member };
   }

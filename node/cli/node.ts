@@ -1,0 +1,222 @@
+/**
+ * zhsm-node: the peer daemon's command line (init, join, start, token create/revoke).
+ * See `zhsm-node --help` and the README.
+ */
+import { Command, InvalidArgumentError as CommanderArgumentError, Option } from 'commander';
+import { ZhsmError } from '../common/errors.ts';
+import { createLogger } from '../common/log.ts';
+import { adminRequest } from '../daemon/admin-client.ts';
+import { JOIN_TOKEN_TTL_MS_DEFAULT, ZhsmNode } from '../daemon/node.ts';
+import { parseDuration } from '../daemon/protocols.ts';
+
+const EXIT_FAILED = 1;
+const EXIT_USAGE = 2;
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+function duration(value: string): number {
+  try {
+    return parseDuration(value);
+  } catch (error) {
+    throw new CommanderArgumentError((error as Error).message);
+  }
+}
+
+function logger(level: string | undefined) {
+  return createLogger({ component: 'node', level });
+}
+
+const program = new Command()
+  .name('zhsm-node')
+  .description(
+    'The zhsm peer daemon: one per machine. A node can be a controller (replicated metadata), a\n' +
+      'storage server (backend directories) and a client, in any combination.',
+  )
+  .showHelpAfterError()
+  .exitOverride();
+
+program
+  .command('init')
+  .description(
+    'create a new cell with this node as its first controller (id 1); prints its addresses and a join token',
+  )
+  .requiredOption('--data <dir>', "the node's data directory (created; must be new)")
+  .requiredOption('--cell <name>', 'the cell name')
+  .option('--controller', 'this node is a controller (always true for the first node)')
+  .option('--backend <path>', 'a backend directory to serve (repeatable)', collect, [])
+  .option(
+    '--listen <multiaddr>',
+    'listen address (repeatable; default /ip4/0.0.0.0/tcp/0, port kept on restart)',
+    collect,
+    [],
+  )
+  .option('--announce <multiaddr>', 'address to announce instead (repeatable; e.g. behind NAT)', collect, [])
+  .option('--name <name>', 'a name for status output (default: host name)')
+  .addOption(new Option('--token-ttl <duration>', 'lifetime of the printed join token').default('24h'))
+  .option('--json', 'print JSON for scripts')
+  .option('--log-level <level>', 'log level (default warn for init)', 'warn')
+  .action(async (options) => {
+    const result = await ZhsmNode.init({
+      data: options.data,
+      cell: options.cell,
+      backends: options.backend,
+      listen: options.listen,
+      announce: options.announce,
+      name: options.name,
+      tokenTtlMs: duration(options.tokenTtl),
+      logger: logger(options.logLevel),
+    });
+    if (options.json) {
+      console.log(
+        JSON.stringify({
+          cell: result.config.cell,
+          peerId: result.peerId,
+          controllerId: 1,
+          addresses: result.addresses,
+          token: result.token,
+          tokenExpires: new Date(result.tokenExpiresMs).toISOString(),
+        }),
+      );
+      return;
+    }
+    console.log(`created cell ${result.config.cell}; this node is controller 1 (${result.peerId})`);
+    console.log('addresses:');
+    for (const address of result.addresses) console.log(`  ${address}`);
+    console.log(`join token (valid until ${new Date(result.tokenExpiresMs).toISOString()}):`);
+    console.log(`  ${result.token}`);
+    console.log('next:');
+    console.log(`  zhsm-node start --data ${options.data}`);
+    console.log(
+      `  zhsm-node join ${result.addresses[0] ?? '<address>'} --token <token> --data <dir> [--controller] [--backend <path>]`,
+    );
+  });
+
+program
+  .command('join')
+  .description('join an existing cell through any member (then run "zhsm-node start")')
+  .argument('<peer>', "a member's multiaddr, ending in /p2p/<peer id>")
+  .requiredOption('--token <token>', 'a join token from "zhsm-node init" or "zhsm-node token create"')
+  .requiredOption('--data <dir>', "the node's data directory (created; must be new)")
+  .option('--controller', 'become a controller (joins as a learner, a voter once caught up)')
+  .option('--backend <path>', 'a backend directory to serve (repeatable)', collect, [])
+  .option(
+    '--listen <multiaddr>',
+    'listen address (repeatable; default /ip4/0.0.0.0/tcp/0, port kept on restart)',
+    collect,
+    [],
+  )
+  .option('--announce <multiaddr>', 'address to announce instead (repeatable)', collect, [])
+  .option('--name <name>', 'a name for status output (default: host name)')
+  .option('--json', 'print JSON for scripts')
+  .option('--log-level <level>', 'log level', 'warn')
+  .action(async (peer: string, options) => {
+    const result = await ZhsmNode.join({
+      peer,
+      token: options.token,
+      data: options.data,
+      controller: options.controller === true,
+      backends: options.backend,
+      listen: options.listen,
+      announce: options.announce,
+      name: options.name,
+      logger: logger(options.logLevel),
+    });
+    if (options.json) {
+      console.log(
+        JSON.stringify({
+          cell: result.config.cell,
+          peerId: result.peerId,
+          controllerId: result.member.controllerId,
+          listen: result.config.listen,
+        }),
+      );
+      return;
+    }
+    const role = result.member.controllerId > 0 ? `controller ${result.member.controllerId}` : 'a member';
+    console.log(`joined cell ${result.config.cell} as ${role} (${result.peerId})`);
+    console.log(`next: zhsm-node start --data ${options.data}`);
+  });
+
+program
+  .command('start')
+  .description('run the daemon in the foreground (clean shutdown on SIGINT/SIGTERM)')
+  .requiredOption('--data <dir>', "the node's data directory")
+  .option('--log-level <level>', 'log level (default: $ZHSM_LOG_LEVEL or info)')
+  .option('--tick-ms <ms>', 'consensus tick (heartbeat); the election timeout is 10 ticks', '100')
+  .action(async (options) => {
+    const tickMs = Number(options.tickMs);
+    if (!Number.isSafeInteger(tickMs) || tickMs < 10 || tickMs > 10_000)
+      throw new CommanderArgumentError('--tick-ms must be an integer in 10..10000');
+    const log = logger(options.logLevel);
+    const node = await ZhsmNode.start(options.data, { logger: log, tickMs });
+    console.log(
+      JSON.stringify({
+        event: 'started',
+        peerId: node.peerId,
+        cell: node.config.cell,
+        controllerId: node.config.controllerId,
+        addresses: node.host.multiaddrs().map(String),
+      }),
+    );
+    let stopping = false;
+    const shutdown = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, 'shutting down');
+      const force = setTimeout(() => {
+        log.error('clean shutdown took too long; exiting');
+        process.exit(EXIT_FAILED);
+      }, 15_000);
+      force.unref();
+      node.stop().then(
+        () => process.exit(0),
+        (error: unknown) => {
+          log.error({ err: error }, 'error during shutdown');
+          process.exit(EXIT_FAILED);
+        },
+      );
+    };
+    process.on('SIGINT', () => shutdown('SIGINT'));
+    process.on('SIGTERM', () => shutdown('SIGTERM'));
+  });
+
+const token = program.command('token').description('join tokens of a running cell');
+token
+  .command('create')
+  .description('issue a join token (through the running daemon of --data)')
+  .requiredOption('--data <dir>', 'the data directory of a running node of the cell')
+  .addOption(new Option('--ttl <duration>', 'lifetime, e.g. 30m, 24h, 7d').default('24h'))
+  .option('--json', 'print JSON for scripts')
+  .action(async (options) => {
+    const reply = await adminRequest<{ token: string; expiresMs: number }>(options.data, {
+      op: 'token-create',
+      ttlMs: duration(options.ttl ?? String(JOIN_TOKEN_TTL_MS_DEFAULT)),
+    });
+    if (options.json)
+      console.log(JSON.stringify({ token: reply.token, expires: new Date(reply.expiresMs).toISOString() }));
+    else console.log(reply.token);
+  });
+token
+  .command('revoke')
+  .description('revoke a join token')
+  .argument('<token>', 'the token')
+  .requiredOption('--data <dir>', 'the data directory of a running node of the cell')
+  .action(async (value: string, options) => {
+    await adminRequest(options.data, { op: 'token-revoke', token: value });
+    console.log('revoked');
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  const code = (error as { code?: string }).code;
+  if (code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help')
+    process.exit(0);
+  if (typeof code === 'string' && code.startsWith('commander.')) process.exit(EXIT_USAGE);
+  if (error instanceof ZhsmError) {
+    console.error(`zhsm-node: ${error.message} [${error.code}]`);
+    process.exit(error.code === 'INVALID_ARGUMENT' ? EXIT_USAGE : EXIT_FAILED);
+  }
+  console.error(`zhsm-node: ${(error as Error).stack ?? String(error)}`);
+  process.exit(EXIT_FAILED);
+}

@@ -1,0 +1,205 @@
+/**
+ * A node's data directory and its configuration file.
+ *
+ * Layout of `--data DIR`:
+ *   node.json       this file: cell, roles, listen addresses (written atomically)
+ *   identity.key    the libp2p private key (node/net/identity.ts)
+ *   members.json    the cell's members as last known (peer ids, controller ids, addresses):
+ *                   lets a restarted node find the cell without asking anyone
+ *   raft/           controllers: the consensus log, term and vote (LevelDB)
+ *   metadata/       controllers: the metadata state machine (LevelDB)
+ *   server.uuid     storage servers: the server's UUID (in node.json)
+ *   admin.sock      the running daemon's local admin socket (status, token create)
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join, resolve } from 'node:path';
+import { InvalidArgumentError, IoError, NotFoundError } from '../common/errors.ts';
+import type { Member } from '../metadata/records.ts';
+
+export const CONFIG_FORMAT_VERSION = 1;
+
+export interface NodeConfig {
+  readonly formatVersion: number;
+  readonly cell: string;
+  /** A human name for status output (default: the host name). */
+  readonly name: string;
+  /** 0: not a controller; otherwise the id the cell assigned (the first controller is 1). */
+  readonly controllerId: number;
+  /** Absolute paths of this node's backend directories (a storage server when non-empty). */
+  readonly backends: readonly string[];
+  /** The storage server's UUID (hex), present when `backends` is non-empty. */
+  readonly serverUuid?: string;
+  /** Multiaddrs to listen on; a tcp port 0 is replaced by the port actually bound on first start. */
+  readonly listen: readonly string[];
+  readonly announce?: readonly string[];
+  /**
+   * The consensus voters of a brand-new log: `[1]` on the node that created the cell, absent on
+   * nodes that joined (they learn the membership from the primary's log). Used only while the
+   * log holds no membership of its own, like etcd's initial cluster.
+   */
+  readonly initialVoters?: readonly number[];
+}
+
+export const paths = (dataDirectory: string) => {
+  const base = resolve(dataDirectory);
+  return {
+    base,
+    config: join(base, 'node.json'),
+    members: join(base, 'members.json'),
+    raft: join(base, 'raft'),
+    metadata: join(base, 'metadata'),
+    adminSocket: join(base, 'admin.sock'),
+  };
+};
+
+const CELL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export function checkCellName(name: string): string {
+  if (!CELL_NAME.test(name))
+    throw new InvalidArgumentError(
+      `invalid cell name ${JSON.stringify(name)}: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`,
+    );
+  return name;
+}
+
+export function defaultNodeName(): string {
+  return hostname();
+}
+
+export function newServerUuid(): string {
+  return randomBytes(16).toString('hex');
+}
+
+function fail(path: string, problem: string): never {
+  throw new InvalidArgumentError(`${path}: ${problem}`, { path });
+}
+
+/** Parse and check a node.json; every problem is a clear InvalidArgumentError naming the file. */
+export function parseConfig(text: string, path: string): NodeConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    fail(path, `not valid JSON (${(error as Error).message})`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(path, 'expected a JSON object');
+  const value = raw as Record<string, unknown>;
+  if (value.formatVersion !== CONFIG_FORMAT_VERSION)
+    fail(path, `unsupported formatVersion ${JSON.stringify(value.formatVersion)} (expected 1)`);
+  if (typeof value.cell !== 'string') fail(path, 'cell must be a string');
+  try {
+    checkCellName(value.cell);
+  } catch (error) {
+    fail(path, (error as Error).message);
+  }
+  if (typeof value.name !== 'string' || value.name.length === 0 || value.name.length > 255)
+    fail(path, 'name must be a non-empty string');
+  if (!Number.isSafeInteger(value.controllerId) || (value.controllerId as number) < 0)
+    fail(path, 'controllerId must be a non-negative integer');
+  const strings = (key: string, required: boolean): string[] | undefined => {
+    const list = value[key];
+    if (list === undefined && !required) return undefined;
+    if (!Array.isArray(list) || !list.every((item) => typeof item === 'string' && item.length > 0))
+      fail(path, `${key} must be an array of strings`);
+    return list as string[];
+  };
+  const backends = strings('backends', true) ?? [];
+  const listen = strings('listen', true) ?? [];
+  const announce = strings('announce', false);
+  if (
+    value.serverUuid !== undefined &&
+    !(typeof value.serverUuid === 'string' && /^[0-9a-f]{32}$/.test(value.serverUuid))
+  )
+    fail(path, 'serverUuid must be 32 hex digits');
+  if (backends.length > 0 && value.serverUuid === undefined) fail(path, 'a storage server needs serverUuid');
+  const initialVoters = value.initialVoters;
+  if (
+    initialVoters !== undefined &&
+    !(Array.isArray(initialVoters) && initialVoters.every((id) => Number.isSafeInteger(id) && id > 0))
+  )
+    fail(path, 'initialVoters must be an array of positive integers');
+  return {
+    formatVersion: CONFIG_FORMAT_VERSION,
+    cell: value.cell,
+    name: value.name,
+    controllerId: value.controllerId as number,
+    backends,
+    ...(value.serverUuid === undefined ? {} : { serverUuid: value.serverUuid as string }),
+    listen,
+    ...(announce === undefined ? {} : { announce }),
+    ...(initialVoters === undefined ? {} : { initialVoters: initialVoters as number[] }),
+  };
+}
+
+export async function readConfig(dataDirectory: string): Promise<NodeConfig> {
+  const path = paths(dataDirectory).config;
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new NotFoundError(
+        `${dataDirectory} is not a zhsm node directory (no node.json): run 'zhsm-node init' or 'zhsm-node join' first`,
+        { path },
+      );
+    throw new IoError(`cannot read ${path}: ${(error as Error).message}`, { path }, { cause: error });
+  }
+  return parseConfig(text, path);
+}
+
+/** Write a file atomically: temp file, fsync, rename. */
+export async function writeFileAtomic(path: string, text: string): Promise<void> {
+  const temp = `${path}.tmp-${process.pid}`;
+  const handle = await open(temp, 'w', 0o600);
+  try {
+    await handle.writeFile(text);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await rename(temp, path);
+}
+
+export async function writeConfig(dataDirectory: string, config: NodeConfig): Promise<void> {
+  await mkdir(paths(dataDirectory).base, { recursive: true, mode: 0o700 });
+  await writeFileAtomic(paths(dataDirectory).config, `${JSON.stringify(config, null, 2)}\n`);
+}
+
+/** The members cache (best effort: a damaged file only costs a slower start). */
+export async function readMembersCache(dataDirectory: string): Promise<Member[]> {
+  try {
+    const raw = JSON.parse(await readFile(paths(dataDirectory).members, 'utf8')) as unknown;
+    if (!Array.isArray(raw)) return [];
+    return raw
+      .filter(
+        (item): item is { peerId: string; controllerId: number; addresses: string[]; joinedMs?: number } =>
+          typeof item === 'object' &&
+          item !== null &&
+          typeof item.peerId === 'string' &&
+          Number.isSafeInteger(item.controllerId) &&
+          Array.isArray(item.addresses) &&
+          item.addresses.every((a: unknown) => typeof a === 'string'),
+      )
+      .map((item) => ({
+        peerId: item.peerId,
+        controllerId: item.controllerId,
+        addresses: item.addresses,
+        joinedMs: item.joinedMs ?? 0,
+        joinToken: new Uint8Array(0),
+      }));
+  } catch {
+    return [];
+  }
+}
+
+export async function writeMembersCache(dataDirectory: string, members: readonly Member[]): Promise<void> {
+  const plain = members.map((m) => ({
+    peerId: m.peerId,
+    controllerId: m.controllerId,
+    addresses: m.addresses,
+    joinedMs: m.joinedMs,
+  }));
+  await writeFileAtomic(paths(dataDirectory).members, `${JSON.stringify(plain, null, 2)}\n`);
+}

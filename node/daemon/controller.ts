@@ -1,0 +1,265 @@
+/**
+ * The controller role of a daemon: a consensus replica (consensus/ + node/controller/replica.ts)
+ * on LevelDB, talking to the other controllers over `/zhsm/raft/1.0.0`, serving the metadata
+ * session `/zhsm/meta/1.0.0` to the cell.
+ *
+ * Duties of the primary (checked every DUTY_INTERVAL_MS, only while it leads):
+ * - a member that the cell made a controller but that is not in the consensus membership joins
+ *   it as a learner; a learner that has caught up is promoted to voter (the core refuses while it
+ *   is behind);
+ * - open tokens of clients that went away expire (`expireTokens` every TOKEN_EXPIRY_INTERVAL_MS).
+ * The lowest-id rule (a lower-id voter that is caught up takes the lead back) is in the core.
+ */
+import { LevelRaftStorage } from '../../consensus/storage-level.ts';
+import type { Membership } from '../../consensus/types.ts';
+import { InvalidArgumentError, NotLeaderError } from '../common/errors.ts';
+import { type Logger, silentLogger } from '../common/log.ts';
+import { createNetReplicaTransport } from '../controller/net-transport.ts';
+import { ControllerReplica } from '../controller/replica.ts';
+import { LevelKv } from '../metadata/kv.ts';
+import type { Command } from '../metadata/records.ts';
+import type { Host } from '../net/host.ts';
+import { type Service, serveSession } from '../net/session.ts';
+import type { MemberDirectory } from './directory.ts';
+import { type CellInfo, type MetaRequest, type MetaResponse, metaMethod } from './protocols.ts';
+import type { LocalController } from './remote-cell.ts';
+
+const DUTY_INTERVAL_MS = 500;
+const TOKEN_EXPIRY_INTERVAL_MS = 5_000;
+/** Reads per readdir page at most. */
+const READDIR_PAGE_MAX = 10_000;
+/** Commands per proposeBatch request at most. */
+const BATCH_COMMANDS_MAX = 4_096;
+
+export interface ControllerRoleOptions {
+  readonly id: number;
+  readonly cell: string;
+  readonly host: Host;
+  readonly directory: MemberDirectory;
+  readonly raftPath: string;
+  readonly metadataPath: string;
+  /** Consensus membership of a brand-new log (the first controller: itself; a joiner: empty). */
+  readonly initialMembership: Membership;
+  readonly tickMs?: number;
+  readonly logger?: Logger;
+}
+
+export class ControllerRole implements LocalController {
+  readonly id: number;
+  readonly peerId: string;
+  readonly replica: ControllerReplica;
+  readonly #cell: string;
+  readonly #directory: MemberDirectory;
+  readonly #log: Logger;
+  readonly #closers: Array<() => Promise<void>>;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #lastExpiry = 0;
+  #refreshing: Promise<void> | undefined;
+  #refreshAgain = false;
+  #stopped = false;
+
+  private constructor(
+    options: ControllerRoleOptions,
+    replica: ControllerReplica,
+    closers: Array<() => Promise<void>>,
+  ) {
+    this.id = options.id;
+    this.peerId = options.host.peerId.toString();
+    this.replica = replica;
+    this.#cell = options.cell;
+    this.#directory = options.directory;
+    this.#log = (options.logger ?? silentLogger()).child({ role: 'controller', controller: options.id });
+    this.#closers = closers;
+  }
+
+  static async start(options: ControllerRoleOptions): Promise<ControllerRole> {
+    const closers: Array<() => Promise<void>> = [];
+    const storage = await LevelRaftStorage.open(options.raftPath);
+    closers.push(() => storage.close());
+    const kv = await LevelKv.open(options.metadataPath);
+    closers.push(() => kv.close());
+    const self = options.host.peerId.toString();
+    const transport = await createNetReplicaTransport({
+      host: options.host,
+      selfId: options.id,
+      resolve: (id) =>
+        id === options.id ? { peerId: self, addresses: [] } : options.directory.controller(id),
+      logger: options.logger,
+    });
+    closers.unshift(() => transport.close());
+    const replica = await ControllerReplica.start({
+      id: options.id,
+      storage,
+      kv,
+      transport,
+      initialMembership: options.initialMembership,
+      tickMs: options.tickMs,
+      logger: options.logger,
+    });
+    closers.unshift(() => replica.stop());
+    const role = new ControllerRole(options, replica, closers);
+    replica.onApplied(() => role.#refreshDirectory());
+    await role.#refreshDirectory();
+    const service: Service = await serveSession(options.host, {
+      ...metaMethod,
+      handler: (request) => role.handleMeta(request),
+    });
+    closers.unshift(() => service.stop());
+    role.#timer = setInterval(() => void role.#duties(), DUTY_INTERVAL_MS);
+    return role;
+  }
+
+  isLeader(): boolean {
+    return this.replica.isLeader;
+  }
+
+  /** The members as this controller's metadata has them. */
+  #refreshDirectory(): Promise<void> {
+    if (this.#refreshing !== undefined) {
+      this.#refreshAgain = true;
+      return this.#refreshing;
+    }
+    this.#refreshing = (async () => {
+      try {
+        do {
+          this.#refreshAgain = false;
+          this.#directory.fromMetadata(await this.replica.machine.members(), this.peerId);
+        } while (this.#refreshAgain && !this.#stopped);
+      } catch (error) {
+        if (!this.#stopped) this.#log.warn({ err: error }, 'cannot refresh the member directory');
+      } finally {
+        this.#refreshing = undefined;
+      }
+    })();
+    return this.#refreshing;
+  }
+
+  info(): CellInfo {
+    const status = this.replica.status();
+    const leader = status.leader === 0 ? undefined : this.#directory.controller(status.leader);
+    return {
+      cell: this.#cell,
+      peerId: this.peerId,
+      controllerId: this.id,
+      role: status.role,
+      leaderId: status.leader,
+      leaderPeerId: status.leader === this.id ? this.peerId : (leader?.peerId ?? ''),
+      term: status.term,
+      commitIndex: status.commitIndex,
+      appliedIndex: this.replica.machine.appliedIndex,
+      lastIndex: status.lastIndex,
+      members: this.#directory.all(),
+      voters: [...status.membership.voters],
+      learners: [...status.membership.learners],
+      progress: [...status.progress].map(([id, p]) => ({ id, matchIndex: p.matchIndex })),
+    };
+  }
+
+  #notLeader(): never {
+    const status = this.replica.status();
+    const leader = status.leader === 0 ? undefined : this.#directory.controller(status.leader);
+    throw new NotLeaderError(
+      `controller ${this.id} is not the primary${leader === undefined ? '' : `; the primary is controller ${status.leader} (${leader.peerId})`}`,
+      { leader: status.leader },
+    );
+  }
+
+  /** Serve one metadata request (the primary only). */
+  async handleMeta(request: MetaRequest): Promise<MetaResponse> {
+    if (!this.replica.isLeader) this.#notLeader();
+    if (request.propose !== undefined) {
+      return { result: await this.replica.propose(withoutTime(request.propose)) };
+    }
+    if (request.proposeBatch !== undefined) {
+      const commands = request.proposeBatch.commands;
+      if (commands.length > BATCH_COMMANDS_MAX)
+        throw new InvalidArgumentError(`at most ${BATCH_COMMANDS_MAX} commands per batch`);
+      const results = await Promise.all(
+        commands.map((command) => this.replica.propose(withoutTime(command))),
+      );
+      return { results: { results } };
+    }
+    const read = request.read;
+    if (read === undefined) throw new InvalidArgumentError('empty metadata request');
+    await this.replica.readBarrier();
+    const machine = this.replica.machine;
+    if (read.root !== undefined) {
+      const cell = await machine.cell();
+      return cell === undefined ? { none: {} } : { root: cell.rootId };
+    }
+    if (read.cell !== undefined) {
+      const cell = await machine.cell();
+      return cell === undefined ? { none: {} } : { cell };
+    }
+    if (read.inode !== undefined) {
+      const inode = await machine.inode(read.inode);
+      return inode === undefined ? { none: {} } : { inode };
+    }
+    if (read.lookup !== undefined) {
+      const inode = await machine.lookup(read.lookup.parent, read.lookup.name);
+      return inode === undefined ? { none: {} } : { inode };
+    }
+    if (read.readdir !== undefined) {
+      const limit = Math.min(read.readdir.limit || READDIR_PAGE_MAX, READDIR_PAGE_MAX);
+      const after = read.readdir.after === '' ? undefined : read.readdir.after;
+      const entries = await machine.readdir(read.readdir.parent, { after, limit });
+      return { entries: { entries: entries.map((e) => ({ name: e.name, id: e.id })) } };
+    }
+    if (read.locations !== undefined)
+      return { locations: { entries: await machine.locations(read.locations) } };
+    if (read.backends !== undefined) return { backends: { backends: await machine.backends() } };
+    if (read.servers !== undefined) return { servers: { servers: await machine.servers() } };
+    if (read.members !== undefined) return { members: { members: await machine.members() } };
+    if (read.tokens !== undefined) return { tokens: { tokens: await machine.tokens() } };
+    throw new InvalidArgumentError('unknown metadata read');
+  }
+
+  async #duties(): Promise<void> {
+    if (this.#stopped || !this.replica.isLeader) return;
+    try {
+      const status = this.replica.status();
+      const inConsensus = new Set([...status.membership.voters, ...status.membership.learners]);
+      for (const member of this.#directory.controllers()) {
+        if (inConsensus.has(member.controllerId)) continue;
+        const result = this.replica.proposeConfigChange({ kind: 'addLearner', node: member.controllerId });
+        if (result.ok)
+          this.#log.info({ controller: member.controllerId }, 'adding a controller as a learner');
+        break; // one membership change at a time
+      }
+      for (const learner of status.membership.learners) {
+        // Promote only a learner that acknowledged everything committed (the core's own check
+        // allows a small gap, which a learner that never answered also meets).
+        const matched = status.progress.get(learner)?.matchIndex ?? 0;
+        if (matched < status.commitIndex) continue;
+        const result = this.replica.proposeConfigChange({ kind: 'promote', node: learner });
+        if (result.ok) this.#log.info({ controller: learner }, 'promoting a caught-up learner to voter');
+      }
+      const now = Date.now();
+      if (now - this.#lastExpiry >= TOKEN_EXPIRY_INTERVAL_MS) {
+        this.#lastExpiry = now;
+        await this.replica.propose({ expireTokens: { nowMs: now } });
+      }
+    } catch (error) {
+      this.#log.debug({ err: error }, 'primary duties deferred');
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    clearInterval(this.#timer);
+    await this.#refreshing;
+    for (const close of this.#closers) {
+      try {
+        await close();
+      } catch (error) {
+        this.#log.warn({ err: error }, 'error while stopping the controller');
+      }
+    }
+  }
+}
+
+function withoutTime(command: Command): Omit<Command, 'timeMs'> {
+  const { timeMs: _ignored, ...rest } = command;
+  return rest;
+}

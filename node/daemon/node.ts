@@ -1,0 +1,741 @@
+/**
+ * The peer daemon `zhsm-node`: one libp2p host per machine with any combination of roles —
+ * controller (node/daemon/controller.ts), storage server (storage-role.ts), client (every node:
+ * remote-cell.ts). See docs/ARCHITECTURE.md ("The peer daemon") for the data flow.
+ *
+ * Lifecycle: `ZhsmNode.init` creates a cell (this node: controller 1) and `ZhsmNode.join` makes a
+ * node a member of an existing cell with a join token; both write `node.json` and exit. `start`
+ * runs the daemon until `stop` (SIGINT/SIGTERM in the CLI).
+ *
+ * Membership: every zhsm protocol refuses peers that are not members (node/net/rpc.ts), except
+ * `/zhsm/join`. A node that does not know a peer yet asks the cell again before refusing
+ * (`confirmMember`), so a brand-new member is served at once.
+ */
+
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { multiaddr } from '@multiformats/multiaddr';
+import {
+  AlreadyExistsError,
+  InvalidArgumentError,
+  PermissionDeniedError,
+  UnavailableError,
+  ZhsmError,
+} from '../common/errors.ts';
+import { type Logger, silentLogger } from '../common/log.ts';
+import type { Member } from '../metadata/records.ts';
+import { createHost, type Host } from '../net/host.ts';
+import { loadOrCreateIdentity } from '../net/identity.ts';
+import { call, type Service, serve } from '../net/rpc.ts';
+import {
+  CONFIG_FORMAT_VERSION,
+  checkCellName,
+  defaultNodeName,
+  type NodeConfig,
+  newServerUuid,
+  paths,
+  readConfig,
+  readMembersCache,
+  writeConfig,
+  writeMembersCache,
+} from './config.ts';
+import { ControllerRole } from './controller.ts';
+import { MemberDirectory } from './directory.ts';
+import {
+  type CellInfo,
+  cellInfoMethod,
+  formatJoinToken,
+  joinMethod,
+  newJoinToken,
+  parseJoinToken,
+  secretHash,
+} from './protocols.ts';
+import { newId, RemoteCell } from './remote-cell.ts';
+import { openOrCreateBackend, StorageRole } from './storage-role.ts';
+
+export const LISTEN_DEFAULT = '/ip4/0.0.0.0/tcp/0';
+export const JOIN_TOKEN_TTL_MS_DEFAULT = 24 * 3_600_000;
+/** Non-controllers refresh the member list from the primary this often. */
+const DIRECTORY_REFRESH_MS = 2_000;
+/** An unknown peer makes this node re-check the members at most this often. */
+const CONFIRM_INTERVAL_MS = 250;
+/** Join attempts answered per second at most (token guessing is pointless, but cheap to limit). */
+const JOINS_PER_SECOND_MAX = 20;
+
+export interface StartOptions {
+  readonly logger?: Logger;
+  readonly tickMs?: number;
+}
+
+export interface ControllerStatus {
+  id: number;
+  peerId: string;
+  reachable: boolean;
+  role: string;
+  term: number;
+  commitIndex: number;
+  appliedIndex: number;
+  error?: string;
+}
+
+export interface StatusReport {
+  cell: string;
+  node: { peerId: string; name: string; controllerId: number; storage: boolean; addresses: string[] };
+  primary: { id: number; peerId: string } | null;
+  term: number;
+  commitIndex: number;
+  controllers: ControllerStatus[];
+  voters: number[];
+  learners: number[];
+  servers: Array<{
+    uuid: string;
+    name: string;
+    peerId: string;
+    online: boolean;
+    power: string;
+    backends: Array<{ uuid: string; path: string; capacityBytes: number; freeBytes: number }>;
+  }>;
+  members: number;
+}
+
+export class ZhsmNode {
+  readonly data: string;
+  readonly config: NodeConfig;
+  readonly host: Host;
+  readonly directory: MemberDirectory;
+  readonly remote: RemoteCell;
+  readonly controller: ControllerRole | undefined;
+  storage: StorageRole | undefined;
+  readonly log: Logger;
+  readonly #services: Service[] = [];
+  #timers: Array<ReturnType<typeof setInterval>> = [];
+  #admin: Server | undefined;
+  #lastConfirm = 0;
+  #confirming: Promise<void> | undefined;
+  #joinWindow = { start: 0, count: 0 };
+  #stopped = false;
+
+  private constructor(init: {
+    data: string;
+    config: NodeConfig;
+    host: Host;
+    directory: MemberDirectory;
+    remote: RemoteCell;
+    controller: ControllerRole | undefined;
+    log: Logger;
+  }) {
+    this.data = init.data;
+    this.config = init.config;
+    this.host = init.host;
+    this.directory = init.directory;
+    this.remote = init.remote;
+    this.controller = init.controller;
+    this.log = init.log;
+  }
+
+  get peerId(): string {
+    return this.host.peerId.toString();
+  }
+
+  /** Start the daemon on an initialized data directory. */
+  static async start(data: string, options: StartOptions = {}): Promise<ZhsmNode> {
+    const log = options.logger ?? silentLogger();
+    const where = paths(data);
+    let config = await readConfig(data);
+    const identity = await loadOrCreateIdentity(where.base);
+    const directory = new MemberDirectory(await readMembersCache(data));
+    let node: ZhsmNode | undefined;
+    const host = await createHost({
+      privateKey: identity.privateKey,
+      listen: config.listen,
+      ...(config.announce === undefined ? {} : { announce: config.announce }),
+      isMember: (peerId) => directory.isMember(peerId),
+      confirmMember: async (peerId) => (node === undefined ? false : node.#confirm(peerId)),
+      logger: log.child({ component: 'net' }),
+    });
+    const closeOnError: Array<() => Promise<unknown>> = [() => host.stop()];
+    try {
+      const bound = boundListen(config.listen, host);
+      if (bound !== undefined) {
+        config = { ...config, listen: bound };
+        await writeConfig(data, config);
+      }
+      let controller: ControllerRole | undefined;
+      if (config.controllerId > 0) {
+        controller = await ControllerRole.start({
+          id: config.controllerId,
+          cell: config.cell,
+          host,
+          directory,
+          raftPath: where.raft,
+          metadataPath: where.metadata,
+          initialMembership: { voters: [...(config.initialVoters ?? [])], learners: [] },
+          tickMs: options.tickMs,
+          logger: log,
+        });
+        closeOnError.unshift(() => controller!.stop());
+      }
+      const remote = new RemoteCell({
+        host,
+        directory,
+        local: controller,
+        logger: log.child({ component: 'cell' }),
+      });
+      node = new ZhsmNode({ data, config, host, directory, remote, controller, log });
+      closeOnError.unshift(() => node!.stop());
+      await node.#serve();
+      if (config.backends.length > 0) {
+        node.storage = await StorageRole.start({
+          cell: config.cell,
+          name: config.name,
+          serverUuid: new Uint8Array(Buffer.from(config.serverUuid ?? '', 'hex')),
+          backendPaths: config.backends,
+          host,
+          remote,
+          logger: log,
+        });
+      }
+      node.#startLoops();
+      await node.#startAdmin();
+      log.info(
+        {
+          peerId: node.peerId,
+          cell: config.cell,
+          controller: config.controllerId,
+          backends: config.backends.length,
+          addresses: host.multiaddrs().map(String),
+        },
+        'zhsm node started',
+      );
+      return node;
+    } catch (error) {
+      for (const close of closeOnError) await close().catch(() => {});
+      throw error;
+    }
+  }
+
+  async #serve(): Promise<void> {
+    this.#services.push(
+      await serve(this.host, {
+        ...cellInfoMethod,
+        handler: async () => this.info(),
+      }),
+    );
+    this.#services.push(
+      await serve(this.host, {
+        ...joinMethod,
+        openToNonMembers: true,
+        handler: async (request, context) => {
+          this.#limitJoins();
+          if (request.tokenId.length !== 16 || request.secret.length !== 32)
+            throw new PermissionDeniedError('malformed join token');
+          const result = await this.remote.propose({
+            admitMember: {
+              peerId: context.peerId,
+              tokenId: request.tokenId,
+              secretHash: secretHash(request.secret),
+              controller: request.controller,
+              addresses: request.addresses,
+            },
+          });
+          if (result.code !== 'OK' || result.member === undefined) {
+            this.log.warn({ peer: context.peerId, code: result.code }, `join refused: ${result.message}`);
+            throw new PermissionDeniedError(`join refused: ${result.message}`);
+          }
+          this.directory.upsert(result.member);
+          this.log.info(
+            { peer: context.peerId, controller: result.member.controllerId },
+            'a new member joined the cell',
+          );
+          return { cell: this.config.cell, member: result.member, members: await this.remote.members() };
+        },
+      }),
+    );
+  }
+
+  #limitJoins(): void {
+    const now = Date.now();
+    if (now - this.#joinWindow.start >= 1_000) this.#joinWindow = { start: now, count: 0 };
+    this.#joinWindow.count += 1;
+    if (this.#joinWindow.count > JOINS_PER_SECOND_MAX)
+      throw new UnavailableError('too many join attempts; try again in a second');
+  }
+
+  /** This node's cell-info answer. */
+  info(): CellInfo {
+    if (this.controller !== undefined) return this.controller.info();
+    const primary = this.remote.primary;
+    const leader = primary === undefined ? undefined : this.directory.member(primary.peerId);
+    return {
+      cell: this.config.cell,
+      peerId: this.peerId,
+      controllerId: 0,
+      role: '',
+      leaderId: leader?.controllerId ?? 0,
+      leaderPeerId: primary?.peerId ?? '',
+      term: primary?.term ?? 0,
+      commitIndex: 0,
+      appliedIndex: 0,
+      lastIndex: 0,
+      members: this.directory.all(),
+      voters: [],
+      learners: [],
+      progress: [],
+    };
+  }
+
+  /** Is `peerId` a member after all? (Re-reads the members, at most every CONFIRM_INTERVAL_MS.) */
+  async #confirm(peerId: string): Promise<boolean> {
+    if (this.directory.isMember(peerId)) return true;
+    if (this.#confirming === undefined && Date.now() - this.#lastConfirm >= CONFIRM_INTERVAL_MS) {
+      this.#lastConfirm = Date.now();
+      this.#confirming = this.#refreshDirectory().finally(() => {
+        this.#confirming = undefined;
+      });
+    }
+    await this.#confirming;
+    return this.directory.isMember(peerId);
+  }
+
+  async #refreshDirectory(): Promise<void> {
+    try {
+      if (this.controller !== undefined) {
+        this.directory.fromMetadata(await this.controller.replica.machine.members(), this.peerId);
+      } else {
+        await this.remote.probe();
+      }
+    } catch (error) {
+      this.log.debug({ err: error }, 'cannot refresh the member list');
+    }
+  }
+
+  #startLoops(): void {
+    let cachedVersion = -1;
+    const loop = async () => {
+      if (this.#stopped) return;
+      if (this.controller === undefined) await this.#refreshDirectory();
+      if (this.directory.version !== cachedVersion && this.directory.all().length > 0) {
+        cachedVersion = this.directory.version;
+        await writeMembersCache(this.data, this.directory.all()).catch((error: unknown) =>
+          this.log.warn({ err: error }, 'cannot write members.json'),
+        );
+      }
+      await this.#announceAddresses();
+    };
+    this.#timers.push(setInterval(() => void loop(), DIRECTORY_REFRESH_MS));
+    void loop();
+  }
+
+  /** Make the cell's record of this node's addresses current (after a restart on another port). */
+  async #announceAddresses(): Promise<void> {
+    const self = this.directory.member(this.peerId);
+    if (self === undefined) return;
+    const addresses = this.host.multiaddrs().map(String);
+    const same =
+      addresses.length === self.addresses.length && addresses.every((a, i) => a === self.addresses[i]);
+    if (same) return;
+    try {
+      const result = await this.remote.propose({ setMemberAddresses: { peerId: this.peerId, addresses } });
+      if (result.code === 'OK' && result.member !== undefined) this.directory.upsert(result.member);
+    } catch (error) {
+      this.log.debug({ err: error }, "cannot announce this node's addresses yet");
+    }
+  }
+
+  // ---- operations -----------------------------------------------------------------------------
+
+  /** Issue a join token (valid for `ttlMs`). */
+  async createJoinToken(ttlMs: number): Promise<{ token: string; expiresMs: number }> {
+    const parts = newJoinToken();
+    const now = Date.now();
+    const result = await this.remote.propose({
+      createJoinToken: {
+        token: {
+          id: parts.id,
+          secretHash: secretHash(parts.secret),
+          expiresMs: now + ttlMs,
+          revoked: false,
+          createdMs: now,
+        },
+      },
+    });
+    if (result.code !== 'OK')
+      throw new ZhsmError('IO_ERROR', `cannot create a join token: ${result.message}`);
+    return { token: formatJoinToken(parts), expiresMs: now + ttlMs };
+  }
+
+  async revokeJoinToken(token: string): Promise<void> {
+    const parts = parseJoinToken(token);
+    const result = await this.remote.propose({ revokeJoinToken: { id: parts.id } });
+    if (result.code !== 'OK')
+      throw new ZhsmError('IO_ERROR', `cannot revoke the join token: ${result.message}`);
+  }
+
+  async status(): Promise<StatusReport> {
+    const controllers = await Promise.all(
+      this.directory.controllers().map(async (member): Promise<ControllerStatus> => {
+        try {
+          const info = await this.remote.cellInfoOf(member.peerId, member.addresses);
+          return {
+            id: member.controllerId,
+            peerId: member.peerId,
+            reachable: true,
+            role: info.role,
+            term: info.term,
+            commitIndex: info.commitIndex,
+            appliedIndex: info.appliedIndex,
+          };
+        } catch (error) {
+          return {
+            id: member.controllerId,
+            peerId: member.peerId,
+            reachable: false,
+            role: 'unreachable',
+            term: 0,
+            commitIndex: 0,
+            appliedIndex: 0,
+            error: (error as Error).message,
+          };
+        }
+      }),
+    );
+    const leaders = controllers.filter((c) => c.role === 'leader').sort((a, b) => b.term - a.term);
+    const primary = leaders[0];
+    let servers: StatusReport['servers'] = [];
+    let voters: number[] = [];
+    let learners: number[] = [];
+    try {
+      const found = await this.remote.refreshServers();
+      const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
+      servers = found.servers.map((server) => ({
+        uuid: hex(server.uuid),
+        name: server.name,
+        peerId: server.peerId,
+        online: server.online,
+        power: server.power,
+        backends: found.backends
+          .filter((b) => hex(b.serverUuid) === hex(server.uuid))
+          .map((b) => ({
+            uuid: hex(b.uuid),
+            path: b.path,
+            capacityBytes: b.capacityBytes,
+            freeBytes: b.freeBytes,
+          })),
+      }));
+      if (primary !== undefined) {
+        const info = await this.remote.cellInfoOf(
+          primary.peerId,
+          this.directory.member(primary.peerId)?.addresses,
+        );
+        voters = info.voters;
+        learners = info.learners;
+      }
+    } catch (error) {
+      this.log.debug({ err: error }, 'status: the metadata is not reachable');
+    }
+    return {
+      cell: this.config.cell,
+      node: {
+        peerId: this.peerId,
+        name: this.config.name,
+        controllerId: this.config.controllerId,
+        storage: this.config.backends.length > 0,
+        addresses: this.host.multiaddrs().map(String),
+      },
+      primary: primary === undefined ? null : { id: primary.id, peerId: primary.peerId },
+      term: primary?.term ?? Math.max(0, ...controllers.map((c) => c.term)),
+      commitIndex: primary?.commitIndex ?? 0,
+      controllers,
+      voters,
+      learners,
+      servers,
+      members: this.directory.all().length,
+    };
+  }
+
+  // ---- the local admin socket -------------------------------------------------------------------
+
+  async #startAdmin(): Promise<void> {
+    const path = paths(this.data).adminSocket;
+    await rm(path, { force: true });
+    const server = createServer((socket) => this.#adminConnection(socket));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.#admin = server;
+  }
+
+  #adminConnection(socket: Socket): void {
+    let buffered = '';
+    socket.setEncoding('utf8');
+    socket.on('error', () => {});
+    socket.on('data', (text: string) => {
+      buffered += text;
+      if (buffered.length > 64 * 1024) {
+        socket.end(
+          `${JSON.stringify({ ok: false, code: 'INVALID_ARGUMENT', message: 'request too large' })}\n`,
+        );
+        return;
+      }
+      let newline = buffered.indexOf('\n');
+      while (newline >= 0) {
+        const line = buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+        void this.#adminRequest(line).then((reply) => {
+          if (!socket.destroyed) socket.write(`${JSON.stringify(reply)}\n`);
+        });
+        newline = buffered.indexOf('\n');
+      }
+    });
+  }
+
+  async #adminRequest(line: string): Promise<Record<string, unknown>> {
+    try {
+      const request = JSON.parse(line) as { op?: unknown; ttlMs?: unknown; token?: unknown };
+      if (request.op === 'status') return { ok: true, status: await this.status() };
+      if (request.op === 'token-create') {
+        const ttlMs = typeof request.ttlMs === 'number' ? request.ttlMs : JOIN_TOKEN_TTL_MS_DEFAULT;
+        if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0)
+          throw new InvalidArgumentError('ttlMs must be positive');
+        return { ok: true, ...(await this.createJoinToken(ttlMs)) };
+      }
+      if (request.op === 'token-revoke' && typeof request.token === 'string') {
+        await this.revokeJoinToken(request.token);
+        return { ok: true };
+      }
+      throw new InvalidArgumentError(`unknown admin request ${JSON.stringify(request.op)}`);
+    } catch (error) {
+      const code = error instanceof ZhsmError ? error.code : 'INVALID_ARGUMENT';
+      return { ok: false, code, message: (error as Error).message };
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    for (const timer of this.#timers) clearInterval(timer);
+    if (this.#admin !== undefined) {
+      await new Promise<void>((resolve) => this.#admin!.close(() => resolve()));
+      await rm(paths(this.data).adminSocket, { force: true }).catch(() => {});
+    }
+    await this.storage?.stop();
+    for (const service of this.#services) await service.stop().catch(() => {});
+    await this.remote.close();
+    await this.controller?.stop();
+    if (this.directory.all().length > 0)
+      await writeMembersCache(this.data, this.directory.all()).catch(() => {});
+    await this.host.stop();
+    this.log.info('zhsm node stopped');
+  }
+
+  // ---- init and join ----------------------------------------------------------------------------
+
+  /** Create a cell: this node becomes its first controller (id 1). */
+  static async init(options: {
+    data: string;
+    cell: string;
+    backends?: readonly string[];
+    listen?: readonly string[];
+    announce?: readonly string[];
+    name?: string;
+    tokenTtlMs?: number;
+    logger?: Logger;
+  }): Promise<{
+    peerId: string;
+    addresses: string[];
+    token: string;
+    tokenExpiresMs: number;
+    config: NodeConfig;
+  }> {
+    const cell = checkCellName(options.cell);
+    await ensureNewDataDirectory(options.data);
+    const backends = await prepareBackends(options.backends ?? [], cell, options.logger);
+    const config: NodeConfig = {
+      formatVersion: CONFIG_FORMAT_VERSION,
+      cell,
+      name: options.name ?? defaultNodeName(),
+      controllerId: 1,
+      initialVoters: [1],
+      backends,
+      ...(backends.length > 0 ? { serverUuid: newServerUuid() } : {}),
+      listen: checkMultiaddrs(options.listen?.length ? options.listen : [LISTEN_DEFAULT], 'listen'),
+      ...(options.announce?.length ? { announce: checkMultiaddrs(options.announce, 'announce') } : {}),
+    };
+    await writeConfig(options.data, config);
+    const node = await ZhsmNode.start(options.data, { logger: options.logger });
+    try {
+      const initialized = await node.remote.request({ read: { cell: {} } });
+      if (initialized.cell === undefined) {
+        const result = await node.remote.propose({
+          initCell: {
+            cell,
+            rootId: newId(),
+            uid: process.getuid?.() ?? 0,
+            gid: process.getgid?.() ?? 0,
+            mode: 0o755,
+            lostFoundId: newId(),
+          },
+        });
+        if (result.code !== 'OK')
+          throw new ZhsmError('IO_ERROR', `cannot create the cell: ${result.message}`);
+      }
+      // The first controller admits itself with a token of its own (and so becomes controller 1).
+      const self = newJoinToken();
+      const now = Date.now();
+      await node.remote.propose({
+        createJoinToken: {
+          token: {
+            id: self.id,
+            secretHash: secretHash(self.secret),
+            expiresMs: now + 60_000,
+            revoked: false,
+            createdMs: now,
+          },
+        },
+      });
+      const admitted = await node.remote.propose({
+        admitMember: {
+          peerId: node.peerId,
+          tokenId: self.id,
+          secretHash: secretHash(self.secret),
+          controller: true,
+          addresses: node.host.multiaddrs().map(String),
+        },
+      });
+      if (admitted.code !== 'OK' || admitted.member?.controllerId !== 1)
+        throw new ZhsmError(
+          'IO_ERROR',
+          `cannot admit the first controller: ${admitted.code} ${admitted.message}`,
+        );
+      await node.remote.propose({ revokeJoinToken: { id: self.id } });
+      node.directory.upsert(admitted.member);
+      if (node.storage !== undefined) await node.storage.register();
+      const token = await node.createJoinToken(options.tokenTtlMs ?? JOIN_TOKEN_TTL_MS_DEFAULT);
+      return {
+        peerId: node.peerId,
+        addresses: node.host.multiaddrs().map(String),
+        token: token.token,
+        tokenExpiresMs: token.expiresMs,
+        config: node.config,
+      };
+    } finally {
+      await node.stop();
+    }
+  }
+
+  /** Join an existing cell through any of its members. */
+  static async join(options: {
+    peer: string;
+    token: string;
+    data: string;
+    controller?: boolean;
+    backends?: readonly string[];
+    listen?: readonly string[];
+    announce?: readonly string[];
+    name?: string;
+    logger?: Logger;
+  }): Promise<{ peerId: string; member: Member; config: NodeConfig }> {
+    const token = parseJoinToken(options.token);
+    const peer = checkMultiaddrs([options.peer], 'peer')[0]!;
+    if (!peer.includes('/p2p/'))
+      throw new InvalidArgumentError(`the peer address must end in /p2p/<peer id>: ${options.peer}`);
+    await ensureNewDataDirectory(options.data);
+    const identity = await loadOrCreateIdentity(paths(options.data).base);
+    const listen = checkMultiaddrs(options.listen?.length ? options.listen : [LISTEN_DEFAULT], 'listen');
+    const host = await createHost({
+      privateKey: identity.privateKey,
+      listen,
+      ...(options.announce?.length ? { announce: options.announce } : {}),
+      isMember: () => false,
+      relayServer: false,
+      logger: options.logger?.child({ component: 'net' }),
+    });
+    try {
+      const response = await call(
+        host,
+        peer,
+        joinMethod,
+        {
+          tokenId: token.id,
+          secret: token.secret,
+          controller: options.controller === true,
+          addresses: host.multiaddrs().map(String),
+        },
+        { timeoutMs: 30_000 },
+      );
+      const backends = await prepareBackends(options.backends ?? [], response.cell, options.logger);
+      const config: NodeConfig = {
+        formatVersion: CONFIG_FORMAT_VERSION,
+        cell: response.cell,
+        name: options.name ?? defaultNodeName(),
+        controllerId: response.member.controllerId,
+        backends,
+        ...(backends.length > 0 ? { serverUuid: newServerUuid() } : {}),
+        listen: boundListen(listen, host) ?? listen,
+        ...(options.announce?.length ? { announce: checkMultiaddrs(options.announce, 'announce') } : {}),
+      };
+      await writeConfig(options.data, config);
+      await writeMembersCache(options.data, response.members);
+      return { peerId: identity.peerId, member: response.member, config };
+    } finally {
+      await host.stop();
+    }
+  }
+}
+
+/** The listen addresses with tcp port 0 replaced by the port bound (undefined: nothing to do). */
+function boundListen(listen: readonly string[], host: Host): string[] | undefined {
+  if (!listen.some((address) => /\/tcp\/0(\/|$)/.test(address))) return undefined;
+  const ports = host.libp2p
+    .getMultiaddrs()
+    .map((address) => address.toString().match(/\/tcp\/(\d+)/)?.[1])
+    .filter((port): port is string => port !== undefined && port !== '0');
+  const tcpListens = listen.filter((address) => /\/tcp\//.test(address) && !address.includes('p2p-circuit'));
+  if (ports.length === 0 || tcpListens.length !== 1) return undefined;
+  return listen.map((address) => address.replace(/\/tcp\/0(?=\/|$)/, `/tcp/${ports[0]}`));
+}
+
+function checkMultiaddrs(values: readonly string[], what: string): string[] {
+  return values.map((value) => {
+    try {
+      return multiaddr(value).toString();
+    } catch {
+      throw new InvalidArgumentError(`invalid ${what} multiaddr ${JSON.stringify(value)}`);
+    }
+  });
+}
+
+async function ensureNewDataDirectory(data: string): Promise<void> {
+  const where = paths(data);
+  try {
+    await stat(where.config);
+    throw new AlreadyExistsError(`${where.base} already holds a zhsm node (node.json exists)`);
+  } catch (error) {
+    if (error instanceof ZhsmError) throw error;
+  }
+  await mkdir(where.base, { recursive: true, mode: 0o700 });
+  const stray = (await readdir(where.base)).filter((name) => name !== 'identity.key');
+  if (stray.length > 0)
+    throw new AlreadyExistsError(
+      `${where.base} is not empty (${stray.slice(0, 3).join(', ')}): use a new directory`,
+    );
+}
+
+async function prepareBackends(
+  backends: readonly string[],
+  cell: string,
+  logger?: Logger,
+): Promise<string[]> {
+  const { resolve } = await import('node:path');
+  const absolute = backends.map((path) => resolve(path));
+  if (new Set(absolute).size !== absolute.length) throw new InvalidArgumentError('a backend is listed twice');
+  for (const path of absolute) {
+    const backend = await openOrCreateBackend(path, cell, logger);
+    await backend.close();
+  }
+  return absolute;
+}

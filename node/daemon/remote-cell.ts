@@ -1,0 +1,309 @@
+/**
+ * The CellApi over the network: what every node (client, storage server, controller) uses to talk
+ * to the cell.
+ *
+ * - Metadata: one multiplexed session (`/zhsm/meta/1.0.0`) with the primary. The primary is found
+ *   by asking the known controllers for `/zhsm/cell-info` (the one that says it leads, at the
+ *   highest term); NOT_LEADER, a closed session or an unreachable primary make the client find it
+ *   again and retry for up to `retryMs`. On a controller node that is itself the primary, requests
+ *   go straight to the local controller (libp2p cannot dial itself).
+ * - Data: chunk objects stream directly between this node and the storage server that holds the
+ *   backend (`storage/*`), never through a controller.
+ *
+ * Retries: a proposal whose session broke after it was sent may have been applied; retrying it
+ * can then answer ALREADY_EXISTS or NOT_FOUND for an operation that did succeed (at-least-once).
+ * The cell client's commands carry client-chosen ids, so the namespace stays consistent.
+ */
+import { randomBytes } from 'node:crypto';
+import type { CellApi, MetadataReader } from '../client/cell-api.ts';
+import { NotFoundError, UnavailableError, ZhsmError } from '../common/errors.ts';
+import { type Logger, silentLogger } from '../common/log.ts';
+import type { BackendRecord, Command, Result, ServerRecord } from '../metadata/records.ts';
+import type { Host } from '../net/host.ts';
+import { call } from '../net/rpc.ts';
+import { openSession, type Session } from '../net/session.ts';
+import { StorageClient } from '../storage/client.ts';
+import { type MemberDirectory, rememberAddresses } from './directory.ts';
+import {
+  type CellInfo,
+  cellInfoMethod,
+  type MetaRequest,
+  type MetaResponse,
+  metaMethod,
+} from './protocols.ts';
+
+/** Requests are retried across failovers for this long by default. */
+export const RETRY_MS_DEFAULT = 15_000;
+const PROBE_TIMEOUT_MS = 2_000;
+const META_CALL_TIMEOUT_MS = 30_000;
+
+/** The local controller, when this node is one. */
+export interface LocalController {
+  readonly peerId: string;
+  isLeader(): boolean;
+  handleMeta(request: MetaRequest): Promise<MetaResponse>;
+  info(): CellInfo;
+}
+
+export interface RemoteCellOptions {
+  readonly host: Host;
+  readonly directory: MemberDirectory;
+  readonly local?: LocalController;
+  readonly logger?: Logger;
+  readonly retryMs?: number;
+}
+
+const RETRYABLE = new Set(['NOT_LEADER', 'CLOSED', 'UNAVAILABLE', 'IO_ERROR', 'TIMEOUT']);
+
+const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
+
+export class RemoteCell implements CellApi {
+  readonly clientId: string;
+  readonly metadata: MetadataReader;
+  readonly storage: StorageClient;
+  readonly #host: Host;
+  readonly #directory: MemberDirectory;
+  readonly #local: LocalController | undefined;
+  readonly #log: Logger;
+  readonly #retryMs: number;
+  #primary: { peerId: string; term: number } | undefined;
+  #finding: Promise<{ peerId: string; term: number }> | undefined;
+  #session: { peerId: string; session: Session<MetaRequest, MetaResponse> } | undefined;
+  #opening: Promise<Session<MetaRequest, MetaResponse>> | undefined;
+  #servers = new Map<string, { peerId: string; addresses: string[]; online: boolean }>();
+  #backendServer = new Map<string, string>();
+  #closed = false;
+
+  constructor(options: RemoteCellOptions) {
+    this.#host = options.host;
+    this.#directory = options.directory;
+    this.#local = options.local;
+    this.#log = options.logger ?? silentLogger();
+    this.#retryMs = options.retryMs ?? RETRY_MS_DEFAULT;
+    this.clientId = options.host.peerId.toString();
+    this.storage = new StorageClient(options.host);
+    const read = async <K extends keyof MetaResponse>(query: MetaRequest['read'], key: K) => {
+      const response = await this.request({ read: query });
+      return response[key];
+    };
+    this.metadata = {
+      root: async () => {
+        const root = await read({ root: {} }, 'root');
+        if (root === undefined) throw new NotFoundError('the cell is not initialized');
+        return root;
+      },
+      inode: async (id) => read({ inode: id }, 'inode'),
+      lookup: async (parent, name) => read({ lookup: { parent, name } }, 'inode'),
+      readdir: async (parent, options) =>
+        (
+          await read(
+            { readdir: { parent, after: options.after ?? '', limit: options.limit ?? 0 } },
+            'entries',
+          )
+        )?.entries ?? [],
+      locations: async (object) => (await read({ locations: object }, 'locations'))?.entries ?? [],
+      backends: async () => (await read({ backends: {} }, 'backends'))?.backends ?? [],
+      servers: async () => (await read({ servers: {} }, 'servers'))?.servers ?? [],
+    };
+  }
+
+  /** The primary as last found (undefined until the first request). */
+  get primary(): { peerId: string; term: number } | undefined {
+    return this.#primary;
+  }
+
+  async propose(command: Omit<Command, 'timeMs'>): Promise<Result> {
+    const response = await this.request({ propose: { ...command, timeMs: 0 } });
+    if (response.result === undefined)
+      throw new ZhsmError('DECODE_ERROR', 'the primary answered without a result');
+    return response.result;
+  }
+
+  /** Several commands at once (one round trip; each its own log entry). */
+  async proposeBatch(commands: ReadonlyArray<Omit<Command, 'timeMs'>>): Promise<Result[]> {
+    const response = await this.request({
+      proposeBatch: { commands: commands.map((command) => ({ ...command, timeMs: 0 })) },
+    });
+    return response.results?.results ?? [];
+  }
+
+  async members() {
+    return (await this.request({ read: { members: {} } })).members?.members ?? [];
+  }
+
+  async tokens() {
+    return (await this.request({ read: { tokens: {} } })).tokens?.tokens ?? [];
+  }
+
+  /** Send a metadata request to the primary, finding it again and retrying on failover. */
+  async request(request: MetaRequest): Promise<MetaResponse> {
+    const deadline = Date.now() + this.#retryMs;
+    let delayMs = 20;
+    for (;;) {
+      if (this.#closed) throw new UnavailableError('the cell connection is closed');
+      try {
+        const primary = await this.#findPrimary(deadline);
+        if (this.#local !== undefined && primary.peerId === this.#local.peerId) {
+          return await this.#local.handleMeta(request);
+        }
+        const session = await this.#sessionWith(primary.peerId);
+        return await session.call(request, { timeoutMs: META_CALL_TIMEOUT_MS });
+      } catch (error) {
+        const code = error instanceof ZhsmError ? error.code : 'CLOSED';
+        if (!RETRYABLE.has(code) || Date.now() + delayMs > deadline) throw error;
+        this.#log.debug({ code, err: error }, 'metadata request failed; finding the primary again');
+        this.#primary = undefined;
+        await sleep(delayMs);
+        delayMs = Math.min(delayMs * 2, 500);
+      }
+    }
+  }
+
+  /** Ask the controllers who leads; the answer from the highest term wins. */
+  async #findPrimary(deadline: number): Promise<{ peerId: string; term: number }> {
+    if (this.#primary !== undefined) return this.#primary;
+    this.#finding ??= (async () => {
+      try {
+        for (;;) {
+          if (this.#local?.isLeader() === true) {
+            this.#primary = { peerId: this.#local.peerId, term: this.#local.info().term };
+            return this.#primary;
+          }
+          const found = await this.probe();
+          if (found !== undefined) {
+            this.#primary = found;
+            return found;
+          }
+          if (Date.now() > deadline) throw new UnavailableError('no primary controller is reachable');
+          await sleep(100);
+        }
+      } finally {
+        this.#finding = undefined;
+      }
+    })();
+    return this.#finding;
+  }
+
+  /** One round of asking every known controller; also refreshes the directory from the primary. */
+  async probe(): Promise<{ peerId: string; term: number; info: CellInfo } | undefined> {
+    const controllers = this.#directory.controllers();
+    const answers = await Promise.all(
+      controllers.map(async (member) => {
+        try {
+          return await this.cellInfoOf(member.peerId, member.addresses);
+        } catch {
+          return undefined;
+        }
+      }),
+    );
+    let best: CellInfo | undefined;
+    for (const info of answers) {
+      if (info === undefined || info.role !== 'leader') continue;
+      if (best === undefined || info.term > best.term) best = info;
+    }
+    if (best === undefined) return undefined;
+    if (best.members.length > 0 && this.#local === undefined) this.#directory.replace(best.members);
+    return { peerId: best.peerId, term: best.term, info: best };
+  }
+
+  /** cell-info of one node (this node's own answer for itself). */
+  async cellInfoOf(peerId: string, addresses: readonly string[] = []): Promise<CellInfo> {
+    if (this.#local !== undefined && peerId === this.#local.peerId) return this.#local.info();
+    await rememberAddresses(this.#host, peerId, addresses, this.#log);
+    return call(this.#host, peerId, cellInfoMethod, {}, { timeoutMs: PROBE_TIMEOUT_MS });
+  }
+
+  async #sessionWith(peerId: string): Promise<Session<MetaRequest, MetaResponse>> {
+    const current = this.#session;
+    if (current !== undefined && current.peerId === peerId && !current.session.closed) return current.session;
+    if (this.#opening !== undefined) return this.#opening;
+    this.#opening = (async () => {
+      try {
+        if (current !== undefined) void current.session.close().catch(() => {});
+        const member = this.#directory.member(peerId);
+        if (member !== undefined) await rememberAddresses(this.#host, peerId, member.addresses, this.#log);
+        const session = await openSession(this.#host, peerId, metaMethod, { openTimeoutMs: 5_000 });
+        this.#session = { peerId, session };
+        return session;
+      } finally {
+        this.#opening = undefined;
+      }
+    })();
+    return this.#opening;
+  }
+
+  // ---- data ---------------------------------------------------------------------------------
+
+  async #server(backend: Uint8Array): Promise<{ peerId: string; addresses: string[] }> {
+    const key = hex(backend);
+    let serverKey = this.#backendServer.get(key);
+    if (serverKey === undefined || this.#servers.get(serverKey)?.online !== true) {
+      await this.refreshServers();
+      serverKey = this.#backendServer.get(key);
+    }
+    const server = serverKey === undefined ? undefined : this.#servers.get(serverKey);
+    if (server === undefined) throw new UnavailableError(`backend ${key} is not known to the cell`);
+    if (!server.online) throw new UnavailableError(`the storage server of backend ${key} is offline`);
+    return server;
+  }
+
+  /** Re-read the servers and backends from the metadata. */
+  async refreshServers(): Promise<{ servers: ServerRecord[]; backends: BackendRecord[] }> {
+    const [servers, backends] = await Promise.all([this.metadata.servers(), this.metadata.backends()]);
+    this.#servers = new Map(
+      servers.map((s) => [hex(s.uuid), { peerId: s.peerId, addresses: s.addresses, online: s.online }]),
+    );
+    this.#backendServer = new Map(backends.map((b) => [hex(b.uuid), hex(b.serverUuid)]));
+    return { servers, backends };
+  }
+
+  async #storagePeer(backend: Uint8Array): Promise<string> {
+    const server = await this.#server(backend);
+    await rememberAddresses(this.#host, server.peerId, server.addresses, this.#log);
+    return server.peerId;
+  }
+
+  async writeChunk(backend: Uint8Array, id: Uint8Array, bytes: Uint8Array, hash: Uint8Array): Promise<void> {
+    const peer = await this.#storagePeer(backend);
+    await this.storage.write(peer, backend, id, bytes, bytes.byteLength, hash);
+  }
+
+  async readChunk(backend: Uint8Array, id: Uint8Array, offset: number, length: number): Promise<Uint8Array> {
+    const peer = await this.#storagePeer(backend);
+    return this.storage.read(peer, backend, id, offset, length);
+  }
+
+  async deleteObjects(ids: readonly Uint8Array[]): Promise<void> {
+    if (ids.length === 0) return;
+    if (this.#servers.size === 0) await this.refreshServers();
+    await Promise.all(
+      [...this.#servers.values()]
+        .filter((server) => server.online)
+        .map(async (server) => {
+          try {
+            await rememberAddresses(this.#host, server.peerId, server.addresses, this.#log);
+            await this.storage.delete(server.peerId, ids);
+          } catch (error) {
+            this.#log.warn({ server: server.peerId, err: error }, 'cannot delete released objects');
+          }
+        }),
+    );
+  }
+
+  nowMs(): number {
+    return Date.now();
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#session?.session.close().catch(() => {});
+  }
+}
+
+export function newId(): Uint8Array {
+  return new Uint8Array(randomBytes(16));
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

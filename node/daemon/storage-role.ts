@@ -1,0 +1,164 @@
+/**
+ * The storage-server role of a daemon: opens its backend directories, serves them to the cell
+ * (`storage/*`, node/storage/service.ts) and keeps the cell's record of them current.
+ *
+ * Registration (the concept note: "re-register whenever a primary connects"): the server
+ * registers itself and its backends (UUIDs, capacity, free space) with the primary whenever the
+ * primary or its term changes, and refreshes the space figures every SPACE_REFRESH_MS. On an
+ * orderly shutdown it deregisters (marked offline; its data stays where it is).
+ */
+import { ZhsmError } from '../common/errors.ts';
+import { type Logger, silentLogger } from '../common/log.ts';
+import type { BackendRecord } from '../metadata/records.ts';
+import type { Host } from '../net/host.ts';
+import { serveStorage } from '../storage/service.ts';
+import { Backend } from '../store/backend.ts';
+import type { RemoteCell } from './remote-cell.ts';
+
+const CHECK_INTERVAL_MS = 1_000;
+const SPACE_REFRESH_MS = 60_000;
+
+export interface StorageRoleOptions {
+  readonly cell: string;
+  readonly name: string;
+  readonly serverUuid: Uint8Array;
+  readonly backendPaths: readonly string[];
+  readonly host: Host;
+  readonly remote: RemoteCell;
+  readonly logger?: Logger;
+}
+
+/** Open a backend directory of this cell, creating it if it is new (init / join). */
+export async function openOrCreateBackend(path: string, cell: string, logger?: Logger): Promise<Backend> {
+  try {
+    return await Backend.open(path, { cell, logger });
+  } catch (error) {
+    if (!(error instanceof ZhsmError) || error.code !== 'NOT_A_BACKEND') throw error;
+    return Backend.create(path, { cell, logger });
+  }
+}
+
+export class StorageRole {
+  readonly serverUuid: Uint8Array;
+  readonly backends: ReadonlyMap<string, Backend>;
+  readonly #options: StorageRoleOptions;
+  readonly #log: Logger;
+  readonly #stopService: () => Promise<void>;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #registeredWith: string | undefined;
+  #registeredAt = 0;
+  #checking = false;
+  #stopped = false;
+
+  private constructor(
+    options: StorageRoleOptions,
+    backends: Map<string, Backend>,
+    stop: () => Promise<void>,
+  ) {
+    this.#options = options;
+    this.serverUuid = options.serverUuid;
+    this.backends = backends;
+    this.#log = (options.logger ?? silentLogger()).child({ role: 'storage' });
+    this.#stopService = stop;
+  }
+
+  static async start(options: StorageRoleOptions): Promise<StorageRole> {
+    const backends = new Map<string, Backend>();
+    try {
+      for (const path of options.backendPaths) {
+        const backend = await Backend.open(path, { cell: options.cell, logger: options.logger });
+        backends.set(Buffer.from(backend.uuid).toString('hex'), backend);
+      }
+    } catch (error) {
+      for (const backend of backends.values()) await backend.close().catch(() => {});
+      throw error;
+    }
+    const service = await serveStorage(options.host, { backends: () => backends, logger: options.logger });
+    const role = new StorageRole(options, backends, () => service.stop());
+    role.#timer = setInterval(() => void role.#check(), CHECK_INTERVAL_MS);
+    void role.#check();
+    return role;
+  }
+
+  /** Whether the current primary has this server's registration (status and tests). */
+  get registeredWith(): string | undefined {
+    return this.#registeredWith;
+  }
+
+  async #records(): Promise<BackendRecord[]> {
+    const records: BackendRecord[] = [];
+    for (const backend of this.backends.values()) {
+      const space = await backend.space();
+      records.push({
+        uuid: backend.uuid,
+        serverUuid: this.serverUuid,
+        path: backend.root,
+        capacityBytes: space.totalBytes,
+        freeBytes: space.availableBytes,
+        tags: [],
+        updatedMs: 0,
+      });
+    }
+    return records;
+  }
+
+  /** Register again when the primary changed (or the space figures are old). */
+  async #check(): Promise<void> {
+    if (this.#checking || this.#stopped) return;
+    this.#checking = true;
+    try {
+      const remote = this.#options.remote;
+      if (remote.primary === undefined) await remote.request({ read: { cell: {} } });
+      const primary = remote.primary;
+      if (primary === undefined) return;
+      const key = `${primary.peerId}/${primary.term}`;
+      if (key === this.#registeredWith && Date.now() - this.#registeredAt < SPACE_REFRESH_MS) return;
+      await this.register();
+      this.#registeredWith = key;
+      this.#registeredAt = Date.now();
+      this.#log.info({ primary: primary.peerId, term: primary.term }, 'registered with the primary');
+    } catch (error) {
+      this.#log.debug({ err: error }, 'registration deferred');
+    } finally {
+      this.#checking = false;
+    }
+  }
+
+  async register(): Promise<void> {
+    const host = this.#options.host;
+    const remote = this.#options.remote;
+    const server = {
+      uuid: this.serverUuid,
+      peerId: host.peerId.toString(),
+      name: this.#options.name,
+      addresses: host.multiaddrs().map(String),
+      power: 'ON' as const,
+      registeredMs: 0,
+      lastSeenMs: 0,
+      online: true,
+    };
+    const results = await remote.proposeBatch([
+      { registerServer: { server } },
+      { registerBackends: { serverUuid: this.serverUuid, backends: await this.#records() } },
+    ]);
+    const failed = results.find((result) => result.code !== 'OK');
+    if (failed !== undefined || results.length !== 2)
+      throw new ZhsmError('IO_ERROR', `registration refused: ${failed?.code} ${failed?.message}`);
+  }
+
+  async stop(options: { deregister?: boolean } = {}): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    clearInterval(this.#timer);
+    if (options.deregister !== false) {
+      try {
+        await this.#options.remote.propose({ deregisterServer: { serverUuid: this.serverUuid } });
+        this.#log.info('deregistered from the cell');
+      } catch (error) {
+        this.#log.warn({ err: error }, 'could not deregister (the server stays listed until it returns)');
+      }
+    }
+    await this.#stopService().catch(() => {});
+    for (const backend of this.backends.values()) await backend.close().catch(() => {});
+  }
+}
