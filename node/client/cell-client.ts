@@ -50,6 +50,8 @@ export interface CellClientOptions {
 
 /** Chunk locations remembered per client. */
 const locationCacheEntriesMax = 100_000;
+/** Chunks of one commit stored at once (each on every replica backend in parallel). */
+const CHUNK_WRITES_IN_FLIGHT = 4;
 /** Attempts to commit a write over concurrent writers before giving up with STALE. */
 const COMMIT_ATTEMPTS_MAX = 8;
 
@@ -762,13 +764,21 @@ export class CellFileHandle implements FileHandle {
     const chunkBytes = this.#client.chunkBytes;
     const cell = this.#client.cell;
     const backends = this.#dirty.size > 0 ? await this.#client.placement() : [];
-    const written: Chunk[] = [];
-    for (const [index, dirty] of [...this.#dirty].sort(([a], [b]) => a - b)) {
-      const id = newId();
-      const hash = sha256(dirty.bytes);
-      await Promise.all(backends.map((backend) => cell.writeChunk(backend, id, dirty.bytes, hash)));
-      written.push({ id, offset: index * chunkBytes, size: dirty.bytes.length, hash });
-    }
+    const pending = [...this.#dirty].sort(([a], [b]) => a - b);
+    const written: Chunk[] = new Array(pending.length);
+    // Several chunks in flight: a storage server's fsync per chunk overlaps the next transfers.
+    let next = 0;
+    const worker = async () => {
+      while (next < pending.length) {
+        const slot = next++;
+        const [index, dirty] = pending[slot]!;
+        const id = newId();
+        const hash = sha256(dirty.bytes);
+        await Promise.all(backends.map((backend) => cell.writeChunk(backend, id, dirty.bytes, hash)));
+        written[slot] = { id, offset: index * chunkBytes, size: dirty.bytes.length, hash };
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(CHUNK_WRITES_IN_FLIGHT, pending.length) }, worker));
     let base = this.#inode;
     for (let attempt = 1; ; attempt++) {
       // Another writer may have grown (or truncated) the file meanwhile: keep its size unless

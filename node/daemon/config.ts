@@ -151,7 +151,7 @@ export async function readConfig(dataDirectory: string): Promise<NodeConfig> {
 
 /** Write a file atomically: temp file, fsync, rename. */
 export async function writeFileAtomic(path: string, text: string): Promise<void> {
-  const temp = `${path}.tmp-${process.pid}`;
+  const temp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   const handle = await open(temp, 'w', 0o600);
   try {
     await handle.writeFile(text);

@@ -26,6 +26,7 @@ import { type Logger, silentLogger } from '../common/log.ts';
 import type { Member } from '../metadata/records.ts';
 import { createHost, type Host } from '../net/host.ts';
 import { loadOrCreateIdentity } from '../net/identity.ts';
+import { probeProtocol, serveProbe } from '../net/probe.ts';
 import { call, type Service, serve } from '../net/rpc.ts';
 import {
   CONFIG_FORMAT_VERSION,
@@ -215,6 +216,8 @@ export class ZhsmNode {
   }
 
   async #serve(): Promise<void> {
+    const probe = await serveProbe(this.host);
+    this.#services.push({ protocol: probeProtocol, stop: () => probe.stop() });
     this.#services.push(
       await serve(this.host, {
         ...cellInfoMethod,

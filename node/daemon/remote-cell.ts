@@ -112,8 +112,8 @@ export class RemoteCell implements CellApi {
     return this.#primary;
   }
 
-  async propose(command: Omit<Command, 'timeMs'>): Promise<Result> {
-    const response = await this.request({ propose: { ...command, timeMs: 0 } });
+  async propose(command: Omit<Command, 'timeMs'>, options: { retryMs?: number } = {}): Promise<Result> {
+    const response = await this.request({ propose: { ...command, timeMs: 0 } }, options);
     if (response.result === undefined)
       throw new ZhsmError('DECODE_ERROR', 'the primary answered without a result');
     return response.result;
@@ -136,8 +136,8 @@ export class RemoteCell implements CellApi {
   }
 
   /** Send a metadata request to the primary, finding it again and retrying on failover. */
-  async request(request: MetaRequest): Promise<MetaResponse> {
-    const deadline = Date.now() + this.#retryMs;
+  async request(request: MetaRequest, options: { retryMs?: number } = {}): Promise<MetaResponse> {
+    const deadline = Date.now() + (options.retryMs ?? this.#retryMs);
     let delayMs = 20;
     for (;;) {
       if (this.#closed) throw new UnavailableError('the cell connection is closed');

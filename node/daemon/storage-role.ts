@@ -17,6 +17,8 @@ import type { RemoteCell } from './remote-cell.ts';
 
 const CHECK_INTERVAL_MS = 1_000;
 const SPACE_REFRESH_MS = 60_000;
+/** Shutdown does not wait longer than this for the primary to take the deregistration. */
+const DEREGISTER_RETRY_MS = 3_000;
 
 export interface StorageRoleOptions {
   readonly cell: string;
@@ -152,7 +154,10 @@ export class StorageRole {
     clearInterval(this.#timer);
     if (options.deregister !== false) {
       try {
-        await this.#options.remote.propose({ deregisterServer: { serverUuid: this.serverUuid } });
+        await this.#options.remote.propose(
+          { deregisterServer: { serverUuid: this.serverUuid } },
+          { retryMs: DEREGISTER_RETRY_MS },
+        );
         this.#log.info('deregistered from the cell');
       } catch (error) {
         this.#log.warn({ err: error }, 'could not deregister (the server stays listed until it returns)');

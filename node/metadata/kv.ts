@@ -94,8 +94,14 @@ export class LevelKv implements KvStore {
     return new LevelKv(db);
   }
 
+  /**
+   * A synchronous LevelDB read (served from the memtable or block cache in microseconds): the
+   * state machine applies commands one after another, and an asynchronous get per read (a thread
+   * pool round trip each) made the apply loop wait more than it worked (2.8k -> see the notes in
+   * docs/ARCHITECTURE.md, "Metadata").
+   */
   async get(key: string): Promise<Uint8Array | undefined> {
-    return (await this.#db.get(key)) ?? undefined;
+    return this.#db.getSync(key) ?? undefined;
   }
 
   async write(operations: readonly KvOperation[], options: { sync?: boolean } = {}): Promise<void> {

@@ -139,10 +139,18 @@ export async function writeFrame(
   payload: Uint8Array | Uint8ArrayList,
   options: { frameBytesMax?: number; signal?: AbortSignal; writeHighWaterBytes?: number } = {},
 ): Promise<void> {
-  const frame = encodeFrame(payload, options);
+  await writeRaw(stream, encodeFrame(payload, options), options);
+}
+
+/** Write bytes as they are (no frame), with the same backpressure as writeFrame. */
+export async function writeRaw(
+  stream: FrameSink,
+  bytes: Uint8Array | Uint8ArrayList,
+  options: { signal?: AbortSignal; writeHighWaterBytes?: number } = {},
+): Promise<void> {
   let canSendMore: boolean;
   try {
-    canSendMore = stream.send(frame);
+    canSendMore = stream.send(bytes);
   } catch (error) {
     throw toClosedError(error, 'cannot write frame');
   }
