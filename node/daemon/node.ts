@@ -60,8 +60,9 @@ export const JOIN_TOKEN_TTL_MS_DEFAULT = 24 * 3_600_000;
 const DIRECTORY_REFRESH_MS = 2_000;
 /** An unknown peer makes this node re-check the members at most this often. */
 const CONFIRM_INTERVAL_MS = 250;
-/** Join attempts answered per second at most (token guessing is pointless, but cheap to limit). */
-const JOINS_PER_SECOND_MAX = 20;
+/** Join attempts answered per second and peer, and in all (token guessing is pointless, but cheap to limit). */
+const JOINS_PER_PEER_SECOND_MAX = 10;
+const JOINS_PER_SECOND_MAX = 100;
 
 export interface StartOptions {
   readonly logger?: Logger;
@@ -113,7 +114,7 @@ export class ZhsmNode {
   #admin: Server | undefined;
   #lastConfirm = 0;
   #confirming: Promise<void> | undefined;
-  #joinWindow = { start: 0, count: 0 };
+  #joinWindow = { start: 0, count: 0, perPeer: new Map<string, number>() };
   #stopped = false;
 
   private constructor(init: {
@@ -229,7 +230,7 @@ export class ZhsmNode {
         ...joinMethod,
         openToNonMembers: true,
         handler: async (request, context) => {
-          this.#limitJoins();
+          this.#limitJoins(context.peerId);
           if (request.tokenId.length !== 16 || request.secret.length !== 32)
             throw new PermissionDeniedError('malformed join token');
           const result = await this.remote.propose({
@@ -256,11 +257,13 @@ export class ZhsmNode {
     );
   }
 
-  #limitJoins(): void {
+  #limitJoins(peerId: string): void {
     const now = Date.now();
-    if (now - this.#joinWindow.start >= 1_000) this.#joinWindow = { start: now, count: 0 };
+    if (now - this.#joinWindow.start >= 1_000) this.#joinWindow = { start: now, count: 0, perPeer: new Map() };
     this.#joinWindow.count += 1;
-    if (this.#joinWindow.count > JOINS_PER_SECOND_MAX)
+    const mine = (this.#joinWindow.perPeer.get(peerId) ?? 0) + 1;
+    this.#joinWindow.perPeer.set(peerId, mine);
+    if (mine > JOINS_PER_PEER_SECOND_MAX || this.#joinWindow.count > JOINS_PER_SECOND_MAX)
       throw new UnavailableError('too many join attempts; try again in a second');
   }
 

@@ -113,6 +113,17 @@ function checkId(id: Uint8Array | undefined, what: string): Uint8Array {
   return id;
 }
 
+/** The node types a create may name (an unknown enum number decodes as a bare number). */
+const NODE_TYPES: ReadonlySet<unknown> = new Set([
+  'FILE',
+  'DIRECTORY',
+  'SYMLINK',
+  'CHAR_DEVICE',
+  'BLOCK_DEVICE',
+  'FIFO',
+  'SOCKET',
+]);
+
 /** Members announce at most this many addresses, each at most 1 KiB. */
 const MEMBER_ADDRESSES_MAX = 32;
 const MEMBER_ADDRESS_BYTES_MAX = 1024;
@@ -373,7 +384,7 @@ export class MetadataStateMachine {
   async #create(tx: Transaction, op: NonNullable<Command['create']>, time: number): Promise<Partial<Result>> {
     checkName(op.name);
     const id = checkId(op.id, 'new inode id');
-    if (op.type === 'NODE_TYPE_UNSPECIFIED') fail('INVALID_ARGUMENT', 'node type missing');
+    if (!NODE_TYPES.has(op.type)) fail('INVALID_ARGUMENT', `invalid node type ${JSON.stringify(op.type)}`);
     const parent = await this.#directory(tx, checkId(op.parent, 'parent'));
     if ((await this.#child(tx, parent.id, op.name)) !== undefined)
       fail('ALREADY_EXISTS', `${op.name} exists`);

@@ -239,7 +239,11 @@ async function writeData(
 
 /** @internal node/net */
 export function decodeEnvelope(frame: Uint8Array | Uint8ArrayList): Envelope {
-  return envelopeCodec.decode(frame instanceof Uint8Array ? frame : frame.subarray());
+  const envelope = envelopeCodec.decode(frame instanceof Uint8Array ? frame : frame.subarray());
+  // Request ids are echoed (encodeVarint takes safe integers only); callers use ids below 2^31.
+  if (envelope.requestId !== undefined && !Number.isSafeInteger(envelope.requestId))
+    throw new DecodeError(`request id out of range: ${envelope.requestId}`);
+  return envelope;
 }
 
 /** Read a varint at `offset` of `list`: [value, next offset], or undefined if malformed/short. */
