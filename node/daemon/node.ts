@@ -259,7 +259,8 @@ export class ZhsmNode {
 
   #limitJoins(peerId: string): void {
     const now = Date.now();
-    if (now - this.#joinWindow.start >= 1_000) this.#joinWindow = { start: now, count: 0, perPeer: new Map() };
+    if (now - this.#joinWindow.start >= 1_000)
+      this.#joinWindow = { start: now, count: 0, perPeer: new Map() };
     this.#joinWindow.count += 1;
     const mine = (this.#joinWindow.perPeer.get(peerId) ?? 0) + 1;
     this.#joinWindow.perPeer.set(peerId, mine);

@@ -663,43 +663,39 @@ test('fuzz: every protocol decoder of a running daemon, by a member', { timeout:
     await assertServing('after bad metadata requests');
   });
 
-  await t.test(
-    'meta: a create with an unknown node type is refused',
-    { timeout: 30_000 },
-    async () => {
-      const session = await openSession(attacker, cell.peer, metaMethod, { openTimeoutMs: 5_000 });
-      t.after(() => session.close());
-      const root = (await session.call({ read: { root: {} } })).root!;
-      const id = new Uint8Array(16).fill(0x11); // no byte of it looks like the enum's tag
-      const request = metaMethod.requestCodec.encode({
-        propose: {
-          timeMs: 0,
-          create: {
-            parent: root,
-            name: 'unknown-type',
-            id,
-            type: 'DIRECTORY',
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            symlinkTarget: new Uint8Array(0),
-          },
+  await t.test('meta: a create with an unknown node type is refused', { timeout: 30_000 }, async () => {
+    const session = await openSession(attacker, cell.peer, metaMethod, { openTimeoutMs: 5_000 });
+    t.after(() => session.close());
+    const root = (await session.call({ read: { root: {} } })).root!;
+    const id = new Uint8Array(16).fill(0x11); // no byte of it looks like the enum's tag
+    const request = metaMethod.requestCodec.encode({
+      propose: {
+        timeMs: 0,
+        create: {
+          parent: root,
+          name: 'unknown-type',
+          id,
+          type: 'DIRECTORY',
+          mode: 0o755,
+          uid: 0,
+          gid: 0,
+          rdev: 0,
+          symlinkTarget: new Uint8Array(0),
         },
-      } as MetaRequest);
-      const patched = Buffer.from(request);
-      const at = patched.indexOf(Buffer.from([0x20, 0x02])); // CreateNode.type (field 4) = DIRECTORY
-      assert.ok(at >= 0);
-      patched[at + 1] = 99;
-      const outcome = await attack(attacker, cell.peer, metaMethod.protocol, requestEnvelope(patched), {
-        close: false,
-        answerMs: 5_000,
-      });
-      assert.ok(ACCEPTABLE.has(outcome.kind), outcome.kind);
-      const inode = (await session.call({ read: { inode: id } })).inode;
-      assert.equal(inode, undefined, `an inode of type ${inode?.type} was created`);
-    },
-  );
+      },
+    } as MetaRequest);
+    const patched = Buffer.from(request);
+    const at = patched.indexOf(Buffer.from([0x20, 0x02])); // CreateNode.type (field 4) = DIRECTORY
+    assert.ok(at >= 0);
+    patched[at + 1] = 99;
+    const outcome = await attack(attacker, cell.peer, metaMethod.protocol, requestEnvelope(patched), {
+      close: false,
+      answerMs: 5_000,
+    });
+    assert.ok(ACCEPTABLE.has(outcome.kind), outcome.kind);
+    const inode = (await session.call({ read: { inode: id } })).inode;
+    assert.equal(inode, undefined, `an inode of type ${inode?.type} was created`);
+  });
 
   await t.test('storage: semantically bad requests get clear errors', { timeout: 60_000 }, async () => {
     const peer = cell.peer;
