@@ -50,8 +50,8 @@ export interface CellClientOptions {
 
 /** Chunk locations remembered per client. */
 const locationCacheEntriesMax = 100_000;
-/** Chunks of one commit stored at once (each on every replica backend in parallel). */
-const CHUNK_WRITES_IN_FLIGHT = 4;
+/** Chunks of one file stored at once (each on every replica backend in parallel). */
+const CHUNK_WRITES_IN_FLIGHT = 6;
 /** Attempts to commit a write over concurrent writers before giving up with STALE. */
 const COMMIT_ATTEMPTS_MAX = 8;
 
@@ -535,6 +535,11 @@ class DirtyChunk {
     return this.#buffer.subarray(0, this.#length);
   }
 
+  /** A copy (a chunk being uploaded must not change under the upload). */
+  clone(): DirtyChunk {
+    return new DirtyChunk(this.bytes, this.#capacityMax);
+  }
+
   get length(): number {
     return this.#length;
   }
@@ -560,6 +565,16 @@ export class CellFileHandle implements FileHandle {
   /** Chunks written but not yet committed, by chunk index. */
   readonly #dirty = new Map<number, DirtyChunk>();
   #dirtyBytes = 0;
+  /**
+   * Write-behind: full chunks start uploading as soon as they are written, while the caller goes
+   * on writing; the commit (flush/close/full buffer) waits for them. An upload belongs to one
+   * DirtyChunk object: a later write to that chunk copies it first, and the upload goes stale.
+   */
+  readonly #uploads = new Map<number, { dirty: DirtyChunk; promise: Promise<Chunk> }>();
+  readonly #inFlight = new Set<Promise<unknown>>();
+  #stale: Array<Promise<Chunk>> = [];
+  /** Backends of the chunks of the current commit (chosen at its first upload). */
+  #placement: Uint8Array[] | undefined;
   /** End of the furthest uncommitted write (a commit never makes the file shorter than this). */
   #writtenEnd = 0;
   /** The file size including uncommitted writes. */
@@ -679,7 +694,15 @@ export class CellFileHandle implements FileHandle {
           write.spanStart + write.writeStart - offset,
           write.spanStart + write.writeEnd - offset,
         );
-        const dirty = this.#dirty.get(write.index);
+        let dirty = this.#dirty.get(write.index);
+        const upload = this.#uploads.get(write.index);
+        if (dirty !== undefined && upload !== undefined && upload.dirty === dirty) {
+          // Being uploaded: write into a copy; the upload goes stale.
+          this.#uploads.delete(write.index);
+          this.#stale.push(upload.promise);
+          dirty = dirty.clone();
+          this.#dirty.set(write.index, dirty);
+        }
         if (dirty !== undefined) {
           // In place: no copy of the whole chunk per write.
           const before = dirty.length;
@@ -697,6 +720,11 @@ export class CellFileHandle implements FileHandle {
       }
       this.#size = newSize;
       this.#writtenEnd = Math.max(this.#writtenEnd, offset + data.length);
+      for (const write of plan) {
+        const dirty = this.#dirty.get(write.index);
+        if (dirty !== undefined && dirty.length === chunkBytes && !this.#uploads.has(write.index))
+          await this.#startUpload(write.index, dirty);
+      }
       if (this.#dirtyBytes >= this.#client.writeBufferBytesMax) await this.#commit();
       return data.length;
     });
@@ -758,27 +786,72 @@ export class CellFileHandle implements FileHandle {
     });
   }
 
+  /** Start storing a dirty chunk on the commit's backends (at most CHUNK_WRITES_IN_FLIGHT at once). */
+  async #startUpload(index: number, dirty: DirtyChunk): Promise<void> {
+    while (this.#inFlight.size >= CHUNK_WRITES_IN_FLIGHT) await Promise.race(this.#inFlight);
+    this.#placement ??= await this.#client.placement();
+    const backends = this.#placement;
+    const cell = this.#client.cell;
+    const chunkBytes = this.#client.chunkBytes;
+    const promise = (async (): Promise<Chunk> => {
+      const id = newId();
+      const bytes = dirty.bytes;
+      const hash = sha256(bytes);
+      try {
+        await Promise.all(backends.map((backend) => cell.writeChunk(backend, id, bytes, hash)));
+      } catch (error) {
+        void cell.deleteObjects([id]).catch(() => {});
+        throw error;
+      }
+      return { id, offset: index * chunkBytes, size: bytes.length, hash };
+    })();
+    const settled = promise.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#inFlight.add(settled);
+    void settled.then(() => this.#inFlight.delete(settled));
+    this.#uploads.set(index, { dirty, promise });
+  }
+
+  /** Delete the objects of uploads that were superseded (once they are stored). */
+  #dropStale(): void {
+    const stale = this.#stale;
+    this.#stale = [];
+    const cell = this.#client.cell;
+    for (const upload of stale) {
+      void upload.then(
+        (chunk) => cell.deleteObjects([chunk.id]).catch(() => {}),
+        () => {},
+      );
+    }
+  }
+
   /** Store dirty chunks on backends, then commit the new chunk list (rebasing over concurrent writers). */
   async #commit(): Promise<void> {
     if (this.#dirty.size === 0) return;
     const chunkBytes = this.#client.chunkBytes;
     const cell = this.#client.cell;
-    const backends = this.#dirty.size > 0 ? await this.#client.placement() : [];
-    const pending = [...this.#dirty].sort(([a], [b]) => a - b);
-    const written: Chunk[] = new Array(pending.length);
-    // Several chunks in flight: a storage server's fsync per chunk overlaps the next transfers.
-    let next = 0;
-    const worker = async () => {
-      while (next < pending.length) {
-        const slot = next++;
-        const [index, dirty] = pending[slot]!;
-        const id = newId();
-        const hash = sha256(dirty.bytes);
-        await Promise.all(backends.map((backend) => cell.writeChunk(backend, id, dirty.bytes, hash)));
-        written[slot] = { id, offset: index * chunkBytes, size: dirty.bytes.length, hash };
+    let written: Chunk[];
+    let backends: Uint8Array[];
+    try {
+      const promises: Array<Promise<Chunk>> = [];
+      for (const [index, dirty] of [...this.#dirty].sort(([a], [b]) => a - b)) {
+        const upload = this.#uploads.get(index);
+        if (upload === undefined || upload.dirty !== dirty) await this.#startUpload(index, dirty);
+        promises.push(this.#uploads.get(index)!.promise);
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(CHUNK_WRITES_IN_FLIGHT, pending.length) }, worker));
+      backends = this.#placement ?? [];
+      written = await Promise.all(promises);
+    } catch (error) {
+      // Start over at the next commit; what was stored is garbage.
+      for (const upload of this.#uploads.values()) this.#stale.push(upload.promise);
+      this.#uploads.clear();
+      this.#placement = undefined;
+      this.#dropStale();
+      throw error;
+    }
+    this.#dropStale();
     let base = this.#inode;
     for (let attempt = 1; ; attempt++) {
       // Another writer may have grown (or truncated) the file meanwhile: keep its size unless
@@ -802,6 +875,8 @@ export class CellFileHandle implements FileHandle {
         this.#inode = result.inode!;
         this.#size = this.#inode.size;
         this.#dirty.clear();
+        this.#uploads.clear();
+        this.#placement = undefined;
         this.#dirtyBytes = 0;
         this.#writtenEnd = 0;
         if (result.releasedObjects.length > 0)

@@ -1,0 +1,345 @@
+/**
+ * The client of the storage service (service.ts): write, read, head, delete and space calls to a
+ * storage server, chunk data streamed directly between the two peers.
+ *
+ * A write is one streaming call: request, body and end go out back to back, then the server's
+ * response (sent once the object is durable). There is no extra round trip, so the way to fill a
+ * link with fsync'd chunks is several writes in flight (see bench/storage-net.ts).
+ *
+ * A read returns exactly the bytes asked for, or fewer only where the object ends; anything else
+ * (a short stream, more bytes than asked for, a trailer that disagrees) is an IoError. The server
+ * checks every block's checksum before it sends it; with `expectedHash` a read of a whole object
+ * also checks its sha256 here.
+ */
+import { createHash } from 'node:crypto';
+import { HashMismatchError, IoError, SizeMismatchError } from '../common/errors.ts';
+import type { Host } from '../net/host.ts';
+import { call, callStream, type PeerTarget } from '../net/rpc.ts';
+import {
+  backendUuidBytes,
+  checkBytes,
+  checkCount,
+  contentHashBytes,
+  type HeadResponse,
+  objectIdBytes,
+  storageDelete,
+  storageHead,
+  storageRead,
+  storageSpace,
+  storageWrite,
+} from './service.ts';
+
+/** Ids per delete call (each removal costs the server a directory fsync). */
+export const deleteBatchIds = 4096;
+
+export interface StorageCallOptions {
+  readonly signal?: AbortSignal;
+  /** Unary calls: the whole call; streaming calls: opening the stream and sending the request. */
+  readonly timeoutMs?: number;
+}
+
+export interface StorageStreamOptions extends StorageCallOptions {
+  /** A streaming call fails when no byte moves for this long (default 120 s). */
+  readonly idleTimeoutMs?: number;
+}
+
+export interface WriteOptions extends StorageStreamOptions {
+  /** The version's mtime stored in the object header; default: the server's clock. */
+  readonly mtimeMs?: number;
+}
+
+export interface ReadOptions extends StorageStreamOptions {
+  /** The object's sha256: checked when the read covers the whole object. */
+  readonly expectedHash?: Uint8Array;
+}
+
+export interface WriteResult {
+  /** Body bytes stored. */
+  readonly size: number;
+  /** The stored header's mtime. */
+  readonly mtimeMs: number;
+}
+
+export interface ObjectHead {
+  readonly size: number;
+  readonly contentHash: Uint8Array;
+  readonly mtimeMs: number;
+  readonly refcount: number;
+  /** 'DATA' or 'META'. */
+  readonly mainType: string;
+}
+
+export interface BackendSpaceInfo {
+  /** 16-byte backend uuid. */
+  readonly backend: Uint8Array;
+  /** The backend's directory on the server. */
+  readonly path: string;
+  readonly capacityBytes: number;
+  /** Bytes available to the server. */
+  readonly freeBytes: number;
+  /** Objects on the backend (only when counted). */
+  readonly objects?: number;
+}
+
+function streamOptions(options: StorageStreamOptions) {
+  return {
+    ...(options.signal === undefined ? {} : { signal: options.signal }),
+    ...(options.timeoutMs === undefined ? {} : { openTimeoutMs: options.timeoutMs }),
+    ...(options.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: options.idleTimeoutMs }),
+  };
+}
+
+function callOptions(options: StorageCallOptions) {
+  return {
+    ...(options.signal === undefined ? {} : { signal: options.signal }),
+    ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+  };
+}
+
+/**
+ * `source`, except that a pending `next()` rejects as soon as `signal` aborts: callStream waits for
+ * its upload source before it reports a failure, so a stalled source would delay an abort.
+ */
+async function* abortable(
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  signal: AbortSignal,
+): AsyncGenerator<Uint8Array, void, undefined> {
+  const iterator =
+    Symbol.asyncIterator in source
+      ? source[Symbol.asyncIterator]()
+      : (source as Iterable<Uint8Array>)[Symbol.iterator]();
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_resolve, reject) => {
+    onAbort = () => reject(signal.reason);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+  });
+  aborted.catch(() => {});
+  let finished = false;
+  try {
+    for (;;) {
+      const next = await Promise.race([iterator.next(), aborted]);
+      if (next.done === true) {
+        finished = true;
+        return;
+      }
+      yield next.value;
+    }
+  } finally {
+    signal.removeEventListener('abort', onAbort!);
+    if (!finished) void Promise.resolve(iterator.return?.()).catch(() => {});
+  }
+}
+
+/** A protobufjs bytes field as a plain Uint8Array (it decodes to Buffer on Node). */
+function plain(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+export class StorageClient {
+  readonly #host: Host;
+
+  constructor(host: Host) {
+    this.#host = host;
+  }
+
+  /**
+   * Store a chunk object (`size` bytes, sha256 `hash`) on a backend of `peer`. Resolves when the
+   * object is durable there; a wrong size or hash rejects with SizeMismatchError/HashMismatchError
+   * and nothing is stored. An existing object with this id is replaced atomically.
+   */
+  async write(
+    peer: PeerTarget,
+    backend: Uint8Array,
+    id: Uint8Array,
+    body: Uint8Array | AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    size: number,
+    hash: Uint8Array,
+    options: WriteOptions = {},
+  ): Promise<WriteResult> {
+    checkBytes(backend, backendUuidBytes, 'backend uuid');
+    checkBytes(id, objectIdBytes, 'object id');
+    checkBytes(hash, contentHashBytes, 'content hash');
+    checkCount(size, 'size');
+    const mtimeMs = checkCount(options.mtimeMs ?? 0, 'mtime');
+    if (body instanceof Uint8Array && body.byteLength !== size) {
+      throw new SizeMismatchError(`body has ${body.byteLength} bytes, ${size} announced`);
+    }
+    const upload =
+      body instanceof Uint8Array
+        ? [body]
+        : options.signal === undefined
+          ? body
+          : abortable(body, options.signal);
+    const stream = await callStream(
+      this.#host,
+      peer,
+      storageWrite,
+      { backend, id, size, contentHash: hash, mtimeMs },
+      { ...streamOptions(options), upload },
+    );
+    const response = await stream.response();
+    if (response.size !== size) {
+      throw new IoError(`the server stored ${response.size} bytes of a ${size}-byte object`, {
+        size,
+        stored: response.size,
+      });
+    }
+    return { size: response.size, mtimeMs: response.mtimeMs };
+  }
+
+  /**
+   * Read bytes [offset, offset + length) of an object: exactly `length` bytes, fewer only where
+   * the object ends. An offset beyond the end is InvalidArgumentError, a missing object NotFound.
+   */
+  async read(
+    peer: PeerTarget,
+    backend: Uint8Array,
+    id: Uint8Array,
+    offset: number,
+    length: number,
+    options: ReadOptions = {},
+  ): Promise<Uint8Array> {
+    const parts: Uint8Array[] = [];
+    let bytes = 0;
+    for await (const part of this.readStream(peer, backend, id, offset, length, options)) {
+      parts.push(part);
+      bytes += part.byteLength;
+    }
+    if (parts.length === 1) return parts[0]!;
+    return Buffer.concat(parts, bytes);
+  }
+
+  /**
+   * As `read`, streamed: pieces are yielded as they arrive (each verified by the server's block
+   * checksums); the length and trailer checks (and `expectedHash`) run at the end, so the last
+   * step throws if the stream was short. Breaking out of the loop abandons the call.
+   */
+  async *readStream(
+    peer: PeerTarget,
+    backend: Uint8Array,
+    id: Uint8Array,
+    offset: number,
+    length: number,
+    options: ReadOptions = {},
+  ): AsyncGenerator<Uint8Array, void, undefined> {
+    checkBytes(backend, backendUuidBytes, 'backend uuid');
+    checkBytes(id, objectIdBytes, 'object id');
+    checkCount(offset, 'offset');
+    checkCount(length, 'length');
+    if (options.expectedHash !== undefined)
+      checkBytes(options.expectedHash, contentHashBytes, 'expected hash');
+    const stream = await callStream(
+      this.#host,
+      peer,
+      storageRead,
+      { backend, id, offset, length },
+      streamOptions(options),
+    );
+    const hash = options.expectedHash !== undefined && offset === 0 ? createHash('sha256') : undefined;
+    const context = { objectId: Buffer.from(id).toString('hex'), offset, length };
+    let received = 0;
+    let complete = false;
+    try {
+      for await (const piece of stream.data) {
+        if (received + piece.byteLength > length) {
+          throw new IoError(`the server sent more than the ${length} bytes asked for`, context);
+        }
+        received += piece.byteLength;
+        hash?.update(piece);
+        yield piece;
+      }
+      complete = true;
+    } finally {
+      if (!complete) stream.abort();
+    }
+    const trailer = await stream.response();
+    if (trailer.bytesSent !== received) {
+      throw new IoError(`read ${received} bytes, the server says it sent ${trailer.bytesSent}`, context);
+    }
+    const expected = Math.max(0, Math.min(length, trailer.objectSize - offset));
+    if (received !== expected) {
+      throw new IoError(
+        `read ${received} bytes, expected ${expected} (object of ${trailer.objectSize} bytes)`,
+        context,
+      );
+    }
+    if (hash !== undefined && received === trailer.objectSize) {
+      const digest = hash.digest();
+      if (Buffer.compare(digest, options.expectedHash!) !== 0) {
+        throw new HashMismatchError(
+          `content hash mismatch: got ${digest.toString('hex')}, expected ${Buffer.from(options.expectedHash!).toString('hex')}`,
+          context,
+        );
+      }
+    }
+  }
+
+  /**
+   * Delete objects from one backend of `peer`, or from all of them when `backend` is omitted
+   * (missing objects are fine). Returns how many objects were removed.
+   */
+  async delete(
+    peer: PeerTarget,
+    ids: readonly Uint8Array[],
+    backend?: Uint8Array,
+    options: StorageCallOptions = {},
+  ): Promise<number> {
+    for (const id of ids) checkBytes(id, objectIdBytes, 'object id');
+    if (backend !== undefined) checkBytes(backend, backendUuidBytes, 'backend uuid');
+    let removed = 0;
+    for (let start = 0; start < ids.length || start === 0; start += deleteBatchIds) {
+      const batch = ids.slice(start, start + deleteBatchIds);
+      if (batch.length === 0) break;
+      const response = await call(
+        this.#host,
+        peer,
+        storageDelete,
+        { ids: [...batch], backend: backend ?? new Uint8Array(0) },
+        callOptions(options),
+      );
+      removed += response.removed;
+    }
+    return removed;
+  }
+
+  /** The backends of `peer` with their space (and object counts, which scan every backend). */
+  async space(
+    peer: PeerTarget,
+    options: StorageCallOptions & { countObjects?: boolean } = {},
+  ): Promise<BackendSpaceInfo[]> {
+    const response = await call(
+      this.#host,
+      peer,
+      storageSpace,
+      { countObjects: options.countObjects === true },
+      callOptions(options),
+    );
+    return response.backends.map((entry) => ({
+      backend: plain(entry.backend),
+      path: entry.path,
+      capacityBytes: entry.capacityBytes,
+      freeBytes: entry.freeBytes,
+      ...(entry.objectsCounted ? { objects: entry.objects } : {}),
+    }));
+  }
+
+  /** The header fields of an object; NotFoundError if it is not there. */
+  async head(
+    peer: PeerTarget,
+    backend: Uint8Array,
+    id: Uint8Array,
+    options: StorageCallOptions = {},
+  ): Promise<ObjectHead> {
+    checkBytes(backend, backendUuidBytes, 'backend uuid');
+    checkBytes(id, objectIdBytes, 'object id');
+    const response: HeadResponse = await call(
+      this.#host,
+      peer,
+      storageHead,
+      { backend, id },
+      callOptions(options),
+    );
+    return { ...response, contentHash: plain(response.contentHash) };
+  }
+}

@@ -1,0 +1,420 @@
+/**
+ * The network service of a storage server: cell members write, read, inspect and delete chunk
+ * objects on the server's backends (node/store/backend.ts), streaming directly peer to peer over
+ * libp2p (node/net/rpc.ts; messages in proto/storage.proto).
+ *
+ *   storage/write   streaming upload   {backend, id, size, sha256, mtime} + body  -> {size, mtime}
+ *   storage/read    streaming download {backend, id, offset, length} -> bytes + {bytes sent, size}
+ *   storage/delete  unary              {ids[], backend?}   -> {removed}
+ *   storage/space   unary              {count objects?}    -> [{backend, path, capacity, free, objects?}]
+ *   storage/head    unary              {backend, id}       -> {size, hash, mtime, refcount, type}
+ *
+ * A write streams the upload into `Backend.ingest` (re-chunked into aligned 1 MiB pieces, nothing
+ * buffers a whole chunk): the backend verifies size and hash and makes the object durable (fsync,
+ * rename, directory fsync) before the response is sent, so a caller that got the response may rely
+ * on the copy. A failed or abandoned upload leaves no object and no temp file (ingest removes its
+ * temp file).
+ *
+ * At most `writesMax` writes per server run at once; further writes wait without reading their
+ * upload: the stream is paused once about 4 MiB are buffered (node/net/frames.ts), so a waiting
+ * write holds at most that plus what its yamux window still admitted (at most 16 MiB; in practice
+ * the initial 256 KiB). Streams per connection (256, rpc.ts) bound the number of waiting writes.
+ *
+ * Only cell members reach these handlers (rpc.ts refuses every other peer). Every request field is
+ * validated: bad lengths and ranges are InvalidArgumentError, an unknown backend or object is
+ * NotFoundError; the typed error goes back to the caller and the service keeps serving. Operating
+ * system errors of a backend (EIO, EACCES...) go back as IoError with their errno code.
+ */
+
+import { codec } from '../../proto/index.ts';
+import { InvalidArgumentError, IoError, NotFoundError, ZhsmError } from '../common/errors.ts';
+import type { Logger } from '../common/log.ts';
+import type { Host } from '../net/host.ts';
+import { defineMethod, type Method, type Service, serve, serveStream } from '../net/rpc.ts';
+import type { Backend } from '../store/backend.ts';
+
+export const backendUuidBytes = 16;
+export const objectIdBytes = 16;
+export const contentHashBytes = 32;
+/** Writes one server runs at once (each one streams into an ingest and ends with fsyncs). */
+export const writesMaxDefault = 16;
+/** Object ids one delete call may carry (the client splits longer lists). */
+export const deleteIdsMax = 65_536;
+/**
+ * An upload reaches the handler in the pieces the network delivered (about 64 KiB, not page
+ * aligned); the backend writes and hashes them much more cheaply in aligned pieces of this size
+ * (measured: about half the CPU per GiB), so uploads are re-chunked (one copy) on the way in.
+ */
+export const ingestPieceBytes = 1024 * 1024;
+/** Removals a delete call runs at once (each one unlinks and fsyncs a directory). */
+const removalsInFlight = 8;
+
+export interface WriteRequest {
+  backend: Uint8Array;
+  id: Uint8Array;
+  size: number;
+  contentHash: Uint8Array;
+  mtimeMs: number;
+}
+export interface WriteResponse {
+  size: number;
+  mtimeMs: number;
+}
+export interface ReadRequest {
+  backend: Uint8Array;
+  id: Uint8Array;
+  offset: number;
+  length: number;
+}
+export interface ReadResponse {
+  bytesSent: number;
+  objectSize: number;
+}
+export interface DeleteRequest {
+  ids: Uint8Array[];
+  backend: Uint8Array;
+}
+export interface DeleteResponse {
+  removed: number;
+}
+export interface SpaceRequest {
+  countObjects: boolean;
+}
+export interface BackendSpace {
+  backend: Uint8Array;
+  path: string;
+  capacityBytes: number;
+  freeBytes: number;
+  objectsCounted: boolean;
+  objects: number;
+}
+export interface SpaceResponse {
+  backends: BackendSpace[];
+}
+export interface HeadRequest {
+  backend: Uint8Array;
+  id: Uint8Array;
+}
+export interface HeadResponse {
+  size: number;
+  contentHash: Uint8Array;
+  mtimeMs: number;
+  refcount: number;
+  mainType: string;
+}
+
+export const storageWrite: Method<WriteRequest, WriteResponse> = defineMethod({
+  name: 'storage/write',
+  requestCodec: codec<WriteRequest>('zhsm.storage.WriteRequest'),
+  responseCodec: codec<WriteResponse>('zhsm.storage.WriteResponse'),
+});
+export const storageRead: Method<ReadRequest, ReadResponse> = defineMethod({
+  name: 'storage/read',
+  requestCodec: codec<ReadRequest>('zhsm.storage.ReadRequest'),
+  responseCodec: codec<ReadResponse>('zhsm.storage.ReadResponse'),
+});
+export const storageDelete: Method<DeleteRequest, DeleteResponse> = defineMethod({
+  name: 'storage/delete',
+  requestCodec: codec<DeleteRequest>('zhsm.storage.DeleteRequest'),
+  responseCodec: codec<DeleteResponse>('zhsm.storage.DeleteResponse'),
+});
+export const storageSpace: Method<SpaceRequest, SpaceResponse> = defineMethod({
+  name: 'storage/space',
+  requestCodec: codec<SpaceRequest>('zhsm.storage.SpaceRequest'),
+  responseCodec: codec<SpaceResponse>('zhsm.storage.SpaceResponse'),
+});
+export const storageHead: Method<HeadRequest, HeadResponse> = defineMethod({
+  name: 'storage/head',
+  requestCodec: codec<HeadRequest>('zhsm.storage.HeadRequest'),
+  responseCodec: codec<HeadResponse>('zhsm.storage.HeadResponse'),
+});
+
+export interface StorageServiceOptions {
+  /** The server's backends by hex uuid (32 lowercase hex digits), consulted on every request. */
+  readonly backends: () => ReadonlyMap<string, Backend>;
+  readonly logger?: Logger;
+  /** Writes run at once (default 16). */
+  readonly writesMax?: number;
+}
+
+export interface StorageService {
+  /** Stop accepting new calls (running calls finish). */
+  stop(): Promise<void>;
+}
+
+const hex = (bytes: Uint8Array) =>
+  Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
+
+/** Throws InvalidArgumentError unless `bytes` has exactly `length` bytes. */
+export function checkBytes(bytes: Uint8Array | undefined, length: number, what: string): Uint8Array {
+  if (!(bytes instanceof Uint8Array) || bytes.byteLength !== length) {
+    throw new InvalidArgumentError(
+      `${what} must be ${length} bytes, got ${bytes instanceof Uint8Array ? bytes.byteLength : 'none'}`,
+      { what },
+    );
+  }
+  return bytes;
+}
+
+/** Throws InvalidArgumentError unless `value` is a non-negative safe integer. */
+export function checkCount(value: number, what: string): number {
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new InvalidArgumentError(`${what} must be a non-negative integer, got ${value}`, { what });
+  }
+  return value;
+}
+
+/** A counting semaphore whose waiters give up when their signal aborts. */
+class Slots {
+  readonly #limit: number;
+  #held = 0;
+  readonly #waiting: Array<() => void> = [];
+  constructor(limit: number) {
+    this.#limit = limit;
+  }
+  async acquire(signal: AbortSignal): Promise<() => void> {
+    signal.throwIfAborted();
+    if (this.#held < this.#limit) this.#held += 1;
+    else {
+      await new Promise<void>((resolve, reject) => {
+        const grant = () => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        };
+        const onAbort = () => {
+          const index = this.#waiting.indexOf(grant);
+          if (index >= 0) this.#waiting.splice(index, 1);
+          reject(signal.reason);
+        };
+        this.#waiting.push(grant);
+        signal.addEventListener('abort', onAbort, { once: true });
+      });
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.#waiting.shift();
+      if (next !== undefined) next();
+      else this.#held -= 1;
+    };
+  }
+}
+
+/**
+ * `source` re-chunked into pieces of `pieceBytes` (the last one shorter), each a fresh buffer
+ * (the backend may still be writing a piece when the next one is produced). Pieces are sized by
+ * the bytes still announced, so a small upload does not allocate a whole piece.
+ */
+export async function* coalesce(
+  source: AsyncIterable<Uint8Array>,
+  announcedBytes: number,
+  pieceBytes: number = ingestPieceBytes,
+): AsyncGenerator<Uint8Array, void, undefined> {
+  let piece: Buffer | undefined;
+  let filled = 0;
+  let total = 0;
+  for await (const chunk of source) {
+    let offset = 0;
+    while (offset < chunk.byteLength) {
+      if (piece === undefined) {
+        piece = Buffer.allocUnsafe(Math.min(pieceBytes, Math.max(announcedBytes - total, 4096)));
+        filled = 0;
+      }
+      const take = Math.min(piece.byteLength - filled, chunk.byteLength - offset);
+      piece.set(
+        offset === 0 && take === chunk.byteLength ? chunk : chunk.subarray(offset, offset + take),
+        filled,
+      );
+      filled += take;
+      offset += take;
+      total += take;
+      if (filled === piece.byteLength) {
+        const full = piece;
+        piece = undefined;
+        yield full;
+      }
+    }
+  }
+  if (piece !== undefined && filled > 0) yield piece.subarray(0, filled);
+}
+
+/** A system error of a backend as a typed IoError (rpc.ts would report only "internal error"). */
+function typed(error: unknown, what: string, log: Logger): unknown {
+  if (error instanceof ZhsmError) return error;
+  log.error({ err: error }, `${what} failed`);
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  const message = (error as Error | undefined)?.message ?? String(error);
+  return new IoError(
+    `${what} failed: ${code === undefined ? message : `${code}: ${message}`}`,
+    {},
+    {
+      cause: error,
+    },
+  );
+}
+
+/** Register the storage methods on `host`. */
+export async function serveStorage(host: Host, options: StorageServiceOptions): Promise<StorageService> {
+  const log = (options.logger ?? host.log).child({ component: 'storage-service' });
+  const writeSlots = new Slots(options.writesMax ?? writesMaxDefault);
+
+  const backendFor = (uuid: Uint8Array | undefined): Backend => {
+    const key = hex(checkBytes(uuid, backendUuidBytes, 'backend uuid'));
+    const backend = options.backends().get(key);
+    if (backend === undefined) throw new NotFoundError(`no backend ${key} on this server`, { backend: key });
+    return backend;
+  };
+
+  const services: Service[] = [];
+  try {
+    services.push(
+      await serveStream(host, {
+        ...storageWrite,
+        async handler(request, context) {
+          const backend = backendFor(request.backend);
+          const id = checkBytes(request.id, objectIdBytes, 'object id');
+          const contentHash = checkBytes(request.contentHash, contentHashBytes, 'content hash');
+          const bodySize = checkCount(request.size, 'size');
+          const mtimeMs = checkCount(request.mtimeMs, 'mtime');
+          const release = await writeSlots.acquire(context.signal);
+          try {
+            const header = await backend.ingest(
+              { id, mainType: 'DATA', layout: 'INLINE', bodySize, contentHash, mtimeMs },
+              coalesce(context.data, bodySize),
+            );
+            return { size: header.bodySize, mtimeMs: header.mtimeMs };
+          } catch (error) {
+            throw typed(error, `write of ${hex(id)}`, log);
+          } finally {
+            release();
+          }
+        },
+      }),
+    );
+    services.push(
+      await serveStream(host, {
+        ...storageRead,
+        async *handler(request) {
+          const backend = backendFor(request.backend);
+          const id = checkBytes(request.id, objectIdBytes, 'object id');
+          const offset = checkCount(request.offset, 'offset');
+          const length = checkCount(request.length, 'length');
+          let sent = 0;
+          let objectSize: number;
+          try {
+            objectSize = (await backend.head(id)).bodySize;
+            if (offset > objectSize) {
+              throw new InvalidArgumentError(
+                `offset ${offset} is beyond the end of object ${hex(id)} (${objectSize} bytes)`,
+                { objectId: hex(id) },
+              );
+            }
+            const available = Math.min(length, objectSize - offset);
+            if (available > 0) {
+              for await (const piece of backend.read(id, { offset, length: available })) {
+                sent += piece.byteLength;
+                yield piece;
+              }
+            }
+          } catch (error) {
+            throw typed(error, `read of ${hex(id)}`, log);
+          }
+          return { bytesSent: sent, objectSize };
+        },
+      }),
+    );
+    services.push(
+      await serve(host, {
+        ...storageDelete,
+        async handler(request) {
+          const ids = request.ids.map((id) => checkBytes(id, objectIdBytes, 'object id'));
+          if (ids.length > deleteIdsMax) {
+            throw new InvalidArgumentError(`at most ${deleteIdsMax} ids per delete, got ${ids.length}`);
+          }
+          const scope =
+            request.backend.byteLength === 0
+              ? [...options.backends().values()]
+              : [backendFor(request.backend)];
+          let removed = 0;
+          const work = scope.flatMap((backend) => ids.map((id) => ({ backend, id })));
+          let next = 0;
+          const worker = async () => {
+            while (next < work.length) {
+              const { backend, id } = work[next]!;
+              next += 1;
+              try {
+                await backend.remove(id);
+                removed += 1;
+              } catch (error) {
+                if (error instanceof NotFoundError) continue;
+                next = work.length; // stop the other workers too
+                throw typed(error, `delete of ${hex(id)}`, log);
+              }
+            }
+          };
+          await Promise.all(Array.from({ length: Math.min(removalsInFlight, work.length) }, worker));
+          return { removed };
+        },
+      }),
+    );
+    services.push(
+      await serve(host, {
+        ...storageSpace,
+        async handler(request) {
+          const backends: BackendSpace[] = [];
+          for (const backend of options.backends().values()) {
+            try {
+              const space = await backend.space();
+              let objects = 0;
+              if (request.countObjects) {
+                for await (const entry of backend.scan()) if (entry.kind === 'object') objects += 1;
+              }
+              backends.push({
+                backend: backend.uuid,
+                path: backend.root,
+                capacityBytes: space.totalBytes,
+                freeBytes: space.availableBytes,
+                objectsCounted: request.countObjects,
+                objects,
+              });
+            } catch (error) {
+              throw typed(error, `space of backend ${hex(backend.uuid)}`, log);
+            }
+          }
+          return { backends };
+        },
+      }),
+    );
+    services.push(
+      await serve(host, {
+        ...storageHead,
+        async handler(request) {
+          const backend = backendFor(request.backend);
+          const id = checkBytes(request.id, objectIdBytes, 'object id');
+          try {
+            const header = await backend.head(id);
+            return {
+              size: header.bodySize,
+              contentHash: header.contentHash,
+              mtimeMs: header.mtimeMs,
+              refcount: header.refcount,
+              mainType: header.mainType,
+            };
+          } catch (error) {
+            throw typed(error, `head of ${hex(id)}`, log);
+          }
+        },
+      }),
+    );
+  } catch (error) {
+    await Promise.allSettled(services.map((service) => service.stop()));
+    throw error;
+  }
+  log.debug({ protocols: services.map((service) => service.protocol) }, 'storage service started');
+  return {
+    async stop() {
+      await Promise.allSettled(services.map((service) => service.stop()));
+    },
+  };
+}
