@@ -29,8 +29,21 @@ function logger(level: string | undefined) {
 const program = new Command()
   .name('zhsm-node')
   .description(
-    'The zhsm peer daemon: one per machine. A node can be a controller (replicated metadata), a\n' +
+    'The zhsm peer daemon: one per machine. A node can be a controller (replicated metadata), a ' +
       'storage server (backend directories) and a client, in any combination.',
+  )
+  .addHelpText(
+    'after',
+    `
+Examples:
+  zhsm-node init --data /var/lib/zhsm --cell mycell --listen /ip4/0.0.0.0/tcp/4001
+  zhsm-node start --data /var/lib/zhsm
+  zhsm-node join /ip4/10.0.0.1/tcp/4001/p2p/<peer id> --token <token> --data /var/lib/zhsm --controller
+  zhsm-node join /ip4/10.0.0.1/tcp/4001/p2p/<peer id> --token <token> --data /var/lib/zhsm --backend /srv/b1
+  zhsm-node token create --ttl 1h --data /var/lib/zhsm
+  zhsm status --data /var/lib/zhsm
+
+Exit codes: 0 ok, 1 failed, 2 bad usage.`,
   )
   .showHelpAfterError()
   .exitOverride();
@@ -143,12 +156,20 @@ program
   .requiredOption('--data <dir>', "the node's data directory")
   .option('--log-level <level>', 'log level (default: $ZHSM_LOG_LEVEL or info)')
   .option('--tick-ms <ms>', 'consensus tick (heartbeat); the election timeout is 10 ticks', '100')
+  .option(
+    '--snapshot-every <entries>',
+    'controllers: compact the log into a snapshot after this many entries',
+    '10000',
+  )
   .action(async (options) => {
     const tickMs = Number(options.tickMs);
     if (!Number.isSafeInteger(tickMs) || tickMs < 10 || tickMs > 10_000)
       throw new CommanderArgumentError('--tick-ms must be an integer in 10..10000');
+    const snapshotEveryEntries = Number(options.snapshotEvery);
+    if (!Number.isSafeInteger(snapshotEveryEntries) || snapshotEveryEntries < 10)
+      throw new CommanderArgumentError('--snapshot-every must be an integer >= 10');
     const log = logger(options.logLevel);
-    const node = await ZhsmNode.start(options.data, { logger: log, tickMs });
+    const node = await ZhsmNode.start(options.data, { logger: log, tickMs, snapshotEveryEntries });
     console.log(
       JSON.stringify({
         event: 'started',

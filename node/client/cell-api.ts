@@ -26,8 +26,18 @@ export interface CellApi {
   readonly metadata: MetadataReader;
   /** Store a chunk object on one backend (verified against `hash`, durable when it resolves). */
   writeChunk(backend: Uint8Array, id: Uint8Array, bytes: Uint8Array, hash: Uint8Array): Promise<void>;
-  /** Read a byte range of a chunk object from one backend (verified). */
-  readChunk(backend: Uint8Array, id: Uint8Array, offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Read a byte range of a chunk object from one backend: verified by the backend's block
+   * checksums, and end to end against `expectedHash` (its sha256) when the range is the whole
+   * object.
+   */
+  readChunk(
+    backend: Uint8Array,
+    id: Uint8Array,
+    offset: number,
+    length: number,
+    expectedHash?: Uint8Array,
+  ): Promise<Uint8Array>;
   /** Delete objects that are no longer referenced, wherever they are (missing is fine). */
   deleteObjects(ids: readonly Uint8Array[]): Promise<void>;
   /** The cell's wall clock as this client sees it (token expiry). */

@@ -54,6 +54,16 @@ const locationCacheEntriesMax = 100_000;
 const CHUNK_WRITES_IN_FLIGHT = 6;
 /** Attempts to commit a write over concurrent writers before giving up with STALE. */
 const COMMIT_ATTEMPTS_MAX = 8;
+/** Attempts to store a commit's chunks, each on a new placement avoiding backends that failed. */
+const UPLOAD_ATTEMPTS_MAX = 3;
+/** A backend that failed a write is left out of new placements for this long. */
+const BACKEND_AVOID_MS = 30_000;
+/** Write failures that say the backend (or its server) is unusable, not the request. */
+const BACKEND_FAILURES = new Set<ErrorCode>(['IO_ERROR', 'UNAVAILABLE', 'CLOSED', 'TIMEOUT', 'BACKEND_FULL']);
+
+function isBackendFailure(error: unknown): boolean {
+  return error instanceof ZhsmError && BACKEND_FAILURES.has(error.code);
+}
 
 const fileTypeOf: Record<NodeType, FileType> = {
   NODE_TYPE_UNSPECIFIED: 'file',
@@ -119,6 +129,8 @@ export class CellClient implements FsClient {
   readonly #handles = new Set<CellFileHandle>();
   /** Chunk id -> backends with a current copy (chunks are immutable; refetched after a failure). */
   readonly #locationCache = new LRUCache<string, Uint8Array[]>({ max: locationCacheEntriesMax });
+  /** Backend (hex) -> until when new placements avoid it (a write to it failed). */
+  readonly #avoided = new Map<string, number>();
   #rootId: Uint8Array | undefined;
 
   constructor(cell: CellApi, options: CellClientOptions = {}) {
@@ -464,9 +476,25 @@ export class CellClient implements FsClient {
     await Promise.allSettled([...this.#handles].map((handle) => handle.close()));
   }
 
-  /** Pick backends for new chunks: different servers first, most free space first. */
+  /** Leave `backend` out of new placements for a while (a write to it failed). */
+  avoidBackend(backend: Uint8Array): void {
+    this.#avoided.set(hex(backend), this.#cell.nowMs() + BACKEND_AVOID_MS);
+  }
+
+  /**
+   * Pick backends for new chunks: different servers first, most free space first; only backends
+   * of servers that are online and that did not fail a write lately (fewer than `replicas` copies
+   * when fewer such backends exist).
+   */
   async placement(): Promise<Uint8Array[]> {
-    const backends = (await this.#cell.metadata.backends()).filter((backend) => backend.freeBytes > 0);
+    const [all, records] = await Promise.all([this.#cell.metadata.backends(), this.#cell.metadata.servers()]);
+    const online = new Set(records.filter((server) => server.online).map((server) => hex(server.uuid)));
+    const now = this.#cell.nowMs();
+    for (const [backend, until] of this.#avoided) if (until <= now) this.#avoided.delete(backend);
+    const backends = all.filter(
+      (backend) =>
+        backend.freeBytes > 0 && online.has(hex(backend.serverUuid)) && !this.#avoided.has(hex(backend.uuid)),
+    );
     if (backends.length === 0) throw new UnavailableError('no storage backend is available');
     backends.sort((a, b) => b.freeBytes - a.freeBytes);
     const chosen: Uint8Array[] = [];
@@ -502,7 +530,14 @@ export class CellClient implements FsClient {
     for (const fresh of [false, true]) {
       for (const backend of await this.#chunkCopies(chunk, fresh)) {
         try {
-          return await this.#cell.readChunk(backend, chunk.id, offset, length);
+          const whole = offset === 0 && length >= chunk.size && chunk.hash.length === 32;
+          return await this.#cell.readChunk(
+            backend,
+            chunk.id,
+            offset,
+            length,
+            whole ? chunk.hash : undefined,
+          );
         } catch (error) {
           lastError = error;
         }
@@ -798,7 +833,16 @@ export class CellFileHandle implements FileHandle {
       const bytes = dirty.bytes;
       const hash = sha256(bytes);
       try {
-        await Promise.all(backends.map((backend) => cell.writeChunk(backend, id, bytes, hash)));
+        await Promise.all(
+          backends.map(async (backend) => {
+            try {
+              await cell.writeChunk(backend, id, bytes, hash);
+            } catch (error) {
+              if (isBackendFailure(error)) this.#client.avoidBackend(backend);
+              throw error;
+            }
+          }),
+        );
       } catch (error) {
         void cell.deleteObjects([id]).catch(() => {});
         throw error;
@@ -834,22 +878,27 @@ export class CellFileHandle implements FileHandle {
     const cell = this.#client.cell;
     let written: Chunk[];
     let backends: Uint8Array[];
-    try {
-      const promises: Array<Promise<Chunk>> = [];
-      for (const [index, dirty] of [...this.#dirty].sort(([a], [b]) => a - b)) {
-        const upload = this.#uploads.get(index);
-        if (upload === undefined || upload.dirty !== dirty) await this.#startUpload(index, dirty);
-        promises.push(this.#uploads.get(index)!.promise);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const promises: Array<Promise<Chunk>> = [];
+        for (const [index, dirty] of [...this.#dirty].sort(([a], [b]) => a - b)) {
+          const upload = this.#uploads.get(index);
+          if (upload === undefined || upload.dirty !== dirty) await this.#startUpload(index, dirty);
+          promises.push(this.#uploads.get(index)!.promise);
+        }
+        backends = this.#placement ?? [];
+        written = await Promise.all(promises);
+        break;
+      } catch (error) {
+        // Start over (what was stored is garbage): at once on a new placement when a backend
+        // failed (it is avoided now, e.g. a crashed server still listed online), else at the next
+        // commit.
+        for (const upload of this.#uploads.values()) this.#stale.push(upload.promise);
+        this.#uploads.clear();
+        this.#placement = undefined;
+        this.#dropStale();
+        if (attempt >= UPLOAD_ATTEMPTS_MAX || !isBackendFailure(error)) throw error;
       }
-      backends = this.#placement ?? [];
-      written = await Promise.all(promises);
-    } catch (error) {
-      // Start over at the next commit; what was stored is garbage.
-      for (const upload of this.#uploads.values()) this.#stale.push(upload.promise);
-      this.#uploads.clear();
-      this.#placement = undefined;
-      this.#dropStale();
-      throw error;
     }
     this.#dropStale();
     let base = this.#inode;

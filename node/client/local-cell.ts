@@ -3,11 +3,11 @@
  * backends (node/store), behind the CellApi. For tests, benchmarks and a one-machine cell; the
  * peer daemon puts the same parts into separate processes on libp2p.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { LevelRaftStorage } from '../../consensus/storage-level.ts';
-import { NotFoundError, UnavailableError, ZhsmError } from '../common/errors.ts';
+import { HashMismatchError, NotFoundError, UnavailableError, ZhsmError } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
 import { LocalNetwork } from '../controller/local-transport.ts';
 import { ControllerReplica } from '../controller/replica.ts';
@@ -222,10 +222,22 @@ export class LocalCell implements CellApi {
     );
   }
 
-  async readChunk(backend: Uint8Array, id: Uint8Array, offset: number, length: number): Promise<Uint8Array> {
+  async readChunk(
+    backend: Uint8Array,
+    id: Uint8Array,
+    offset: number,
+    length: number,
+    expectedHash?: Uint8Array,
+  ): Promise<Uint8Array> {
     const parts: Uint8Array[] = [];
     for await (const part of this.#backend(backend).read(id, { offset, length })) parts.push(part);
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    if (expectedHash !== undefined && bytes.length > 0) {
+      const actual = createHash('sha256').update(bytes).digest();
+      if (!actual.equals(expectedHash))
+        throw new HashMismatchError(`chunk ${hex(id)} does not match its sha256`, { backend: hex(backend) });
+    }
+    return bytes;
   }
 
   async deleteObjects(ids: readonly Uint8Array[]): Promise<void> {

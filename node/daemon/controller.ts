@@ -41,6 +41,8 @@ export interface ControllerRoleOptions {
   /** Consensus membership of a brand-new log (the first controller: itself; a joiner: empty). */
   readonly initialMembership: Membership;
   readonly tickMs?: number;
+  /** Compact the log into a state-machine snapshot after this many entries (default 10,000). */
+  readonly snapshotEveryEntries?: number;
   readonly logger?: Logger;
 }
 
@@ -94,6 +96,9 @@ export class ControllerRole implements LocalController {
       transport,
       initialMembership: options.initialMembership,
       tickMs: options.tickMs,
+      ...(options.snapshotEveryEntries === undefined
+        ? {}
+        : { snapshotEveryEntries: options.snapshotEveryEntries }),
       logger: options.logger,
     });
     closers.unshift(() => replica.stop());

@@ -67,6 +67,8 @@ const JOINS_PER_SECOND_MAX = 100;
 export interface StartOptions {
   readonly logger?: Logger;
   readonly tickMs?: number;
+  /** Controllers: compact the log after this many entries (default 10,000). */
+  readonly snapshotEveryEntries?: number;
 }
 
 export interface ControllerStatus {
@@ -173,6 +175,7 @@ export class ZhsmNode {
           metadataPath: where.metadata,
           initialMembership: { voters: [...(config.initialVoters ?? [])], learners: [] },
           tickMs: options.tickMs,
+          snapshotEveryEntries: options.snapshotEveryEntries,
           logger: log,
         });
         closeOnError.unshift(() => controller!.stop());
@@ -521,7 +524,11 @@ export class ZhsmNode {
     }
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stop the daemon. `deregister: false` leaves a storage server listed as online (as a crash
+   * would; tests use it).
+   */
+  async stop(options: { deregister?: boolean } = {}): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
     for (const timer of this.#timers) clearInterval(timer);
@@ -529,7 +536,7 @@ export class ZhsmNode {
       await new Promise<void>((resolve) => this.#admin!.close(() => resolve()));
       await rm(paths(this.data).adminSocket, { force: true }).catch(() => {});
     }
-    await this.storage?.stop();
+    await this.storage?.stop({ deregister: options.deregister !== false });
     for (const service of this.#services) await service.stop().catch(() => {});
     await this.remote.close();
     await this.controller?.stop();

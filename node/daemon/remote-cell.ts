@@ -107,9 +107,22 @@ export class RemoteCell implements CellApi {
     };
   }
 
-  /** The primary as last found (undefined until the first request). */
+  /**
+   * The primary as last found (undefined until the first request), or a newer one (higher term)
+   * that a probe or this node's own controller has seen since: a node that sends no requests
+   * still notices a change of primary (a storage server registers again with the new one).
+   */
   get primary(): { peerId: string; term: number } | undefined {
+    if (this.#local !== undefined) {
+      const info = this.#local.info();
+      this.#notePrimary(info.leaderPeerId, info.term);
+    }
     return this.#primary;
+  }
+
+  #notePrimary(peerId: string, term: number): void {
+    if (peerId !== '' && this.#primary !== undefined && term > this.#primary.term)
+      this.#primary = { peerId, term };
   }
 
   async propose(command: Omit<Command, 'timeMs'>, options: { retryMs?: number } = {}): Promise<Result> {
@@ -203,6 +216,7 @@ export class RemoteCell implements CellApi {
     }
     if (best === undefined) return undefined;
     if (best.members.length > 0 && this.#local === undefined) this.#directory.replace(best.members);
+    this.#notePrimary(best.peerId, best.term);
     return { peerId: best.peerId, term: best.term, info: best };
   }
 
@@ -268,9 +282,22 @@ export class RemoteCell implements CellApi {
     await this.storage.write(peer, backend, id, bytes, bytes.byteLength, hash);
   }
 
-  async readChunk(backend: Uint8Array, id: Uint8Array, offset: number, length: number): Promise<Uint8Array> {
+  async readChunk(
+    backend: Uint8Array,
+    id: Uint8Array,
+    offset: number,
+    length: number,
+    expectedHash?: Uint8Array,
+  ): Promise<Uint8Array> {
     const peer = await this.#storagePeer(backend);
-    return this.storage.read(peer, backend, id, offset, length);
+    return this.storage.read(
+      peer,
+      backend,
+      id,
+      offset,
+      length,
+      expectedHash === undefined ? {} : { expectedHash },
+    );
   }
 
   async deleteObjects(ids: readonly Uint8Array[]): Promise<void> {
