@@ -3,8 +3,8 @@
  * transport, applying committed commands to the metadata state machine.
  *
  * The ready loop (one at a time): persist hardState/entries/snapshot (synced) -> send messages ->
- * restore a received snapshot -> apply committed entries (one synced batch) -> resolve the
- * proposals and reads they complete -> advance. Proposals resolve when the entry at their index
+ * restore a received snapshot -> apply committed entries (one batch, not synced: the log is the
+ * truth) -> resolve the proposals and reads they complete -> advance. Proposals resolve when the entry at their index
  * is applied with their term; an entry of another term at that index means the proposal was lost
  * (a new primary replaced it) and it fails with NOT_LEADER, which callers retry.
  *
@@ -307,7 +307,11 @@ export class ControllerReplica {
           index: entry.index,
           data: entry.type === 'normal' ? entry.data : new Uint8Array(0),
         })),
-        { sync: true },
+        // Not synced: the log (synced) is the truth. After a crash the state machine's applied
+        // index may be behind, and the entries after it are applied again from the log; a
+        // compaction persists a snapshot first (synced), and start() restores it if the state
+        // machine is behind it. One fsync per ready cycle less on every controller.
+        { sync: false },
       );
       toApply.forEach((entry, i) => {
         const proposal = this.#proposals.get(entry.index);

@@ -96,6 +96,9 @@ export class ControllerRole implements LocalController {
       transport,
       initialMembership: options.initialMembership,
       tickMs: options.tickMs,
+      // Bigger appends than the core's default (64): a busy primary replicates a whole batch of
+      // proposals in one message per follower.
+      raft: { maxEntriesPerMessage: 1024 },
       ...(options.snapshotEveryEntries === undefined
         ? {}
         : { snapshotEveryEntries: options.snapshotEveryEntries }),
