@@ -483,18 +483,17 @@ export class CellClient implements FsClient {
 
   /**
    * Pick backends for new chunks: different servers first, most free space first; only backends
-   * of servers that are online and that did not fail a write lately (fewer than `replicas` copies
-   * when fewer such backends exist).
+   * of servers that are online, and of those the ones that did not fail lately unless all did
+   * (fewer than `replicas` copies when fewer such backends exist).
    */
   async placement(): Promise<Uint8Array[]> {
     const [all, records] = await Promise.all([this.#cell.metadata.backends(), this.#cell.metadata.servers()]);
     const online = new Set(records.filter((server) => server.online).map((server) => hex(server.uuid)));
     const now = this.#cell.nowMs();
     for (const [backend, until] of this.#avoided) if (until <= now) this.#avoided.delete(backend);
-    const backends = all.filter(
-      (backend) =>
-        backend.freeBytes > 0 && online.has(hex(backend.serverUuid)) && !this.#avoided.has(hex(backend.uuid)),
-    );
+    const usable = all.filter((backend) => backend.freeBytes > 0 && online.has(hex(backend.serverUuid)));
+    const healthy = usable.filter((backend) => !this.#avoided.has(hex(backend.uuid)));
+    const backends = healthy.length > 0 ? healthy : usable;
     if (backends.length === 0) throw new UnavailableError('no storage backend is available');
     backends.sort((a, b) => b.freeBytes - a.freeBytes);
     const chosen: Uint8Array[] = [];
@@ -524,11 +523,17 @@ export class CellClient implements FsClient {
     return copies;
   }
 
-  /** Read a chunk's bytes [offset, offset+length) from any backend holding a current copy. */
+  /**
+   * Read a chunk's bytes [offset, offset+length) from any backend holding a current copy; backends
+   * that failed lately are tried last (an unreachable server can cost a dial timeout per try).
+   */
   async readChunk(chunk: Chunk, offset: number, length: number): Promise<Uint8Array> {
     let lastError: unknown = new UnavailableError(`no copy of chunk ${hex(chunk.id)} is available`);
     for (const fresh of [false, true]) {
-      for (const backend of await this.#chunkCopies(chunk, fresh)) {
+      const copies = await this.#chunkCopies(chunk, fresh);
+      const now = this.#cell.nowMs();
+      const failed = (backend: Uint8Array) => (this.#avoided.get(hex(backend)) ?? 0) > now;
+      for (const backend of [...copies.filter((b) => !failed(b)), ...copies.filter(failed)]) {
         try {
           const whole = offset === 0 && length >= chunk.size && chunk.hash.length === 32;
           return await this.#cell.readChunk(
@@ -539,6 +544,7 @@ export class CellClient implements FsClient {
             whole ? chunk.hash : undefined,
           );
         } catch (error) {
+          if (isBackendFailure(error)) this.avoidBackend(backend);
           lastError = error;
         }
       }

@@ -166,7 +166,12 @@ export function applyChunkWrites(
   return [...byIndex.entries()].sort(([a], [b]) => a - b).map(([, chunk]) => chunk);
 }
 
-/** Set a file's size: chunks past the end are released, a chunk across it is trimmed. */
+/**
+ * Set a file's size: chunks past the end are released, a chunk across it is trimmed. A trimmed
+ * chunk keeps its stored object (longer than the chunk now is), so its sha256 no longer
+ * describes its bytes: the hash is cleared, and reads of it rely on the backend's block
+ * checksums.
+ */
 export function truncateChunks(
   chunks: readonly Chunk[],
   size: number,
@@ -175,7 +180,12 @@ export function truncateChunks(
   const released: Uint8Array[] = [];
   for (const chunk of chunks) {
     if (chunk.offset >= size) released.push(chunk.id);
-    else kept.push(chunk.offset + chunk.size > size ? { ...chunk, size: size - chunk.offset } : chunk);
+    else
+      kept.push(
+        chunk.offset + chunk.size > size
+          ? { ...chunk, size: size - chunk.offset, hash: new Uint8Array(0) }
+          : chunk,
+      );
   }
   return { kept, released };
 }

@@ -10,7 +10,7 @@ import type { PrivateKey, Stream } from '@libp2p/interface';
 import { multiaddr } from '@multiformats/multiaddr';
 import { createLogger, type Logger } from '../../node/common/log.ts';
 import { paths } from '../../node/daemon/config.ts';
-import { ZhsmNode } from '../../node/daemon/node.ts';
+import { type StartOptions, ZhsmNode } from '../../node/daemon/node.ts';
 import { joinMethod, parseJoinToken } from '../../node/daemon/protocols.ts';
 import { readFrames } from '../../node/net/frames.ts';
 import { createHost, type Host } from '../../node/net/host.ts';
@@ -75,7 +75,7 @@ export interface LogEntry {
 /** A one-controller cell (with one backend unless `backend: false`), running in this process. */
 export async function startCell(
   t: TestContext,
-  options: { backend?: boolean; logger?: Logger } = {},
+  options: { backend?: boolean; logger?: Logger; start?: StartOptions } = {},
 ): Promise<InProcessCell> {
   const base = tempDirectory(t, 'zhsm-inproc-');
   const data = join(base, 'c1');
@@ -89,6 +89,7 @@ export async function startCell(
     t,
     await ZhsmNode.start(data, {
       tickMs: 50,
+      ...options.start,
       ...(options.logger === undefined ? {} : { logger: options.logger }),
     }),
   );
@@ -105,7 +106,7 @@ export async function joinNode(
   t: TestContext,
   cell: InProcessCell,
   name: string,
-  options: { token?: string; controller?: boolean; backend?: boolean } = {},
+  options: { token?: string; controller?: boolean; backend?: boolean; start?: StartOptions } = {},
 ): Promise<ZhsmNode> {
   const data = join(cell.base, name);
   await ZhsmNode.join({
@@ -116,7 +117,12 @@ export async function joinNode(
     controller: options.controller === true,
     backends: options.backend === true ? [join(cell.base, `${name}-backend`)] : [],
   });
-  return stopAfter(t, await ZhsmNode.start(data, { tickMs: 50 }));
+  return stopAfter(t, await ZhsmNode.start(data, { tickMs: 50, ...options.start }));
+}
+
+/** Start a node again from its data directory (after `stop`); stopped when the test ends. */
+export async function restartNode(t: TestContext, data: string, start: StartOptions = {}): Promise<ZhsmNode> {
+  return stopAfter(t, await ZhsmNode.start(data, { tickMs: 50, ...start }));
 }
 
 /** A bare libp2p host with a fresh key that serves nothing and trusts nobody. */
