@@ -384,7 +384,7 @@ export async function createNetReplicaTransport(
   options: NetReplicaTransportOptions,
 ): Promise<NetReplicaTransport> {
   const { host, selfId, resolve } = options;
-  const log = (options.logger ?? host.log).child({ component: 'raft-transport', controller: selfId });
+  const log = (options.logger ?? host.log).child({ module: 'raft-transport', controller: selfId });
   const stats: NetReplicaTransportStats = {
     sentMessages: 0,
     sentBatches: 0,

@@ -231,7 +231,7 @@ export class ControllerRole implements LocalController {
         if (inConsensus.has(member.controllerId)) continue;
         const result = this.replica.proposeConfigChange({ kind: 'addLearner', node: member.controllerId });
         if (result.ok)
-          this.#log.info({ controller: member.controllerId }, 'adding a controller as a learner');
+          this.#log.info({ learner: member.controllerId }, 'adding a controller as a learner');
         break; // one membership change at a time
       }
       for (const learner of status.membership.learners) {
@@ -240,7 +240,7 @@ export class ControllerRole implements LocalController {
         const matched = status.progress.get(learner)?.matchIndex ?? 0;
         if (matched < status.commitIndex) continue;
         const result = this.replica.proposeConfigChange({ kind: 'promote', node: learner });
-        if (result.ok) this.#log.info({ controller: learner }, 'promoting a caught-up learner to voter');
+        if (result.ok) this.#log.info({ learner }, 'promoting a caught-up learner to voter');
       }
       const now = Date.now();
       if (now - this.#lastExpiry >= TOKEN_EXPIRY_INTERVAL_MS) {

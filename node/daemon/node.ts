@@ -155,7 +155,7 @@ export class ZhsmNode {
       ...(config.announce === undefined ? {} : { announce: config.announce }),
       isMember: (peerId) => directory.isMember(peerId),
       confirmMember: async (peerId) => (node === undefined ? false : node.#confirm(peerId)),
-      logger: log.child({ component: 'net' }),
+      logger: log.child({ module: 'net' }),
     });
     const closeOnError: Array<() => Promise<unknown>> = [() => host.stop()];
     try {
@@ -184,7 +184,7 @@ export class ZhsmNode {
         host,
         directory,
         local: controller,
-        logger: log.child({ component: 'cell' }),
+        logger: log.child({ module: 'cell' }),
       });
       node = new ZhsmNode({ data, config, host, directory, remote, controller, log });
       closeOnError.unshift(() => node!.stop());
@@ -666,7 +666,7 @@ export class ZhsmNode {
       ...(options.announce?.length ? { announce: options.announce } : {}),
       isMember: () => false,
       relayServer: false,
-      logger: options.logger?.child({ component: 'net' }),
+      logger: options.logger?.child({ module: 'net' }),
     });
     try {
       const response = await call(
