@@ -286,7 +286,8 @@ export async function run(args: string[] = []): Promise<BenchResult> {
     if (parts.has('meta'))
       try {
         meta = await creates(client);
-        failover = await failovers(controllers, client);
+        // ZHSM_BENCH_NO_FAILOVER=1: skip the SIGKILLs (so CPU profiles of every controller are written).
+        if (process.env.ZHSM_BENCH_NO_FAILOVER !== '1') failover = await failovers(controllers, client);
       } finally {
         await client.stop();
         for (const proc of controllers) await kill(proc, 'SIGTERM');
