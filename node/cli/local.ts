@@ -12,12 +12,10 @@ import { existsSync, mkdirSync, openSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { Command } from 'commander';
-import { mountFs } from '../../fuse/mount.ts';
-import { CellClient } from '../client/cell-client.ts';
 import { createLogger } from '../common/log.ts';
 import { adminRequest } from '../daemon/admin-client.ts';
+import { mountNode } from '../daemon/mount.ts';
 import { ZhsmNode } from '../daemon/node.ts';
-import { formatStatus } from './zhsm-format.ts';
 
 const execFileAsync = promisify(execFile);
 const repository = resolve(import.meta.dirname, '..', '..');
@@ -53,13 +51,6 @@ if (!existsSync('/dev/fuse')) {
 }
 mkdirSync(nodesDir, { recursive: true, mode: 0o700 });
 mkdirSync(logsDir, { recursive: true });
-try {
-  mkdirSync(mountpoint, { recursive: true, mode: 0o755 });
-} catch (error) {
-  // A mount left behind by a crash answers ENOTCONN / ECONNABORTED: mountFs replaces it below.
-  if (!['ENOTCONN', 'ECONNABORTED', 'EEXIST'].includes((error as NodeJS.ErrnoException).code ?? ''))
-    throw error;
-}
 
 async function nodeCommand(args: string[]): Promise<Record<string, unknown>> {
   const { stdout } = await execFileAsync(process.execPath, [nodeCli, ...args, '--json'], {
@@ -168,21 +159,7 @@ try {
   }
   client = await ZhsmNode.start(clientData, { logger: logger.child({ node: 'client' }) });
   const node = client;
-  const fs = new CellClient(node.remote, { replicas: options.replicas });
-  const startedMs = Date.now();
-  const mount = await mountFs(fs, mountpoint, {
-    logger,
-    replaceStaleMount: true,
-    virtualFiles: async (name) => {
-      if (name === 'tokens') {
-        const tokens = await node.remote.tokens();
-        return `${tokens.map((t) => `${Buffer.from(t.object).toString('hex')} ${t.mode} ${t.holder} expires ${new Date(t.expiresMs).toISOString()}`).join('\n')}\n`;
-      }
-      if (name === 'servers') return `${JSON.stringify((await node.status()).servers, null, 2)}\n`;
-      const status = await node.status();
-      return `${formatStatus(status)}\n\nuptime: ${Math.round((Date.now() - startedMs) / 1000)} s\n`;
-    },
-  });
+  const mounted = await mountNode(node, mountpoint, { replicas: options.replicas, logger });
 
   console.log(`zhsm: a local cell is mounted at ${mountpoint}`);
   console.log(
@@ -205,8 +182,7 @@ try {
     stopping = true;
     console.log(`\nzhsm: ${signal}: unmounting ${mountpoint}`);
     try {
-      await mount.unmount();
-      await fs.closeAll();
+      await mounted.unmount();
       await node.stop();
       await stopDaemons();
     } finally {

@@ -6,6 +6,7 @@ import { Command, InvalidArgumentError as CommanderArgumentError, Option } from 
 import { ZhsmError } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
 import { adminRequest } from '../daemon/admin-client.ts';
+import { mountNode, type NodeMount } from '../daemon/mount.ts';
 import { JOIN_TOKEN_TTL_MS_DEFAULT, ZhsmNode } from '../daemon/node.ts';
 import { parseDuration } from '../daemon/protocols.ts';
 
@@ -155,6 +156,7 @@ program
   .description('run the daemon in the foreground (clean shutdown on SIGINT/SIGTERM)')
   .requiredOption('--data <dir>', "the node's data directory")
   .option('--log-level <level>', 'log level (default: $ZHSM_LOG_LEVEL or info)')
+  .option('--mount <dir>', 'also mount the cell there with FUSE (unmounted on SIGINT/SIGTERM)')
   .option('--tick-ms <ms>', 'consensus tick (heartbeat); the election timeout is 10 ticks', '100')
   .option(
     '--snapshot-every <entries>',
@@ -170,6 +172,15 @@ program
       throw new CommanderArgumentError('--snapshot-every must be an integer >= 10');
     const log = logger(options.logLevel);
     const node = await ZhsmNode.start(options.data, { logger: log, tickMs, snapshotEveryEntries });
+    let mounted: NodeMount | undefined;
+    if (options.mount !== undefined) {
+      try {
+        mounted = await mountNode(node, options.mount, { logger: log.child({ module: 'fuse' }) });
+      } catch (error) {
+        await node.stop();
+        throw error;
+      }
+    }
     console.log(
       JSON.stringify({
         event: 'started',
@@ -177,6 +188,7 @@ program
         cell: node.config.cell,
         controllerId: node.config.controllerId,
         addresses: node.host.multiaddrs().map(String),
+        ...(mounted === undefined ? {} : { mountpoint: mounted.mountpoint }),
       }),
     );
     let stopping = false;
@@ -189,13 +201,16 @@ program
         process.exit(EXIT_FAILED);
       }, 15_000);
       force.unref();
-      node.stop().then(
-        () => process.exit(0),
-        (error: unknown) => {
-          log.error({ err: error }, 'error during shutdown');
-          process.exit(EXIT_FAILED);
-        },
-      );
+      (mounted === undefined ? Promise.resolve() : mounted.unmount())
+        .catch((error: unknown) => log.error({ err: error }, 'unmount failed'))
+        .then(() => node.stop())
+        .then(
+          () => process.exit(0),
+          (error: unknown) => {
+            log.error({ err: error }, 'error during shutdown');
+            process.exit(EXIT_FAILED);
+          },
+        );
     };
     process.on('SIGINT', () => shutdown('SIGINT'));
     process.on('SIGTERM', () => shutdown('SIGTERM'));
