@@ -49,7 +49,28 @@ Exit codes: 0 ok, 1 failed, 2 bad usage.`,
   .showHelpAfterError()
   .exitOverride();
 
-program
+/** The options init and join share: roles, addresses, output. */
+function withNodeOptions(command: Command): Command {
+  return command
+    .option('--backend <path>', 'a backend directory to serve (repeatable)', collect, [])
+    .option(
+      '--listen <multiaddr>',
+      'listen address (repeatable; default /ip4/0.0.0.0/tcp/0, port kept on restart)',
+      collect,
+      [],
+    )
+    .option(
+      '--announce <multiaddr>',
+      'address to announce instead (repeatable; e.g. behind NAT)',
+      collect,
+      [],
+    )
+    .option('--name <name>', 'a name for status output (default: host name)')
+    .option('--json', 'print JSON for scripts')
+    .option('--log-level <level>', 'log level', 'warn');
+}
+
+const init = program
   .command('init')
   .description(
     'create a new cell with this node as its first controller (id 1); prints its addresses and a join token',
@@ -57,99 +78,77 @@ program
   .requiredOption('--data <dir>', "the node's data directory (created; must be new)")
   .requiredOption('--cell <name>', 'the cell name')
   .option('--controller', 'this node is a controller (always true for the first node)')
-  .option('--backend <path>', 'a backend directory to serve (repeatable)', collect, [])
-  .option(
-    '--listen <multiaddr>',
-    'listen address (repeatable; default /ip4/0.0.0.0/tcp/0, port kept on restart)',
-    collect,
-    [],
-  )
-  .option('--announce <multiaddr>', 'address to announce instead (repeatable; e.g. behind NAT)', collect, [])
-  .option('--name <name>', 'a name for status output (default: host name)')
-  .addOption(new Option('--token-ttl <duration>', 'lifetime of the printed join token').default('24h'))
-  .option('--json', 'print JSON for scripts')
-  .option('--log-level <level>', 'log level (default warn for init)', 'warn')
-  .action(async (options) => {
-    const result = await ZhsmNode.init({
-      data: options.data,
-      cell: options.cell,
-      backends: options.backend,
-      listen: options.listen,
-      announce: options.announce,
-      name: options.name,
-      tokenTtlMs: duration(options.tokenTtl),
-      logger: logger(options.logLevel),
-    });
-    if (options.json) {
-      console.log(
-        JSON.stringify({
-          cell: result.config.cell,
-          peerId: result.peerId,
-          controllerId: 1,
-          addresses: result.addresses,
-          token: result.token,
-          tokenExpires: new Date(result.tokenExpiresMs).toISOString(),
-        }),
-      );
-      return;
-    }
-    console.log(`created cell ${result.config.cell}; this node is controller 1 (${result.peerId})`);
-    console.log('addresses:');
-    for (const address of result.addresses) console.log(`  ${address}`);
-    console.log(`join token (valid until ${new Date(result.tokenExpiresMs).toISOString()}):`);
-    console.log(`  ${result.token}`);
-    console.log('next:');
-    console.log(`  zhsm-node start --data ${options.data}`);
-    console.log(
-      `  zhsm-node join ${result.addresses[0] ?? '<address>'} --token <token> --data <dir> [--controller] [--backend <path>]`,
-    );
+  .addOption(new Option('--token-ttl <duration>', 'lifetime of the printed join token').default('24h'));
+withNodeOptions(init).action(async (options) => {
+  const result = await ZhsmNode.init({
+    data: options.data,
+    cell: options.cell,
+    backends: options.backend,
+    listen: options.listen,
+    announce: options.announce,
+    name: options.name,
+    tokenTtlMs: duration(options.tokenTtl),
+    logger: logger(options.logLevel),
   });
+  if (options.json) {
+    console.log(
+      JSON.stringify({
+        cell: result.config.cell,
+        peerId: result.peerId,
+        controllerId: 1,
+        addresses: result.addresses,
+        token: result.token,
+        tokenExpires: new Date(result.tokenExpiresMs).toISOString(),
+      }),
+    );
+    return;
+  }
+  console.log(`created cell ${result.config.cell}; this node is controller 1 (${result.peerId})`);
+  console.log('addresses:');
+  for (const address of result.addresses) console.log(`  ${address}`);
+  console.log(`join token (valid until ${new Date(result.tokenExpiresMs).toISOString()}):`);
+  console.log(`  ${result.token}`);
+  console.log('next:');
+  console.log(`  zhsm-node start --data ${options.data}`);
+  console.log(
+    `  zhsm-node join ${result.addresses[0] ?? '<address>'} --token <token> --data <dir> [--controller] [--backend <path>]`,
+  );
+});
 
-program
+const join = program
   .command('join')
   .description('join an existing cell through any member (then run "zhsm-node start")')
   .argument('<peer>', "a member's multiaddr, ending in /p2p/<peer id>")
   .requiredOption('--token <token>', 'a join token from "zhsm-node init" or "zhsm-node token create"')
   .requiredOption('--data <dir>', "the node's data directory (created; must be new)")
-  .option('--controller', 'become a controller (joins as a learner, a voter once caught up)')
-  .option('--backend <path>', 'a backend directory to serve (repeatable)', collect, [])
-  .option(
-    '--listen <multiaddr>',
-    'listen address (repeatable; default /ip4/0.0.0.0/tcp/0, port kept on restart)',
-    collect,
-    [],
-  )
-  .option('--announce <multiaddr>', 'address to announce instead (repeatable)', collect, [])
-  .option('--name <name>', 'a name for status output (default: host name)')
-  .option('--json', 'print JSON for scripts')
-  .option('--log-level <level>', 'log level', 'warn')
-  .action(async (peer: string, options) => {
-    const result = await ZhsmNode.join({
-      peer,
-      token: options.token,
-      data: options.data,
-      controller: options.controller === true,
-      backends: options.backend,
-      listen: options.listen,
-      announce: options.announce,
-      name: options.name,
-      logger: logger(options.logLevel),
-    });
-    if (options.json) {
-      console.log(
-        JSON.stringify({
-          cell: result.config.cell,
-          peerId: result.peerId,
-          controllerId: result.member.controllerId,
-          listen: result.config.listen,
-        }),
-      );
-      return;
-    }
-    const role = result.member.controllerId > 0 ? `controller ${result.member.controllerId}` : 'a member';
-    console.log(`joined cell ${result.config.cell} as ${role} (${result.peerId})`);
-    console.log(`next: zhsm-node start --data ${options.data}`);
+  .option('--controller', 'become a controller (joins as a learner, a voter once caught up)');
+withNodeOptions(join).action(async (peer: string, options) => {
+  const result = await ZhsmNode.join({
+    peer,
+    token: options.token,
+    data: options.data,
+    controller: options.controller === true,
+    backends: options.backend,
+    listen: options.listen,
+    announce: options.announce,
+    name: options.name,
+    logger: logger(options.logLevel),
   });
+  if (options.json) {
+    console.log(
+      JSON.stringify({
+        cell: result.config.cell,
+        peerId: result.peerId,
+        controllerId: result.member.controllerId,
+        listen: result.config.listen,
+      }),
+    );
+    return;
+  }
+  const role = result.member.controllerId > 0 ? `controller ${result.member.controllerId}` : 'a member';
+  console.log(`joined cell ${result.config.cell} as ${role} (${result.peerId})`);
+  console.log(`next: zhsm-node start --data ${options.data}`);
+});
 
 program
   .command('start')

@@ -12,7 +12,7 @@ import type { Logger } from '../common/log.ts';
 import { LocalNetwork } from '../controller/local-transport.ts';
 import { ControllerReplica } from '../controller/replica.ts';
 import { LevelKv } from '../metadata/kv.ts';
-import type { BackendRecord, Command, Result } from '../metadata/records.ts';
+import { type BackendRecord, type Command, initCellCommand, type Result } from '../metadata/records.ts';
 import { Backend } from '../store/backend.ts';
 import type { CellApi, MetadataReader } from './cell-api.ts';
 
@@ -104,14 +104,7 @@ export class LocalCell implements CellApi {
     await leader.readBarrier();
     if ((await leader.machine.cell()) === undefined) {
       const result = await this.propose({
-        initCell: {
-          cell: cellName,
-          rootId: newId(),
-          uid: process.getuid?.() ?? 0,
-          gid: process.getgid?.() ?? 0,
-          mode: 0o755,
-          lostFoundId: newId(),
-        },
+        initCell: initCellCommand(cellName),
       });
       if (result.code !== 'OK')
         throw new ZhsmError('IO_ERROR', `cannot initialize the cell: ${result.message}`);

@@ -230,8 +230,7 @@ export class ControllerRole implements LocalController {
       for (const member of this.#directory.controllers()) {
         if (inConsensus.has(member.controllerId)) continue;
         const result = this.replica.proposeConfigChange({ kind: 'addLearner', node: member.controllerId });
-        if (result.ok)
-          this.#log.info({ learner: member.controllerId }, 'adding a controller as a learner');
+        if (result.ok) this.#log.info({ learner: member.controllerId }, 'adding a controller as a learner');
         break; // one membership change at a time
       }
       for (const learner of status.membership.learners) {

@@ -23,7 +23,7 @@ import {
   ZhsmError,
 } from '../common/errors.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
-import type { Member } from '../metadata/records.ts';
+import { initCellCommand, type Member } from '../metadata/records.ts';
 import { createHost, type Host } from '../net/host.ts';
 import { loadOrCreateIdentity } from '../net/identity.ts';
 import { probeProtocol, serveProbe } from '../net/probe.ts';
@@ -51,7 +51,7 @@ import {
   parseJoinToken,
   secretHash,
 } from './protocols.ts';
-import { newId, RemoteCell } from './remote-cell.ts';
+import { RemoteCell } from './remote-cell.ts';
 import { openOrCreateBackend, StorageRole } from './storage-role.ts';
 
 export const LISTEN_DEFAULT = '/ip4/0.0.0.0/tcp/0';
@@ -585,14 +585,7 @@ export class ZhsmNode {
       const initialized = await node.remote.request({ read: { cell: {} } });
       if (initialized.cell === undefined) {
         const result = await node.remote.propose({
-          initCell: {
-            cell,
-            rootId: newId(),
-            uid: process.getuid?.() ?? 0,
-            gid: process.getgid?.() ?? 0,
-            mode: 0o755,
-            lostFoundId: newId(),
-          },
+          initCell: initCellCommand(cell),
         });
         if (result.code !== 'OK')
           throw new ZhsmError('IO_ERROR', `cannot create the cell: ${result.message}`);

@@ -14,7 +14,6 @@
  * can then answer ALREADY_EXISTS or NOT_FOUND for an operation that did succeed (at-least-once).
  * The cell client's commands carry client-chosen ids, so the namespace stays consistent.
  */
-import { randomBytes } from 'node:crypto';
 import type { CellApi, MetadataReader } from '../client/cell-api.ts';
 import { NotFoundError, UnavailableError, ZhsmError } from '../common/errors.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
@@ -325,10 +324,6 @@ export class RemoteCell implements CellApi {
     this.#closed = true;
     await this.#session?.session.close().catch(() => {});
   }
-}
-
-export function newId(): Uint8Array {
-  return new Uint8Array(randomBytes(16));
 }
 
 function sleep(ms: number): Promise<void> {

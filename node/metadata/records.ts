@@ -2,6 +2,7 @@
  * TypeScript shapes of proto/metadata.proto records and their codecs.
  * Decoded messages carry every field (protobufjs `defaults: true`); optional fields only when set.
  */
+import { randomBytes } from 'node:crypto';
 import { codec } from '../../proto/index.ts';
 
 export type NodeType =
@@ -218,3 +219,18 @@ export const snapshotCodec = codec<{
   appliedIndex: number;
   entries: Array<{ key: string; value: Uint8Array }>;
 }>('zhsm.metadata.StateSnapshot');
+
+/**
+ * The command that creates a cell: new root and lost+found ids, the root owned by the calling
+ * process's user (mode 0755).
+ */
+export function initCellCommand(cell: string): InitCell {
+  return {
+    cell,
+    rootId: new Uint8Array(randomBytes(16)),
+    uid: process.getuid?.() ?? 0,
+    gid: process.getgid?.() ?? 0,
+    mode: 0o755,
+    lostFoundId: new Uint8Array(randomBytes(16)),
+  };
+}

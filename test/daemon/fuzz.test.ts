@@ -20,7 +20,6 @@ import { CellClient } from '../../node/client/cell-client.ts';
 import type { ErrorCode } from '../../node/common/errors.ts';
 import { encodeRaftBatch, raftMethod } from '../../node/controller/net-transport.ts';
 import { cellInfoMethod, joinMethod, type MetaRequest, metaMethod } from '../../node/daemon/protocols.ts';
-import { newId } from '../../node/daemon/remote-cell.ts';
 import { encodeFrame, encodeVarint } from '../../node/net/frames.ts';
 import { call, callStream, type Method } from '../../node/net/rpc.ts';
 import { openSession } from '../../node/net/session.ts';
@@ -32,6 +31,7 @@ import {
   storageSpace,
   storageWrite,
 } from '../../node/storage/service.ts';
+import { newObjectId as newId } from '../../node/store/object-id.ts';
 import {
   admitHost,
   attack,
