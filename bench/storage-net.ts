@@ -159,13 +159,19 @@ interface Measurement {
   readonly mebibytesPerSecond: number;
   /** CPU seconds (user + system, all threads) per GiB moved. */
   readonly serverCpuPerGiB: number;
+  /** The server's main thread only (where Noise, yamux and the service run: the bottleneck). */
+  readonly serverMainCpuPerGiB: number;
   readonly clientCpuPerGiB: number;
 }
 
-/** CPU seconds (user + system, all threads) a process has used so far (Linux). */
-function processCpuSeconds(pid: number | undefined): number {
+/**
+ * CPU seconds (user + system) a process has used so far (Linux): all threads, or with `mainThread`
+ * only its main thread.
+ */
+function processCpuSeconds(pid: number | undefined, mainThread = false): number {
   try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    const path = mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`;
+    const fields = readFileSync(path, 'utf8').split(') ')[1]!.split(' ');
     // utime and stime are fields 14 and 15 of /proc/PID/stat (12 and 13 after the command).
     return (Number(fields[11]) + Number(fields[12])) / 100;
   } catch {
@@ -277,6 +283,7 @@ export async function run(
     const rows: Measurement[] = [];
     const measure = async (what: string, k: number, task: () => Promise<void>): Promise<Measurement> => {
       const serverBefore = processCpuSeconds(child!.process.pid);
+      const serverMainBefore = processCpuSeconds(child!.process.pid, true);
       const clientBefore = process.cpuUsage();
       const started = performance.now();
       await task();
@@ -288,6 +295,7 @@ export async function run(
         k,
         mebibytesPerSecond: totalBytes / mebibyte / seconds,
         serverCpuPerGiB: (processCpuSeconds(child!.process.pid) - serverBefore) / gibibytes,
+        serverMainCpuPerGiB: (processCpuSeconds(child!.process.pid, true) - serverMainBefore) / gibibytes,
         clientCpuPerGiB: (clientUsage.user + clientUsage.system) / 1e6 / gibibytes,
       };
       rows.push(row);
@@ -357,6 +365,7 @@ export async function run(
           'MiB/s': row!.mebibytesPerSecond,
           'x raw': row!.mebibytesPerSecond / raw!.mebibytesPerSecond,
           'server cpu s/GiB': row!.serverCpuPerGiB,
+          'server main thread': row!.serverMainCpuPerGiB,
           'client cpu s/GiB': row!.clientCpuPerGiB,
         })),
       ),

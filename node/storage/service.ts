@@ -32,6 +32,7 @@ import type { Logger } from '../common/log.ts';
 import type { Host } from '../net/host.ts';
 import { defineMethod, type Method, type Service, serve, serveStream } from '../net/rpc.ts';
 import type { Backend } from '../store/backend.ts';
+import { PiecePool } from '../store/piece-pool.ts';
 
 export const backendUuidBytes = 16;
 export const objectIdBytes = 16;
@@ -46,6 +47,12 @@ export const deleteIdsMax = 65_536;
  * (measured: about half the CPU per GiB), so uploads are re-chunked (one copy) on the way in.
  */
 export const ingestPieceBytes = 1024 * 1024;
+/**
+ * Idle ingest pieces kept for reuse (process-wide; pieces in use are bounded by the writes running
+ * at once, each holding a few). Reused pieces spare V8 a full collection every ~64 MiB of uploads.
+ */
+const idlePiecesMax = 32;
+const ingestPieces = new PiecePool(ingestPieceBytes, idlePiecesMax);
 /** Removals a delete call runs at once (each one unlinks and fsyncs a directory). */
 const removalsInFlight = 8;
 
@@ -202,15 +209,21 @@ class Slots {
 }
 
 /**
- * `source` re-chunked into pieces of `pieceBytes` (the last one shorter), each a fresh buffer
- * (the backend may still be writing a piece when the next one is produced). Pieces are sized by
- * the bytes still announced, so a small upload does not allocate a whole piece.
+ * `source` re-chunked into pieces of `pieceBytes` (the last one shorter), each a buffer of its own
+ * (the backend may still be writing a piece when the next one is produced). With `pool` (whose
+ * piece size must be `pieceBytes`), pieces of full size are taken from it, and the consumer gives
+ * them back when done; otherwise pieces are sized by the bytes still announced, so a small upload
+ * does not allocate a whole piece.
  */
 export async function* coalesce(
   source: AsyncIterable<Uint8Array>,
   announcedBytes: number,
   pieceBytes: number = ingestPieceBytes,
+  pool?: PiecePool,
 ): AsyncGenerator<Uint8Array, void, undefined> {
+  if (pool !== undefined && pool.pieceBytes !== pieceBytes) {
+    throw new InvalidArgumentError('the pool has pieces of another size');
+  }
   let piece: Buffer | undefined;
   let filled = 0;
   let total = 0;
@@ -218,7 +231,8 @@ export async function* coalesce(
     let offset = 0;
     while (offset < chunk.byteLength) {
       if (piece === undefined) {
-        piece = Buffer.allocUnsafe(Math.min(pieceBytes, Math.max(announcedBytes - total, 4096)));
+        const bytes = Math.min(pieceBytes, Math.max(announcedBytes - total, 4096));
+        piece = pool !== undefined && bytes === pieceBytes ? pool.take() : Buffer.allocUnsafe(bytes);
         filled = 0;
       }
       const take = Math.min(piece.byteLength - filled, chunk.byteLength - offset);
@@ -281,7 +295,8 @@ export async function serveStorage(host: Host, options: StorageServiceOptions): 
           try {
             const header = await backend.ingest(
               { id, mainType: 'DATA', layout: 'INLINE', bodySize, contentHash, mtimeMs },
-              coalesce(context.data, bodySize),
+              coalesce(context.data, bodySize, ingestPieceBytes, ingestPieces),
+              { release: (piece) => ingestPieces.give(piece) },
             );
             return { size: header.bodySize, mtimeMs: header.mtimeMs };
           } catch (error) {
@@ -301,21 +316,26 @@ export async function serveStorage(host: Host, options: StorageServiceOptions): 
           const offset = checkCount(request.offset, 'offset');
           const length = checkCount(request.length, 'length');
           let sent = 0;
-          let objectSize: number;
+          let objectSize = 0;
           try {
-            objectSize = (await backend.head(id)).bodySize;
-            if (offset > objectSize) {
-              throw new InvalidArgumentError(
-                `offset ${offset} is beyond the end of object ${hex(id)} (${objectSize} bytes)`,
-                { objectId: hex(id) },
-              );
-            }
-            const available = Math.min(length, objectSize - offset);
-            if (available > 0) {
-              for await (const piece of backend.read(id, { offset, length: available })) {
-                sent += piece.byteLength;
-                yield piece;
-              }
+            // One open: the backend reports the size and cuts the range at the object's end.
+            const pieces = backend.read(id, {
+              offset,
+              length,
+              clamp: true,
+              onHeader(header) {
+                objectSize = header.bodySize;
+                if (offset > objectSize) {
+                  throw new InvalidArgumentError(
+                    `offset ${offset} is beyond the end of object ${hex(id)} (${objectSize} bytes)`,
+                    { objectId: hex(id) },
+                  );
+                }
+              },
+            });
+            for await (const piece of pieces) {
+              sent += piece.byteLength;
+              yield piece;
             }
           } catch (error) {
             throw typed(error, `read of ${hex(id)}`, log);

@@ -7,7 +7,11 @@ import { Worker } from 'node:worker_threads';
 import { BlockChecksummer } from './checksum.ts';
 
 export interface BodyHasher {
-  update(chunk: Uint8Array): Promise<void>;
+  /**
+   * Hash `chunk`. `released` (if given) is called once the hasher no longer reads the chunk (both
+   * hashers here are done with it when `update` returns: the worker hashes a copy).
+   */
+  update(chunk: Uint8Array, released?: () => void): Promise<void>;
   finish(): Promise<{ hash: Uint8Array; crcs: number[] }>;
   /** Give up (error path): release resources, ignore further results. */
   abort(): void;
@@ -24,9 +28,10 @@ export class InlineHasher implements BodyHasher {
     this.#blocks = new BlockChecksummer(blockBytes);
   }
 
-  async update(chunk: Uint8Array): Promise<void> {
+  async update(chunk: Uint8Array, released?: () => void): Promise<void> {
     this.#hash.update(chunk);
     this.#blocks.update(chunk);
+    released?.();
   }
 
   async finish(): Promise<{ hash: Uint8Array; crcs: number[] }> {
@@ -102,10 +107,11 @@ export class WorkerHasher implements BodyHasher {
     });
   }
 
-  async update(chunk: Uint8Array): Promise<void> {
+  async update(chunk: Uint8Array, released?: () => void): Promise<void> {
     if (this.#failure !== undefined) throw this.#failure;
     // A copy of just these bytes, transferred (posting a view would clone its whole buffer).
     const copy = new Uint8Array(chunk);
+    released?.();
     this.#inflight += copy.length;
     this.#channel.post({ stream: this.#channel.stream, chunk: copy }, [copy.buffer]);
     while (this.#inflight > workerInflightBytesMax && this.#failure === undefined) {

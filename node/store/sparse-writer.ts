@@ -6,7 +6,8 @@
  * The body starts at a page-aligned file offset, so a zero page of the body is a whole filesystem
  * block that is never allocated. Writes of consecutive non-zero pages are merged into one pwrite;
  * up to `inflightWritesMax` writes run in the thread pool while the next chunk is hashed.
- * Yielded input buffers must not be reused by the producer (Node streams and libp2p never do).
+ * Pushed buffers must not be reused by the producer (Node streams and libp2p never do) until the
+ * writer hands them back through `release` (when given): then nothing reads them any more.
  */
 import { assert } from '../common/errors.ts';
 import type { FileHandleLike } from '../common/fs.ts';
@@ -27,6 +28,7 @@ export class SparseBodyWriter {
   readonly #handle: FileHandleLike;
   readonly #bodyOffset: number;
   readonly #hasher: BodyHasher;
+  readonly #release: ((chunk: Uint8Array) => void) | undefined;
   /** Logical bytes received so far. */
   #received = 0;
   /** A partial page (< PAGE_BYTES) waiting for more data; starts at a page boundary. */
@@ -44,12 +46,18 @@ export class SparseBodyWriter {
     bodyOffset: number;
     blockBytes: number;
     hasher?: BodyHasher;
+    /**
+     * Called once for each pushed chunk when no write or hash reads it any more (so its buffer may
+     * be reused). A chunk of a failed ingest may never be released.
+     */
+    release?: (chunk: Uint8Array) => void;
   }) {
     assert(options.bodyOffset % PAGE_BYTES === 0, 'body offset must be page-aligned');
     assert(options.blockBytes % PAGE_BYTES === 0, 'block size must be a multiple of the page size');
     this.#handle = options.handle;
     this.#bodyOffset = options.bodyOffset;
     this.#hasher = options.hasher ?? new InlineHasher(options.blockBytes);
+    this.#release = options.release;
   }
 
   get received(): number {
@@ -68,11 +76,24 @@ export class SparseBodyWriter {
 
   async push(input: Uint8Array): Promise<void> {
     if (this.#failure !== undefined) throw this.#failure;
-    if (input.length === 0) return;
+    const release = this.#release;
+    if (input.length === 0) {
+      release?.(input);
+      return;
+    }
     const chunk = Buffer.isBuffer(input)
       ? input
       : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
-    await this.#hasher.update(chunk);
+    // References to `input`: this call, the hasher, and each write of a part of it.
+    let references = 2;
+    const unreference =
+      release === undefined
+        ? undefined
+        : () => {
+            references -= 1;
+            if (references === 0) release(input);
+          };
+    await this.#hasher.update(chunk, unreference);
     let rest = chunk;
     const start = this.#received;
     this.#received += chunk.length;
@@ -98,9 +119,11 @@ export class SparseBodyWriter {
       if (isData && runStart < 0) runStart = page;
       const runEnds = runStart >= 0 && (!isData || (page - runStart) * PAGE_BYTES >= writeBytesMax);
       if (runEnds) {
+        references += 1;
         await this.#write(
           rest.subarray(runStart * PAGE_BYTES, page * PAGE_BYTES),
           restStart + runStart * PAGE_BYTES,
+          unreference,
         );
         runStart = isData ? page : -1;
       }
@@ -110,6 +133,7 @@ export class SparseBodyWriter {
       tail.copy(this.#carry, 0);
       this.#carryLength = tail.length;
     }
+    unreference?.();
   }
 
   /** Flush the last partial page and wait for every write. Returns the sha256 and block checksums. */
@@ -137,7 +161,8 @@ export class SparseBodyWriter {
     if (this.#failure !== undefined) throw this.#failure;
   }
 
-  async #write(data: Buffer, logicalOffset: number): Promise<void> {
+  /** Write `data` (pages of the body); `done` is called when the write no longer reads it. */
+  async #write(data: Buffer, logicalOffset: number, done?: () => void): Promise<void> {
     this.#writtenEnd = Math.max(this.#writtenEnd, logicalOffset + data.length);
     while (this.#inflight.size >= inflightWritesMax) await Promise.race(this.#inflight);
     if (this.#failure !== undefined) throw this.#failure;
@@ -154,7 +179,7 @@ export class SparseBodyWriter {
         this.#failure ??= error;
       },
     );
-    this.#track(task);
+    this.#track(done === undefined ? task : task.finally(done));
   }
 
   #track(task: Promise<void>): void {
