@@ -559,10 +559,15 @@ class DirtyChunk {
   #length: number;
   readonly #capacityMax: number;
 
-  constructor(initial: Uint8Array, capacityMax: number) {
+  constructor(initial: Uint8Array, capacityMax: number, options: { adopt?: boolean } = {}) {
     this.#capacityMax = capacityMax;
-    this.#buffer = new Uint8Array(DirtyChunk.#capacityFor(initial.length, capacityMax));
-    this.#buffer.set(initial);
+    if (options.adopt === true) {
+      // A buffer nobody else holds (e.g. from mergeChunk): kept as it is, no copy.
+      this.#buffer = initial;
+    } else {
+      this.#buffer = new Uint8Array(DirtyChunk.#capacityFor(initial.length, capacityMax));
+      this.#buffer.set(initial);
+    }
     this.#length = initial.length;
   }
 
@@ -755,7 +760,7 @@ export class CellFileHandle implements FileHandle {
           write.previous === undefined
             ? undefined
             : await this.#client.readChunk(write.previous, 0, write.previous.size);
-        const created = new DirtyChunk(mergeChunk(write, previousBytes, part), chunkBytes);
+        const created = new DirtyChunk(mergeChunk(write, previousBytes, part), chunkBytes, { adopt: true });
         this.#dirtyBytes += created.length;
         this.#dirty.set(write.index, created);
       }
