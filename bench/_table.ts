@@ -1,4 +1,5 @@
 /** Small helpers shared by the benchmarks. */
+import type { Stream } from '@libp2p/interface';
 
 export function printTable(title: string, rows: Array<Record<string, string | number>>): void {
   console.log(`\n${title}`);
@@ -31,4 +32,21 @@ export function median(values: number[]): number {
 export function round(value: number, digits = 3): number {
   const factor = 10 ** digits;
   return Math.round(value * factor) / factor;
+}
+
+/** Wait for a stream's next 'drain' (Stream.onDrain() stops waiting after its first drain). */
+export function nextDrain(stream: Stream): Promise<void> {
+  if (!stream.writableNeedsDrain) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const onDrain = () => {
+      stream.removeEventListener('close', onClose);
+      resolve();
+    };
+    const onClose = () => {
+      stream.removeEventListener('drain', onDrain);
+      reject(new Error('stream closed'));
+    };
+    stream.addEventListener('drain', onDrain, { once: true });
+    stream.addEventListener('close', onClose, { once: true });
+  });
 }

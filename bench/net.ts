@@ -11,13 +11,13 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
-import type { PrivateKey, Stream } from '@libp2p/interface';
+import type { PrivateKey } from '@libp2p/interface';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
 import { createHost, type Host } from '../node/net/host.ts';
 import { call, callStream, defineMethod, serve, serveStream } from '../node/net/rpc.ts';
 import { codec } from '../proto/index.ts';
-import { median, printTable, round } from './_table.ts';
+import { median, nextDrain, printTable, round } from './_table.ts';
 
 const mebibyte = 1024 * 1024;
 const transferBytes = 1024 * mebibyte;
@@ -52,23 +52,6 @@ function keyToArgument(key: PrivateKey): string {
 
 function keyFromArgument(value: string): PrivateKey {
   return privateKeyFromProtobuf(Buffer.from(value, 'base64'));
-}
-
-/** Wait for a stream's next 'drain' (Stream.onDrain() stops waiting after its first drain). */
-function nextDrain(stream: Stream): Promise<void> {
-  if (!stream.writableNeedsDrain) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const onDrain = () => {
-      stream.removeEventListener('close', onClose);
-      resolve();
-    };
-    const onClose = () => {
-      stream.removeEventListener('drain', onDrain);
-      reject(new Error('stream closed'));
-    };
-    stream.addEventListener('drain', onDrain, { once: true });
-    stream.addEventListener('close', onClose, { once: true });
-  });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import { createHost, type Host } from '../node/net/host.ts';
 import { StorageClient } from '../node/storage/client.ts';
 import { serveStorage } from '../node/storage/service.ts';
 import { Backend } from '../node/store/backend.ts';
-import { median, printTable, round } from './_table.ts';
+import { median, nextDrain, printTable, round } from './_table.ts';
 
 const mebibyte = 1024 * 1024;
 const totalBytes = 1024 * mebibyte;
@@ -38,23 +38,6 @@ const defaultInFlight = [1, 2, 4, 8];
 
 function keyToArgument(key: PrivateKey): string {
   return Buffer.from(privateKeyToProtobuf(key)).toString('base64');
-}
-
-/** Wait for a stream's next 'drain' (Stream.onDrain() stops waiting after its first drain). */
-function nextDrain(stream: Stream): Promise<void> {
-  if (!stream.writableNeedsDrain) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const onDrain = () => {
-      stream.removeEventListener('close', onClose);
-      resolve();
-    };
-    const onClose = () => {
-      stream.removeEventListener('drain', onDrain);
-      reject(new Error('stream closed'));
-    };
-    stream.addEventListener('drain', onDrain, { once: true });
-    stream.addEventListener('close', onClose, { once: true });
-  });
 }
 
 async function sendBytesOn(stream: Stream, bytes: number): Promise<void> {

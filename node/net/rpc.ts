@@ -36,6 +36,7 @@ import {
   TimeoutError,
   ZhsmError,
 } from '../common/errors.ts';
+import { Semaphore } from '../common/semaphore.ts';
 import { encodeVarint, frameBytesMaxDefault, readFrameLists, readFrames, writeFrame } from './frames.ts';
 import type { Host } from './host.ts';
 
@@ -303,45 +304,6 @@ async function finish(stream: Stream, options: { resetNow?: boolean } = {}): Pro
     };
     stream.addEventListener('close', onClose, { once: true });
   });
-}
-
-/** A counting semaphore: at most `limit` holders, the rest wait in order. */
-class Semaphore {
-  readonly #limit: number;
-  #held = 0;
-  readonly #waiting: Array<() => void> = [];
-  constructor(limit: number) {
-    this.#limit = limit;
-  }
-  get idle(): boolean {
-    return this.#held === 0 && this.#waiting.length === 0;
-  }
-  async acquire(signal: AbortSignal): Promise<void> {
-    signal.throwIfAborted();
-    if (this.#held < this.#limit) {
-      this.#held += 1;
-      return;
-    }
-    await new Promise<void>((resolve, reject) => {
-      const grant = () => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      };
-      const onAbort = () => {
-        const index = this.#waiting.indexOf(grant);
-        if (index >= 0) this.#waiting.splice(index, 1);
-        reject(signal.reason);
-      };
-      this.#waiting.push(grant);
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
-  }
-  release(): void {
-    const next = this.#waiting.shift();
-    if (next !== undefined)
-      next(); // the slot passes to the next waiter
-    else this.#held -= 1;
-  }
 }
 
 /** Outbound streams per host, peer and protocol stay within what a server accepts. */

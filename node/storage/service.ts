@@ -29,6 +29,7 @@
 import { codec } from '../../proto/index.ts';
 import { InvalidArgumentError, IoError, NotFoundError, ZhsmError } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
+import { Semaphore } from '../common/semaphore.ts';
 import type { Host } from '../net/host.ts';
 import { defineMethod, type Method, type Service, serve, serveStream } from '../net/rpc.ts';
 import type { Backend } from '../store/backend.ts';
@@ -171,43 +172,6 @@ export function checkCount(value: number, what: string): number {
   return value;
 }
 
-/** A counting semaphore whose waiters give up when their signal aborts. */
-class Slots {
-  readonly #limit: number;
-  #held = 0;
-  readonly #waiting: Array<() => void> = [];
-  constructor(limit: number) {
-    this.#limit = limit;
-  }
-  async acquire(signal: AbortSignal): Promise<() => void> {
-    signal.throwIfAborted();
-    if (this.#held < this.#limit) this.#held += 1;
-    else {
-      await new Promise<void>((resolve, reject) => {
-        const grant = () => {
-          signal.removeEventListener('abort', onAbort);
-          resolve();
-        };
-        const onAbort = () => {
-          const index = this.#waiting.indexOf(grant);
-          if (index >= 0) this.#waiting.splice(index, 1);
-          reject(signal.reason);
-        };
-        this.#waiting.push(grant);
-        signal.addEventListener('abort', onAbort, { once: true });
-      });
-    }
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const next = this.#waiting.shift();
-      if (next !== undefined) next();
-      else this.#held -= 1;
-    };
-  }
-}
-
 /**
  * `source` re-chunked into pieces of `pieceBytes` (the last one shorter), each a buffer of its own
  * (the backend may still be writing a piece when the next one is produced). With `pool` (whose
@@ -271,7 +235,7 @@ function typed(error: unknown, what: string, log: Logger): unknown {
 /** Register the storage methods on `host`. */
 export async function serveStorage(host: Host, options: StorageServiceOptions): Promise<StorageService> {
   const log = (options.logger ?? host.log).child({ component: 'storage-service' });
-  const writeSlots = new Slots(options.writesMax ?? writesMaxDefault);
+  const writeSlots = new Semaphore(options.writesMax ?? writesMaxDefault);
 
   const backendFor = (uuid: Uint8Array | undefined): Backend => {
     const key = hex(checkBytes(uuid, backendUuidBytes, 'backend uuid'));
@@ -291,7 +255,7 @@ export async function serveStorage(host: Host, options: StorageServiceOptions): 
           const contentHash = checkBytes(request.contentHash, contentHashBytes, 'content hash');
           const bodySize = checkCount(request.size, 'size');
           const mtimeMs = checkCount(request.mtimeMs, 'mtime');
-          const release = await writeSlots.acquire(context.signal);
+          const release = await writeSlots.hold(context.signal);
           try {
             const header = await backend.ingest(
               { id, mainType: 'DATA', layout: 'INLINE', bodySize, contentHash, mtimeMs },
