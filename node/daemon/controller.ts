@@ -106,7 +106,12 @@ export class ControllerRole implements LocalController {
     });
     closers.unshift(() => replica.stop());
     const role = new ControllerRole(options, replica, closers);
-    replica.onApplied(() => role.#refreshDirectory());
+    let seenMembersVersion = -1;
+    replica.onApplied(() => {
+      if (replica.machine.membersVersion === seenMembersVersion) return;
+      seenMembersVersion = replica.machine.membersVersion;
+      void role.#refreshDirectory();
+    });
     await role.#refreshDirectory();
     const service: Service = await serveSession(options.host, {
       ...metaMethod,

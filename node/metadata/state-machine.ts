@@ -227,6 +227,7 @@ export interface ReaddirEntry {
 export class MetadataStateMachine {
   readonly #kv: KvStore;
   #appliedIndex = 0;
+  #membersVersion = 0;
 
   private constructor(kv: KvStore, appliedIndex: number) {
     this.#kv = kv;
@@ -243,6 +244,14 @@ export class MetadataStateMachine {
 
   get appliedIndex(): number {
     return this.#appliedIndex;
+  }
+
+  /**
+   * Bumped whenever a command that may change the members is applied (or a snapshot restored):
+   * readers of `members()` re-read only when it moved. Not part of the replicated state.
+   */
+  get membersVersion(): number {
+    return this.#membersVersion;
   }
 
   /**
@@ -317,6 +326,8 @@ export class MetadataStateMachine {
     if (command.createJoinToken !== undefined)
       return this.#createJoinToken(tx, command.createJoinToken.token);
     if (command.revokeJoinToken !== undefined) return this.#revokeJoinToken(tx, command.revokeJoinToken.id);
+    if (command.admitMember !== undefined || command.setMemberAddresses !== undefined)
+      this.#membersVersion += 1;
     if (command.admitMember !== undefined) return this.#admitMember(tx, command.admitMember, time);
     if (command.setMemberAddresses !== undefined)
       return this.#setMemberAddresses(tx, command.setMemberAddresses);
@@ -916,6 +927,7 @@ export class MetadataStateMachine {
 
   /** Replace the whole state with a snapshot's. */
   async restore(bytes: Uint8Array): Promise<void> {
+    this.#membersVersion += 1;
     const snapshot = snapshotCodec.decode(bytes);
     const operations: KvOperation[] = [];
     for await (const [key] of this.#kv.range({ gte: '', lt: '\uffff' }))
