@@ -26,6 +26,11 @@ import type { LocalController } from './remote-cell.ts';
 
 const DUTY_INTERVAL_MS = 500;
 const TOKEN_EXPIRY_INTERVAL_MS = 5_000;
+/**
+ * A storage server not heard from for this long is marked offline by the primary (servers
+ * re-register every 30 s; the margin covers clock skew between controllers and a slow primary).
+ */
+export const SERVER_STALE_MS_DEFAULT = 120_000;
 /** Reads per readdir page at most. */
 const READDIR_PAGE_MAX = 10_000;
 /** Commands per proposeBatch request at most. */
@@ -41,6 +46,8 @@ export interface ControllerRoleOptions {
   /** Consensus membership of a brand-new log (the first controller: itself; a joiner: empty). */
   readonly initialMembership: Membership;
   readonly tickMs?: number;
+  /** Mark storage servers offline when not heard from for this long (default 120 s). */
+  readonly serverStaleMs?: number;
   /** Compact the log into a state-machine snapshot after this many entries (default 10,000). */
   readonly snapshotEveryEntries?: number;
   readonly logger?: Logger;
@@ -56,6 +63,7 @@ export class ControllerRole implements LocalController {
   readonly #closers: Array<() => Promise<void>>;
   #timer: ReturnType<typeof setInterval> | undefined;
   #lastExpiry = 0;
+  readonly #serverStaleMs: number;
   #refreshing: Promise<void> | undefined;
   #refreshAgain = false;
   #stopped = false;
@@ -72,6 +80,7 @@ export class ControllerRole implements LocalController {
     this.#directory = options.directory;
     this.#log = (options.logger ?? silentLogger()).child({ role: 'controller', controller: options.id });
     this.#closers = closers;
+    this.#serverStaleMs = options.serverStaleMs ?? SERVER_STALE_MS_DEFAULT;
   }
 
   static async start(options: ControllerRoleOptions): Promise<ControllerRole> {
@@ -250,9 +259,23 @@ export class ControllerRole implements LocalController {
       if (now - this.#lastExpiry >= TOKEN_EXPIRY_INTERVAL_MS) {
         this.#lastExpiry = now;
         await this.replica.propose({ expireTokens: { nowMs: now } });
+        await this.#markStaleServers(now);
       }
     } catch (error) {
       this.#log.debug({ err: error }, 'primary duties deferred');
+    }
+  }
+
+  /** Storage servers that stopped re-registering (crashed, cut off) are marked offline. */
+  async #markStaleServers(now: number): Promise<void> {
+    for (const server of await this.replica.machine.servers()) {
+      if (!server.online || now - server.lastSeenMs < this.#serverStaleMs) continue;
+      const result = await this.replica.propose({ deregisterServer: { serverUuid: server.uuid } });
+      if (result.code === 'OK')
+        this.#log.warn(
+          { server: server.name, peer: server.peerId, lastSeenMs: server.lastSeenMs },
+          'storage server not heard from; marked offline',
+        );
     }
   }
 

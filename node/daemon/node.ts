@@ -69,6 +69,10 @@ export interface StartOptions {
   readonly tickMs?: number;
   /** Controllers: compact the log after this many entries (default 10,000). */
   readonly snapshotEveryEntries?: number;
+  /** Controllers: mark storage servers offline after this long without a registration (120 s). */
+  readonly serverStaleMs?: number;
+  /** Storage servers: re-register this often (30 s). */
+  readonly storageHeartbeatMs?: number;
 }
 
 export interface ControllerStatus {
@@ -176,6 +180,7 @@ export class ZhsmNode {
           initialMembership: { voters: [...(config.initialVoters ?? [])], learners: [] },
           tickMs: options.tickMs,
           snapshotEveryEntries: options.snapshotEveryEntries,
+          serverStaleMs: options.serverStaleMs,
           logger: log,
         });
         closeOnError.unshift(() => controller!.stop());
@@ -197,6 +202,7 @@ export class ZhsmNode {
           backendPaths: config.backends,
           host,
           remote,
+          heartbeatMs: options.storageHeartbeatMs,
           logger: log,
         });
       }

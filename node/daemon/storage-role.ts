@@ -4,7 +4,8 @@
  *
  * Registration (the concept note: "re-register whenever a primary connects"): the server
  * registers itself and its backends (UUIDs, capacity, free space) with the primary whenever the
- * primary or its term changes, and refreshes the space figures every SPACE_REFRESH_MS. On an
+ * primary or its term changes, and every `heartbeatMs` (30 s: also its sign of life — the primary
+ * marks a server offline that it has not heard from for 120 s). On an
  * orderly shutdown it deregisters (marked offline; its data stays where it is).
  */
 import { ZhsmError } from '../common/errors.ts';
@@ -16,7 +17,7 @@ import { Backend } from '../store/backend.ts';
 import type { RemoteCell } from './remote-cell.ts';
 
 const CHECK_INTERVAL_MS = 1_000;
-const SPACE_REFRESH_MS = 60_000;
+export const STORAGE_HEARTBEAT_MS_DEFAULT = 30_000;
 /** Shutdown does not wait longer than this for the primary to take the deregistration. */
 const DEREGISTER_RETRY_MS = 3_000;
 
@@ -27,6 +28,8 @@ export interface StorageRoleOptions {
   readonly backendPaths: readonly string[];
   readonly host: Host;
   readonly remote: RemoteCell;
+  /** Re-register (fresh space figures, sign of life) this often; default 30 s. */
+  readonly heartbeatMs?: number;
   readonly logger?: Logger;
 }
 
@@ -49,6 +52,7 @@ export class StorageRole {
   #timer: ReturnType<typeof setInterval> | undefined;
   #registeredWith: string | undefined;
   #registeredAt = 0;
+  readonly #heartbeatMs: number;
   #checking = false;
   #stopped = false;
 
@@ -62,6 +66,7 @@ export class StorageRole {
     this.backends = backends;
     this.#log = (options.logger ?? silentLogger()).child({ role: 'storage' });
     this.#stopService = stop;
+    this.#heartbeatMs = options.heartbeatMs ?? STORAGE_HEARTBEAT_MS_DEFAULT;
   }
 
   static async start(options: StorageRoleOptions): Promise<StorageRole> {
@@ -114,7 +119,7 @@ export class StorageRole {
       const primary = remote.primary;
       if (primary === undefined) return;
       const key = `${primary.peerId}/${primary.term}`;
-      if (key === this.#registeredWith && Date.now() - this.#registeredAt < SPACE_REFRESH_MS) return;
+      if (key === this.#registeredWith && Date.now() - this.#registeredAt < this.#heartbeatMs) return;
       await this.register();
       this.#registeredWith = key;
       this.#registeredAt = Date.now();

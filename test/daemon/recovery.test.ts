@@ -496,3 +496,31 @@ test('storage servers register with a new primary; the old primary returns on it
   const root = (await c1b.controller!.replica.machine.cell())!.rootId;
   assert.ok((await c1b.controller!.replica.machine.lookup(root, 'after-failover')) !== undefined);
 });
+
+test('the primary marks a storage server offline once it stops re-registering', {
+  timeout: 60_000,
+}, async (t) => {
+  // Short windows for the test: servers re-register every 300 ms, the primary gives up after 3 s.
+  const cell = await startCell(t, { backend: false, start: { serverStaleMs: 3_000 } });
+  const fast = { storageHeartbeatMs: 300 };
+  const alive = await joinNode(t, cell, 's1', { backend: true, start: fast });
+  const victim = await joinNode(t, cell, 's2', { backend: true, start: fast });
+  const client = await joinNode(t, cell, 'client');
+  await waitForServers(client, 2);
+  const victimUuid = hex(victim.storage!.serverUuid);
+  const aliveUuid = hex(alive.storage!.serverUuid);
+  const crashedAt = Date.now();
+  await victim.stop({ deregister: false });
+  for (;;) {
+    const servers = await client.remote.metadata.servers();
+    const record = servers.find((s) => hex(s.uuid) === victimUuid);
+    if (record !== undefined && !record.online) break;
+    assert.ok(Date.now() - crashedAt < 20_000, 'the crashed server is marked offline within 20 s');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  t.diagnostic(`the crashed server was marked offline ${Date.now() - crashedAt} ms after it stopped`);
+  // The live one keeps re-registering and stays online well past the stale window.
+  await new Promise((resolve) => setTimeout(resolve, 4_000));
+  const servers = await client.remote.metadata.servers();
+  assert.equal(servers.find((s) => hex(s.uuid) === aliveUuid)?.online, true);
+});
