@@ -616,7 +616,7 @@ export class CellFileHandle implements FileHandle {
    * on writing; the commit (flush/close/full buffer) waits for them. An upload belongs to one
    * DirtyChunk object: a later write to that chunk copies it first, and the upload goes stale.
    */
-  readonly #uploads = new Map<number, { dirty: DirtyChunk; promise: Promise<Chunk> }>();
+  readonly #uploads = new Map<number, { dirty: DirtyChunk; promise: Promise<Chunk>; stored?: Chunk }>();
   readonly #inFlight = new Set<Promise<unknown>>();
   #stale: Array<Promise<Chunk>> = [];
   /** Backends of the chunks of the current commit (chosen at its first upload). */
@@ -771,7 +771,7 @@ export class CellFileHandle implements FileHandle {
         if (dirty !== undefined && dirty.length === chunkBytes && !this.#uploads.has(write.index))
           await this.#startUpload(write.index, dirty);
       }
-      if (this.#dirtyBytes >= this.#client.writeBufferBytesMax) await this.#commit();
+      if (this.#dirtyBytes >= this.#client.writeBufferBytesMax) await this.#relieve();
       return data.length;
     });
   }
@@ -866,7 +866,14 @@ export class CellFileHandle implements FileHandle {
     );
     this.#inFlight.add(settled);
     void settled.then(() => this.#inFlight.delete(settled));
-    this.#uploads.set(index, { dirty, promise });
+    const upload: { dirty: DirtyChunk; promise: Promise<Chunk>; stored?: Chunk } = { dirty, promise };
+    void promise.then(
+      (chunk) => {
+        upload.stored = chunk;
+      },
+      () => {},
+    );
+    this.#uploads.set(index, upload);
   }
 
   /** Delete the objects of uploads that were superseded (once they are stored). */
@@ -885,8 +892,6 @@ export class CellFileHandle implements FileHandle {
   /** Store dirty chunks on backends, then commit the new chunk list (rebasing over concurrent writers). */
   async #commit(): Promise<void> {
     if (this.#dirty.size === 0) return;
-    const chunkBytes = this.#client.chunkBytes;
-    const cell = this.#client.cell;
     let written: Chunk[];
     let backends: Uint8Array[];
     for (let attempt = 1; ; attempt++) {
@@ -912,11 +917,49 @@ export class CellFileHandle implements FileHandle {
       }
     }
     this.#dropStale();
+    await this.#commitChunks(written, this.#writtenEnd, backends);
+    this.#size = this.#inode.size;
+    this.#dirty.clear();
+    this.#uploads.clear();
+    this.#placement = undefined;
+    this.#dirtyBytes = 0;
+    this.#writtenEnd = 0;
+  }
+
+  /**
+   * The write buffer is full: commit the chunks already stored, so that the uploads of the
+   * others keep flowing (no pipeline drain every writeBufferBytesMax). When fewer than half the
+   * buffer is stored, commit everything (the buffer must not grow).
+   */
+  async #relieve(): Promise<void> {
+    const stored: Array<[number, Chunk]> = [];
+    let storedBytes = 0;
+    for (const [index, upload] of this.#uploads) {
+      if (upload.stored === undefined || this.#dirty.get(index) !== upload.dirty) continue;
+      stored.push([index, upload.stored]);
+      storedBytes += upload.stored.size;
+    }
+    const backends = this.#placement;
+    if (backends === undefined || storedBytes < this.#client.writeBufferBytesMax / 2) return this.#commit();
+    const chunks = stored.map(([, chunk]) => chunk);
+    // The file grows to the end of what is committed now; the final commit brings the rest.
+    await this.#commitChunks(chunks, Math.max(...chunks.map((chunk) => chunk.offset + chunk.size)), backends);
+    for (const [index, chunk] of stored) {
+      this.#dirty.delete(index);
+      this.#uploads.delete(index);
+      this.#dirtyBytes -= chunk.size;
+    }
+  }
+
+  /** Commit stored chunks over the inode (rebasing over concurrent writers); size >= sizeFloor. */
+  async #commitChunks(written: readonly Chunk[], sizeFloor: number, backends: Uint8Array[]): Promise<void> {
+    const chunkBytes = this.#client.chunkBytes;
+    const cell = this.#client.cell;
     let base = this.#inode;
     for (let attempt = 1; ; attempt++) {
       // Another writer may have grown (or truncated) the file meanwhile: keep its size unless
       // this handle wrote further.
-      const size = Math.max(base.size, this.#writtenEnd);
+      const size = Math.max(base.size, sizeFloor);
       const chunks = applyChunkWrites(base.chunks, written, chunkBytes).filter(
         (chunk) => chunk.offset < size,
       );
@@ -933,12 +976,6 @@ export class CellFileHandle implements FileHandle {
       });
       if (result.code === 'OK') {
         this.#inode = result.inode!;
-        this.#size = this.#inode.size;
-        this.#dirty.clear();
-        this.#uploads.clear();
-        this.#placement = undefined;
-        this.#dirtyBytes = 0;
-        this.#writtenEnd = 0;
         if (result.releasedObjects.length > 0)
           await cell.deleteObjects(result.releasedObjects).catch(() => {});
         return;

@@ -185,3 +185,31 @@ test('the cell keeps its files across a restart', async (t) => {
   assert.ok((await readAll(again, '/keep')).equals(patternBytes(150 * KiB, 9)));
   assert.equal((await second.metadata.backends()).length, 2, 're-registered, not duplicated');
 });
+
+test('a full write buffer commits the chunks already stored and keeps writing; overwrites and reads stay exact', async (t) => {
+  const directory = tempDirectory(t);
+  const cell = await LocalCell.open({ directory, servers: 2, backendsPerServer: 1, tickMs: 10 });
+  t.after(() => cell.close());
+  // A buffer of 16 chunks (6 uploads in flight at most): a 60-chunk file goes through partial commits.
+  const client = new CellClient(cell, { chunkBytes, writeBufferBytesMax: 16 * chunkBytes });
+  const size = 60 * chunkBytes + 123;
+  const expected = Buffer.from(patternBytes(size, 7));
+  const handle = await client.create('/big', 0o644, caller, { mode: 'readWrite' });
+  for (let offset = 0; offset < size; offset += 3 * KiB + 5) {
+    await handle.write(offset, expected.subarray(offset, Math.min(size, offset + 3 * KiB + 5)));
+    if (offset % (10 * chunkBytes) < 3 * KiB + 5 && offset > 0) {
+      // Overwrite something early (likely committed already) and read it back through the handle.
+      const patch = Buffer.from(patternBytes(1000, offset));
+      const at = Math.floor(offset / 3);
+      patch.copy(expected, at);
+      await handle.write(at, patch);
+      assert.ok(Buffer.from(await handle.read(at, 1000)).equals(patch), 'the handle reads its own overwrite');
+    }
+  }
+  // Other readers see a consistent prefix while the writer is still open.
+  const partial = (await client.getattr('/big')).size;
+  assert.ok(partial <= size);
+  await handle.close();
+  assert.equal((await client.getattr('/big')).size, size);
+  assert.ok((await readAll(client, '/big')).equals(expected), 'the whole file reads back exactly');
+});
