@@ -40,6 +40,8 @@ if (clientKind === 'cell') {
     await cell.close();
     rmSync(directory, { recursive: true, force: true });
   };
+  // 'exit' handlers cannot wait for the async cleanup: remove the cell's files synchronously.
+  process.on('exit', () => rmSync(directory, { recursive: true, force: true }));
 } else {
   client = new MemoryFsClient();
 }
