@@ -28,12 +28,14 @@
  * copies of the snapshot in memory, each some tens of ms for the largest); chunked snapshot
  * transfer is future work.
  */
+
 import { peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
 import { decodeMessage, encodeMessage } from '../../consensus/codec.ts';
 import type { Message, NodeId } from '../../consensus/types.ts';
 import { type Codec, codec } from '../../proto/index.ts';
 import { ClosedError, InvalidArgumentError } from '../common/errors.ts';
+import { Fifo } from '../common/fifo.ts';
 import type { Logger } from '../common/log.ts';
 import type { Host } from '../net/host.ts';
 import { type CallContext, defineMethod } from '../net/rpc.ts';
@@ -194,8 +196,7 @@ interface Shared {
 class Destination {
   readonly #id: NodeId;
   readonly #shared: Shared;
-  #queue: Uint8Array[] = [];
-  #head = 0;
+  readonly #queue = new Fifo<Uint8Array>();
   #queuedBytes = 0;
   #session: Session<Uint8Array, Uint8Array> | undefined;
   #sessionPeer = '';
@@ -212,7 +213,7 @@ class Destination {
   }
 
   get #length(): number {
-    return this.#queue.length - this.#head;
+    return this.#queue.length;
   }
 
   enqueue(bytes: Uint8Array): void {
@@ -245,24 +246,14 @@ class Destination {
   }
 
   #take(): Uint8Array {
-    const bytes = this.#queue[this.#head]!;
-    this.#queue[this.#head] = undefined as unknown as Uint8Array;
-    this.#head += 1;
+    const bytes = this.#queue.shift()!;
     this.#queuedBytes -= bytes.byteLength;
-    if (this.#head >= this.#queue.length) {
-      this.#queue = [];
-      this.#head = 0;
-    } else if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
-      this.#queue.splice(0, this.#head);
-      this.#head = 0;
-    }
     return bytes;
   }
 
   #dropAll(): number {
     const dropped = this.#length;
-    this.#queue = [];
-    this.#head = 0;
+    this.#queue.clear();
     this.#queuedBytes = 0;
     return dropped;
   }
@@ -318,7 +309,7 @@ class Destination {
       const messages = [this.#take()];
       let batchBytes = messages[0]!.byteLength;
       while (this.#length > 0) {
-        const next = this.#queue[this.#head]!;
+        const next = this.#queue.peek()!;
         if (batchBytes + next.byteLength > shared.batchBytesMax) break;
         messages.push(this.#take());
         batchBytes += next.byteLength;

@@ -292,10 +292,18 @@ async function finish(stream: Stream, options: { resetNow?: boolean } = {}): Pro
     stream.abort(new ClosedError('the peer sent data that is not wanted'));
     return;
   }
-  await new Promise<void>((resolve) => {
+  await awaitPeerClose(stream, 'peer did not close the stream');
+}
+
+/**
+ * @internal node/net — wait up to `lingerMsMax` for the peer to close its side of `stream`, then
+ * reset it with `message`.
+ */
+export function awaitPeerClose(stream: Stream, message: string): Promise<void> {
+  return new Promise<void>((resolve) => {
     const timer = setTimeout(() => {
       stream.removeEventListener('close', onClose);
-      stream.abort(new ClosedError('peer did not close the stream'));
+      stream.abort(new ClosedError(message));
       resolve();
     }, lingerMsMax);
     const onClose = () => {

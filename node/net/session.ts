@@ -44,10 +44,12 @@ import {
   TimeoutError,
   ZhsmError,
 } from '../common/errors.ts';
+import { Fifo } from '../common/fifo.ts';
 import { encodeFrame, encodeVarint, type FrameSink, readFrameLists, writeFrame } from './frames.ts';
 import type { Host } from './host.ts';
 import {
   admitPeer,
+  awaitPeerClose,
   bodyName,
   type CallContext,
   callController,
@@ -200,8 +202,7 @@ class FrameWriter {
   readonly #stream: Stream;
   readonly #frameBytesMax: number;
   readonly #onFailure: (error: Error) => void;
-  #queue: Array<Uint8Array | Uint8ArrayList> = [];
-  #head = 0;
+  readonly #queue = new Fifo<Uint8Array | Uint8ArrayList>();
   #running = false;
   #failure: Error | undefined;
   #idleWaiters: Array<() => void> = [];
@@ -247,7 +248,7 @@ class FrameWriter {
 
   /** Resolves when everything queued was written (or the writer failed), at most after `timeoutMs`. */
   async flushed(timeoutMs: number): Promise<void> {
-    if ((!this.#running && this.#head >= this.#queue.length) || this.#failure !== undefined) return;
+    if ((!this.#running && this.#queue.length === 0) || this.#failure !== undefined) return;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       new Promise<void>((resolve) => this.#idleWaiters.push(resolve)),
@@ -262,8 +263,7 @@ class FrameWriter {
   fail(error: Error): void {
     if (this.#failure !== undefined) return;
     this.#failure = error;
-    this.#queue = [];
-    this.#head = 0;
+    this.#queue.clear();
     this.queuedBytes = 0;
     this.#wake();
   }
@@ -274,7 +274,7 @@ class FrameWriter {
       this.#spaceWaiters = [];
       for (const resolve of waiters) resolve();
     }
-    if ((!this.#running && this.#head >= this.#queue.length) || this.#failure !== undefined) {
+    if ((!this.#running && this.#queue.length === 0) || this.#failure !== undefined) {
       const waiters = this.#idleWaiters;
       this.#idleWaiters = [];
       for (const resolve of waiters) resolve();
@@ -283,12 +283,12 @@ class FrameWriter {
 
   async #run(): Promise<void> {
     try {
-      while (this.#head < this.#queue.length && this.#failure === undefined) {
+      while (this.#queue.length > 0 && this.#failure === undefined) {
         const prefix = new Uint8ArrayList();
         let last = this.#take();
         let batchBytes = last.byteLength;
-        while (this.#head < this.#queue.length) {
-          const next = this.#queue[this.#head]!;
+        while (this.#queue.length > 0) {
+          const next = this.#queue.peek()!;
           if (batchBytes + next.byteLength > writeBatchBytesMax) break;
           prefix.append(encodeFrame(last, { frameBytesMax: this.#frameBytesMax }));
           last = this.#take();
@@ -313,17 +313,7 @@ class FrameWriter {
   }
 
   #take(): Uint8Array | Uint8ArrayList {
-    const payload = this.#queue[this.#head]!;
-    this.#queue[this.#head] = undefined as unknown as Uint8Array;
-    this.#head += 1;
-    if (this.#head >= this.#queue.length) {
-      this.#queue = [];
-      this.#head = 0;
-    } else if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
-      this.#queue.splice(0, this.#head);
-      this.#head = 0;
-    }
-    return payload;
+    return this.#queue.shift()!;
   }
 }
 
@@ -337,18 +327,7 @@ async function closeStream(stream: Stream): Promise<void> {
     return;
   }
   if (stream.status !== 'open') return;
-  await new Promise<void>((resolve) => {
-    const timer = setTimeout(() => {
-      stream.removeEventListener('close', onClose);
-      stream.abort(new ClosedError('the peer did not close the session stream'));
-      resolve();
-    }, lingerMsMax);
-    const onClose = () => {
-      clearTimeout(timer);
-      resolve();
-    };
-    stream.addEventListener('close', onClose, { once: true });
-  });
+  await awaitPeerClose(stream, 'the peer did not close the session stream');
 }
 
 function isFramingError(error: unknown): boolean {
