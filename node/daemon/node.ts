@@ -14,6 +14,7 @@
 
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
+import { resolve } from 'node:path';
 import { multiaddr } from '@multiformats/multiaddr';
 import {
   AlreadyExistsError,
@@ -743,7 +744,6 @@ async function prepareBackends(
   cell: string,
   logger?: Logger,
 ): Promise<string[]> {
-  const { resolve } = await import('node:path');
   const absolute = backends.map((path) => resolve(path));
   if (new Set(absolute).size !== absolute.length) throw new InvalidArgumentError('a backend is listed twice');
   for (const path of absolute) {

@@ -275,6 +275,15 @@ function dataPayload(frame: Uint8ArrayList): Uint8ArrayList | undefined {
   return frame.sublist(length[1]);
 }
 
+/** A frame of a streaming call: its data pieces (fast path, no copy), or any other envelope. */
+function splitFrame(frame: Uint8ArrayList): { data: Iterable<Uint8Array> } | { envelope: Envelope } {
+  const payload = dataPayload(frame);
+  if (payload !== undefined) return { data: payload };
+  const envelope = decodeEnvelope(frame);
+  if (envelope.data !== undefined) return { data: envelope.data.byteLength > 0 ? [envelope.data] : [] };
+  return { envelope };
+}
+
 /**
  * Close our writing side. If the peer is still sending, reset at once (`resetNow`: its data is
  * not wanted) or after it failed to close within the linger time.
@@ -572,16 +581,12 @@ async function* inboundData(
   for (;;) {
     const next = await frames.next();
     if (next.done === true) throw new ClosedError('the caller closed the stream before the end of its data');
-    const payload = dataPayload(next.value);
-    if (payload !== undefined) {
-      for (const piece of payload) yield piece;
+    const frame = splitFrame(next.value);
+    if ('data' in frame) {
+      yield* frame.data;
       continue;
     }
-    const envelope = decodeEnvelope(next.value);
-    if (envelope.data !== undefined) {
-      if (envelope.data.byteLength > 0) yield envelope.data;
-      continue;
-    }
+    const envelope = frame.envelope;
     if (envelope.end !== undefined) {
       state.inboundFinished = true;
       return;
@@ -928,16 +933,12 @@ export async function callStream<Request, Response>(
           await upload;
           throw uploadError ?? new ClosedError(`${what}: the peer closed the stream without a response`);
         }
-        const payload = dataPayload(next.value);
-        if (payload !== undefined) {
-          for (const piece of payload) yield piece;
+        const frame = splitFrame(next.value);
+        if ('data' in frame) {
+          yield* frame.data;
           continue;
         }
-        const envelope = decodeEnvelope(next.value);
-        if (envelope.data !== undefined) {
-          if (envelope.data.byteLength > 0) yield envelope.data;
-          continue;
-        }
+        const envelope = frame.envelope;
         if (envelope.error !== undefined) {
           trailer = { error: remoteErrorToError(envelope.error, label) };
           break;
