@@ -1,14 +1,15 @@
 /**
- * zhsm-node: the peer daemon's command line (init, join, start, token create/revoke).
+ * zhsm-node: the peer daemon's command line (init, join, start, mount/unmount, token create/revoke).
  * See `zhsm-node --help` and the README.
  */
+import { resolve } from 'node:path';
 import { Command, InvalidArgumentError as CommanderArgumentError, Option } from 'commander';
 import { ZhsmError } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
 import { adminRequest } from '../daemon/admin-client.ts';
-import { mountNode, type NodeMount } from '../daemon/mount.ts';
 import { JOIN_TOKEN_TTL_MS_DEFAULT, ZhsmNode } from '../daemon/node.ts';
 import { parseDuration } from '../daemon/protocols.ts';
+import { parseRouteArgument } from '../daemon/routing.ts';
 
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
@@ -39,10 +40,17 @@ const program = new Command()
 Examples:
   zhsm-node init --data /var/lib/zhsm --cell mycell --listen /ip4/0.0.0.0/tcp/4001
   zhsm-node start --data /var/lib/zhsm
+  zhsm-node start --data /var/lib/zhsm --mount /mnt/zhsm
+  zhsm-node mount /mnt/zhsm --data /var/lib/zhsm          # on a running node
+  zhsm-node unmount /mnt/zhsm --data /var/lib/zhsm
   zhsm-node join /ip4/10.0.0.1/tcp/4001/p2p/<peer id> --token <token> --data /var/lib/zhsm --controller
   zhsm-node join /ip4/10.0.0.1/tcp/4001/p2p/<peer id> --token <token> --data /var/lib/zhsm --backend /srv/b1
   zhsm-node token create --ttl 1h --data /var/lib/zhsm
   zhsm status --data /var/lib/zhsm
+
+Mounts (start --mount, mount) are unmounted when the daemon stops (SIGINT/SIGTERM). After a crash
+the kernel keeps a dead mount (ENOTCONN): umount -l MOUNTPOINT (or fusermount -uz), or just mount
+again at the same place (a dead mount is replaced).
 
 Exit codes: 0 ok, 1 failed, 2 bad usage.`,
   )
@@ -62,6 +70,12 @@ function withNodeOptions(command: Command): Command {
     .option(
       '--announce <multiaddr>',
       'address to announce instead (repeatable; e.g. behind NAT)',
+      collect,
+      [],
+    )
+    .option(
+      '--route <cidr=multiaddr>',
+      'routing: peers in subnet CIDR reach this node at MULTIADDR (repeatable; e.g. 10.2.0.0/16=/ip4/10.2.0.5/tcp/4001)',
       collect,
       [],
     )
@@ -86,6 +100,7 @@ withNodeOptions(init).action(async (options) => {
     backends: options.backend,
     listen: options.listen,
     announce: options.announce,
+    routes: (options.route as string[]).map(parseRouteArgument),
     name: options.name,
     tokenTtlMs: duration(options.tokenTtl),
     logger: logger(options.logLevel),
@@ -131,6 +146,7 @@ withNodeOptions(join).action(async (peer: string, options) => {
     backends: options.backend,
     listen: options.listen,
     announce: options.announce,
+    routes: (options.route as string[]).map(parseRouteArgument),
     name: options.name,
     logger: logger(options.logLevel),
   });
@@ -171,10 +187,10 @@ program
       throw new CommanderArgumentError('--snapshot-every must be an integer >= 10');
     const log = logger(options.logLevel);
     const node = await ZhsmNode.start(options.data, { logger: log, tickMs, snapshotEveryEntries });
-    let mounted: NodeMount | undefined;
+    let mountpoint: string | undefined;
     if (options.mount !== undefined) {
       try {
-        mounted = await mountNode(node, options.mount, { logger: log.child({ module: 'fuse' }) });
+        mountpoint = await node.mount(options.mount);
       } catch (error) {
         await node.stop();
         throw error;
@@ -187,7 +203,7 @@ program
         cell: node.config.cell,
         controllerId: node.config.controllerId,
         addresses: node.host.multiaddrs().map(String),
-        ...(mounted === undefined ? {} : { mountpoint: mounted.mountpoint }),
+        ...(mountpoint === undefined ? {} : { mountpoint }),
       }),
     );
     let stopping = false;
@@ -200,19 +216,48 @@ program
         process.exit(EXIT_FAILED);
       }, 15_000);
       force.unref();
-      (mounted === undefined ? Promise.resolve() : mounted.unmount())
-        .catch((error: unknown) => log.error({ err: error }, 'unmount failed'))
-        .then(() => node.stop())
-        .then(
-          () => process.exit(0),
-          (error: unknown) => {
-            log.error({ err: error }, 'error during shutdown');
-            process.exit(EXIT_FAILED);
-          },
-        );
+      // stop() unmounts every mount of this daemon (start --mount and zhsm-node mount) first.
+      node.stop().then(
+        () => process.exit(0),
+        (error: unknown) => {
+          log.error({ err: error }, 'error during shutdown');
+          process.exit(EXIT_FAILED);
+        },
+      );
     };
     process.on('SIGINT', () => shutdown('SIGINT'));
     process.on('SIGTERM', () => shutdown('SIGTERM'));
+  });
+
+program
+  .command('mount')
+  .description('mount the cell with FUSE at MOUNTPOINT, served by the running daemon of --data')
+  .argument(
+    '<mountpoint>',
+    'a directory (created if missing); a dead mount left there by a crash is replaced',
+  )
+  .requiredOption('--data <dir>', 'the data directory of the running node')
+  .option('--json', 'print JSON for scripts')
+  .action(async (mountpoint: string, options) => {
+    const reply = await adminRequest<{ mountpoint: string }>(options.data, {
+      op: 'mount',
+      mountpoint: resolve(mountpoint),
+    });
+    if (options.json) console.log(JSON.stringify({ mountpoint: reply.mountpoint }));
+    else console.log(`mounted at ${reply.mountpoint} (until "zhsm-node unmount" or the daemon stops)`);
+  });
+
+program
+  .command('unmount')
+  .description('unmount a mount of the running daemon of --data (lazily if busy)')
+  .argument('<mountpoint>', 'the mountpoint')
+  .requiredOption('--data <dir>', 'the data directory of the running node')
+  .action(async (mountpoint: string, options) => {
+    const reply = await adminRequest<{ mountpoint: string }>(options.data, {
+      op: 'unmount',
+      mountpoint: resolve(mountpoint),
+    });
+    console.log(`unmounted ${reply.mountpoint}`);
   });
 
 const token = program.command('token').description('join tokens of a running cell');

@@ -1,5 +1,5 @@
-/** The human form of `zhsm status` (also the mount's /.zhsm/status). */
-import type { StatusReport } from '../daemon/node.ts';
+/** The human forms of `zhsm status` (also the mount's /.zhsm/status) and `zhsm servers`. */
+import type { RouteReport, StatusReport } from '../daemon/node.ts';
 
 function bytes(value: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
@@ -62,5 +62,63 @@ export function formatStatus(status: StatusReport): string {
   }
   lines.push('');
   lines.push(`members: ${status.members}`);
+  const paths = status.paths ?? [];
+  if (paths.length > 0) {
+    const serverNames = new Map(status.servers.map((s) => [s.peerId, s.name]));
+    const label = (peerId: string, controllerId: number) =>
+      [controllerId > 0 ? `controller ${controllerId}` : '', serverNames.get(peerId) ?? '']
+        .filter(Boolean)
+        .join(', ') || 'client';
+    lines.push('paths from this node:');
+    lines.push(
+      table([
+        ['  PEER', 'ROLE', 'PATH', 'VIA'],
+        ...paths.map((p) => [`  ${p.peerId}`, label(p.peerId, p.controllerId), p.path, p.via ?? '']),
+      ]),
+    );
+  }
+  if ((status.relayReservations ?? []).length > 0)
+    lines.push(`relay reservations (reachable through): ${status.relayReservations.join(', ')}`);
+  return lines.join('\n');
+}
+
+/** `zhsm servers [--routes]`: servers with backends; members' routing and this node's paths. */
+export function formatServers(status: StatusReport, routes?: readonly RouteReport[]): string {
+  const lines: string[] = ['storage servers:'];
+  if (status.servers.length === 0) lines.push('  (none registered)');
+  for (const server of status.servers) {
+    lines.push(`  ${server.name} ${server.online ? 'online' : 'OFFLINE'} ${server.power} ${server.peerId}`);
+    lines.push(
+      table([
+        ['  BACKEND', 'CAPACITY', 'FREE', 'PATH'],
+        ...server.backends.map((b) => [`  ${b.uuid}`, bytes(b.capacityBytes), bytes(b.freeBytes), b.path]),
+      ]),
+    );
+  }
+  if (routes === undefined) return lines.join('\n');
+  const names = new Map(status.servers.map((s) => [s.peerId, s.name]));
+  lines.push('', 'routing (from this node):');
+  for (const member of routes) {
+    const role =
+      [
+        member.controllerId > 0 ? `controller ${member.controllerId}` : '',
+        names.has(member.peerId) ? 'storage' : '',
+      ]
+        .filter(Boolean)
+        .join(', ') || 'client';
+    lines.push(`  ${member.peerId} (${role})${member.self ? ' — this node' : ''}`);
+    lines.push(
+      `    subnets: ${member.subnets.join(', ') || '(not announced)'}  host: ${member.hostname || '-'}`,
+    );
+    for (const route of member.routes) lines.push(`    route: from ${route.subnet} at ${route.address}`);
+    if (member.self || member.paths === undefined) continue;
+    const connection = member.connection;
+    lines.push(
+      `    connected: ${connection === undefined || connection.path === 'none' ? 'no' : connection.path === 'direct' ? 'direct' : `relayed via ${connection.via}`}`,
+    );
+    for (const address of member.paths.direct) lines.push(`    direct:  ${address}`);
+    for (const relayed of member.paths.relayed) lines.push(`    relayed: ${relayed.address}`);
+    for (const address of member.paths.other) lines.push(`    other:   ${address}`);
+  }
   return lines.join('\n');
 }

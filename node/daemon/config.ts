@@ -16,7 +16,8 @@ import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { InvalidArgumentError, IoError, NotFoundError } from '../common/errors.ts';
-import type { Member } from '../metadata/records.ts';
+import type { Member, MemberNetwork, Route } from '../metadata/records.ts';
+import { checkRoute } from './routing.ts';
 
 export const CONFIG_FORMAT_VERSION = 1;
 
@@ -34,6 +35,11 @@ export interface NodeConfig {
   /** Multiaddrs to listen on; a tcp port 0 is replaced by the port actually bound on first start. */
   readonly listen: readonly string[];
   readonly announce?: readonly string[];
+  /**
+   * Routing (node/daemon/routing.ts): per destination subnet, the address peers there reach this
+   * node at (`--route CIDR=MULTIADDR`). Announced to the cell with the node's own subnets.
+   */
+  readonly routes?: readonly Route[];
   /**
    * The consensus voters of a brand-new log: `[1]` on the node that created the cell, absent on
    * nodes that joined (they learn the membership from the primary's log). Used only while the
@@ -114,6 +120,26 @@ export function parseConfig(text: string, path: string): NodeConfig {
   )
     fail(path, 'serverUuid must be 32 hex digits');
   if (backends.length > 0 && value.serverUuid === undefined) fail(path, 'a storage server needs serverUuid');
+  let routes: Route[] | undefined;
+  if (value.routes !== undefined) {
+    if (!Array.isArray(value.routes)) fail(path, 'routes must be an array of {"subnet", "address"}');
+    routes = [];
+    for (const [i, item] of (value.routes as unknown[]).entries()) {
+      const route = item as Record<string, unknown>;
+      if (
+        typeof route !== 'object' ||
+        route === null ||
+        typeof route.subnet !== 'string' ||
+        typeof route.address !== 'string'
+      )
+        fail(path, `routes[${i}] must be {"subnet": CIDR, "address": MULTIADDR}`);
+      try {
+        routes.push(checkRoute({ subnet: route.subnet, address: route.address }));
+      } catch (error) {
+        fail(path, `routes[${i}]: ${(error as Error).message}`);
+      }
+    }
+  }
   const initialVoters = value.initialVoters;
   if (
     initialVoters !== undefined &&
@@ -129,6 +155,7 @@ export function parseConfig(text: string, path: string): NodeConfig {
     ...(value.serverUuid === undefined ? {} : { serverUuid: value.serverUuid as string }),
     listen,
     ...(announce === undefined ? {} : { announce }),
+    ...(routes === undefined ? {} : { routes }),
     ...(initialVoters === undefined ? {} : { initialVoters: initialVoters as number[] }),
   };
 }
@@ -174,7 +201,15 @@ export async function readMembersCache(dataDirectory: string): Promise<Member[]>
     if (!Array.isArray(raw)) return [];
     return raw
       .filter(
-        (item): item is { peerId: string; controllerId: number; addresses: string[]; joinedMs?: number } =>
+        (
+          item,
+        ): item is {
+          peerId: string;
+          controllerId: number;
+          addresses: string[];
+          joinedMs?: number;
+          network?: MemberNetwork;
+        } =>
           typeof item === 'object' &&
           item !== null &&
           typeof item.peerId === 'string' &&
@@ -188,6 +223,7 @@ export async function readMembersCache(dataDirectory: string): Promise<Member[]>
         addresses: item.addresses,
         joinedMs: item.joinedMs ?? 0,
         joinToken: new Uint8Array(0),
+        ...(isNetwork(item.network) ? { network: item.network } : {}),
       }));
   } catch {
     return [];
@@ -200,6 +236,25 @@ export async function writeMembersCache(dataDirectory: string, members: readonly
     controllerId: m.controllerId,
     addresses: m.addresses,
     joinedMs: m.joinedMs,
+    ...(m.network == null ? {} : { network: m.network }),
   }));
   await writeFileAtomic(paths(dataDirectory).members, `${JSON.stringify(plain, null, 2)}\n`);
+}
+
+function isNetwork(value: unknown): value is MemberNetwork {
+  if (typeof value !== 'object' || value === null) return false;
+  const network = value as Record<string, unknown>;
+  return (
+    typeof network.hostname === 'string' &&
+    Array.isArray(network.subnets) &&
+    network.subnets.every((s) => typeof s === 'string') &&
+    Array.isArray(network.routes) &&
+    network.routes.every(
+      (r) =>
+        typeof r === 'object' &&
+        r !== null &&
+        typeof (r as Route).subnet === 'string' &&
+        typeof (r as Route).address === 'string',
+    )
+  );
 }

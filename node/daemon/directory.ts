@@ -8,8 +8,9 @@
 import { peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from '../common/log.ts';
-import type { Member } from '../metadata/records.ts';
+import type { Member, MemberNetwork } from '../metadata/records.ts';
 import type { Host } from '../net/host.ts';
+import { dialAddresses, type Paths, pathsTo, relaysToReserve } from './routing.ts';
 
 export interface ControllerAddress {
   readonly peerId: string;
@@ -21,9 +22,42 @@ export class MemberDirectory {
   #byController = new Map<number, Member>();
   #version = 0;
   readonly #listeners: Array<(members: readonly Member[]) => void> = [];
+  /** This node, for routing (`setSelf`); without it every announced address counts as direct. */
+  #self: { peerId: string; network: MemberNetwork | undefined } = { peerId: '', network: undefined };
 
   constructor(initial: readonly Member[] = []) {
     this.replace(initial);
+  }
+
+  /** Who is looking: routing decisions are made from this node's subnets. */
+  setSelf(peerId: string, network: MemberNetwork): void {
+    this.#self = { peerId, network };
+  }
+
+  get selfNetwork(): MemberNetwork | undefined {
+    return this.#self.network;
+  }
+
+  /** The paths from this node to a member (direct, relayed, other); undefined for strangers. */
+  pathsTo(peerId: string): Paths | undefined {
+    const member = this.#members.get(peerId);
+    return member === undefined ? undefined : pathsTo(this.#self, member, this.all());
+  }
+
+  /** The members this node should hold a relay reservation on. */
+  relaysToReserve(): Array<{ peerId: string; address: string }> {
+    return relaysToReserve(this.#self, this.all());
+  }
+
+  /**
+   * Give libp2p the addresses to dial a peer at: the routed paths for a member, else `fallback`
+   * (e.g. a storage server's registered addresses). Replaces what the peer store held, so an
+   * address that is unreachable from here is not tried again.
+   */
+  async remember(host: Host, peerId: string, fallback: readonly string[] = [], log?: Logger): Promise<void> {
+    const paths = this.pathsTo(peerId);
+    const addresses = paths === undefined ? [...fallback] : dialAddresses(paths);
+    await rememberAddresses(host, peerId, addresses.length > 0 ? addresses : fallback, log, true);
   }
 
   /** Bumped on every change. */
@@ -39,8 +73,13 @@ export class MemberDirectory {
     return this.#members.get(peerId);
   }
 
+  /** A controller with the addresses to dial it at from this node (routed). */
   controller(id: number): ControllerAddress | undefined {
-    return this.#byController.get(id);
+    const member = this.#byController.get(id);
+    if (member === undefined) return undefined;
+    const paths = this.pathsTo(member.peerId);
+    const addresses = paths === undefined ? member.addresses : dialAddresses(paths);
+    return { peerId: member.peerId, addresses: addresses.length > 0 ? addresses : member.addresses };
   }
 
   all(): Member[] {
@@ -100,21 +139,44 @@ function sameMembers(a: ReadonlyMap<string, Member>, b: ReadonlyMap<string, Memb
     if (other === undefined || other.controllerId !== member.controllerId) return false;
     if (other.addresses.length !== member.addresses.length) return false;
     if (other.addresses.some((address, i) => address !== member.addresses[i])) return false;
+    if (!sameNetwork(other.network, member.network)) return false;
   }
   return true;
 }
 
-/** Put a peer's known addresses into the libp2p peer store so a dial by peer id finds it. */
+export function sameNetwork(
+  a: MemberNetwork | undefined | null,
+  b: MemberNetwork | undefined | null,
+): boolean {
+  if (a == null || b == null) return (a ?? undefined) === (b ?? undefined);
+  return (
+    a.hostname === b.hostname &&
+    a.subnets.length === b.subnets.length &&
+    a.subnets.every((s, i) => s === b.subnets[i]) &&
+    a.routes.length === b.routes.length &&
+    a.routes.every((r, i) => r.subnet === b.routes[i]!.subnet && r.address === b.routes[i]!.address)
+  );
+}
+
+/**
+ * Put a peer's addresses into the libp2p peer store so a dial by peer id finds them: merged with
+ * what it knows, or (`replace`) instead of it.
+ */
 export async function rememberAddresses(
   host: Host,
   peerId: string,
   addresses: readonly string[],
   log?: Logger,
+  replace = false,
 ): Promise<void> {
   if (peerId === host.peerId.toString() || addresses.length === 0) return;
   try {
     const multiaddrs = addresses.map((address) => multiaddr(address));
-    await host.libp2p.peerStore.merge(peerIdFromString(peerId), { multiaddrs });
+    const id = peerIdFromString(peerId);
+    if (replace) {
+      host.setDialOrder(peerId, addresses);
+      await host.libp2p.peerStore.patch(id, { multiaddrs });
+    } else await host.libp2p.peerStore.merge(id, { multiaddrs });
   } catch (error) {
     log?.warn({ peer: peerId, err: error }, 'cannot remember the addresses of a peer');
   }

@@ -2,15 +2,25 @@
  * Mount a node's cell with FUSE: the cell client (node/client/cell-client.ts) over the node's
  * RemoteCell, served by fuse/mount.ts, with the hidden `/.zhsm/` folder showing this node's view
  * of the cell (`status`, `servers`, `tokens`). The serving process never touches the mount itself.
+ *
+ * A running daemon mounts through `ZhsmNode.mount()` (admin socket: `zhsm-node mount`), which
+ * keeps its mounts and unmounts them when it stops.
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { type Mount, mountFs } from '../../fuse/mount.ts';
+import { listFuseMounts } from '../../fuse/stuck-mount.ts';
 import { formatStatus } from '../cli/zhsm-format.ts';
 import { CellClient } from '../client/cell-client.ts';
-import { UnavailableError } from '../common/errors.ts';
+import { AlreadyExistsError, UnavailableError } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
+import type { OpenToken } from '../metadata/records.ts';
 import type { ZhsmNode } from './node.ts';
+
+/** `/.zhsm/tokens` resolves the path of at most this many tokens (the rest show the object id only). */
+const TOKEN_PATHS_MAX = 256;
+/** ... walking up at most this many parents per object. */
+const PATH_DEPTH_MAX = 128;
 
 export interface NodeMount {
   readonly mountpoint: string;
@@ -27,12 +37,26 @@ export async function mountNode(
   const where = resolve(mountpoint);
   if (!existsSync('/dev/fuse'))
     throw new UnavailableError('/dev/fuse is missing; FUSE is needed to mount the cell');
+  const dead = (error: unknown) =>
+    ['ENOTCONN', 'ECONNABORTED'].includes((error as NodeJS.ErrnoException).code ?? '');
+  if (listFuseMounts().some((entry) => entry.mountpoint === where)) {
+    // A mount left behind by a crash answers ENOTCONN / ECONNABORTED: mountFs replaces it. A live
+    // one (another daemon's, or this daemon's own) is never taken over.
+    let alive = true;
+    try {
+      statSync(where);
+    } catch (error) {
+      alive = !dead(error);
+    }
+    if (alive)
+      throw new AlreadyExistsError(`${where} is already a live FUSE mount (unmount it first)`, {
+        mountpoint: where,
+      });
+  }
   try {
     mkdirSync(where, { recursive: true, mode: 0o755 });
   } catch (error) {
-    // A mount left behind by a crash answers ENOTCONN / ECONNABORTED: mountFs replaces it.
-    if (!['ENOTCONN', 'ECONNABORTED', 'EEXIST'].includes((error as NodeJS.ErrnoException).code ?? ''))
-      throw error;
+    if (!dead(error) && (error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
   }
   const client = new CellClient(
     node.remote,
@@ -43,15 +67,7 @@ export async function mountNode(
     ...(options.logger === undefined ? {} : { logger: options.logger }),
     replaceStaleMount: true,
     virtualFiles: async (name) => {
-      if (name === 'tokens') {
-        const tokens = await node.remote.tokens();
-        return `${tokens
-          .map(
-            (t) =>
-              `${Buffer.from(t.object).toString('hex')} ${t.mode} ${t.holder} expires ${new Date(t.expiresMs).toISOString()}`,
-          )
-          .join('\n')}\n`;
-      }
+      if (name === 'tokens') return formatTokens(node, await node.remote.tokens());
       if (name === 'servers') return `${JSON.stringify((await node.status()).servers, null, 2)}\n`;
       return `${formatStatus(await node.status())}\n\nmounted for: ${Math.round((Date.now() - startedMs) / 1000)} s\n`;
     },
@@ -64,4 +80,44 @@ export async function mountNode(
       await client.closeAll();
     },
   };
+}
+
+/**
+ * One line per open token: object, path, mode, holder, expiry. Tokens carry the object id only;
+ * the path comes from the object's parent/name links in the metadata (one read per level, cached
+ * for this listing); an object whose chain cannot be followed (removed meanwhile) shows `-`.
+ */
+async function formatTokens(node: ZhsmNode, tokens: readonly OpenToken[]): Promise<string> {
+  const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
+  const rootId = hex(await node.remote.metadata.root());
+  const links = new Map<string, { parent: string; name: string } | undefined>();
+  const pathOf = async (object: Uint8Array): Promise<string> => {
+    const names: string[] = [];
+    let current = hex(object);
+    for (let depth = 0; current !== rootId; depth++) {
+      if (depth >= PATH_DEPTH_MAX) return '-';
+      if (!links.has(current)) {
+        const inode = await node.remote.metadata.inode(Buffer.from(current, 'hex'));
+        links.set(
+          current,
+          inode === undefined || inode.parent.length === 0
+            ? undefined
+            : { parent: hex(inode.parent), name: inode.name },
+        );
+      }
+      const link = links.get(current);
+      if (link === undefined) return '-';
+      names.unshift(link.name);
+      current = link.parent;
+    }
+    return `/${names.join('/')}`;
+  };
+  const lines = await Promise.all(
+    tokens.map(async (t, index) => {
+      let path = '-';
+      if (index < TOKEN_PATHS_MAX) path = await pathOf(t.object).catch(() => '-');
+      return `${hex(t.object)} ${JSON.stringify(path)} ${t.mode} ${t.holder} expires ${new Date(t.expiresMs).toISOString()}`;
+    }),
+  );
+  return `${lines.join('\n')}\n`;
 }

@@ -14,17 +14,18 @@
 
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import { resolve } from 'node:path';
+import { isAbsolute, resolve } from 'node:path';
 import { multiaddr } from '@multiformats/multiaddr';
 import {
   AlreadyExistsError,
   InvalidArgumentError,
+  NotFoundError,
   PermissionDeniedError,
   UnavailableError,
   ZhsmError,
 } from '../common/errors.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
-import { initCellCommand, type Member } from '../metadata/records.ts';
+import { initCellCommand, type Member, type Route } from '../metadata/records.ts';
 import { createHost, type Host } from '../net/host.ts';
 import { loadOrCreateIdentity } from '../net/identity.ts';
 import { probeProtocol, serveProbe } from '../net/probe.ts';
@@ -42,7 +43,8 @@ import {
   writeMembersCache,
 } from './config.ts';
 import { ControllerRole } from './controller.ts';
-import { MemberDirectory } from './directory.ts';
+import { MemberDirectory, sameNetwork } from './directory.ts';
+import type { NodeMount } from './mount.ts';
 import {
   type CellInfo,
   cellInfoMethod,
@@ -53,12 +55,15 @@ import {
   secretHash,
 } from './protocols.ts';
 import { RemoteCell } from './remote-cell.ts';
+import { checkRoute, localNetwork, type Paths } from './routing.ts';
 import { openOrCreateBackend, StorageRole } from './storage-role.ts';
 
 export const LISTEN_DEFAULT = '/ip4/0.0.0.0/tcp/0';
 export const JOIN_TOKEN_TTL_MS_DEFAULT = 24 * 3_600_000;
 /** Non-controllers refresh the member list from the primary this often. */
 const DIRECTORY_REFRESH_MS = 2_000;
+/** A failed relay reservation is retried after this long. */
+const RESERVATION_RETRY_MS = 10_000;
 /** An unknown peer makes this node re-check the members at most this often. */
 const CONFIRM_INTERVAL_MS = 250;
 /** Join attempts answered per second and peer, and in all (token guessing is pointless, but cheap to limit). */
@@ -105,6 +110,34 @@ export interface StatusReport {
     backends: Array<{ uuid: string; path: string; capacityBytes: number; freeBytes: number }>;
   }>;
   members: number;
+  /** How this node reaches every other member right now (routing: direct or through a relay). */
+  paths: PathStatus[];
+  /** Members this node holds a relay reservation on (reachable through them from other subnets). */
+  relayReservations: string[];
+}
+
+export interface RouteReport {
+  peerId: string;
+  controllerId: number;
+  /** This node itself. */
+  self: boolean;
+  addresses: string[];
+  subnets: string[];
+  hostname: string;
+  routes: Route[];
+  /** How this node would dial the member (routing.ts); absent for itself. */
+  paths: Paths | undefined;
+  connection: PathStatus | undefined;
+}
+
+export interface PathStatus {
+  peerId: string;
+  controllerId: number;
+  /** 'direct', 'relayed' (through `via`), or 'none' (no open connection). */
+  path: 'direct' | 'relayed' | 'none';
+  via?: string;
+  /** The remote address of the connection in use. */
+  address?: string;
 }
 
 export class ZhsmNode {
@@ -118,11 +151,15 @@ export class ZhsmNode {
   readonly log: Logger;
   readonly #services: Service[] = [];
   #timers: Array<ReturnType<typeof setInterval>> = [];
+  /** When a reservation on each relay was last attempted. */
+  readonly #reservationAttempts = new Map<string, number>();
   #admin: Server | undefined;
   #lastConfirm = 0;
   #confirming: Promise<void> | undefined;
   #joinWindow = { start: 0, count: 0, perPeer: new Map<string, number>() };
   #stopped = false;
+  /** This daemon's FUSE mounts by mountpoint (a pending entry while mounting). */
+  readonly #mounts = new Map<string, Promise<NodeMount>>();
 
   private constructor(init: {
     data: string;
@@ -153,6 +190,7 @@ export class ZhsmNode {
     let config = await readConfig(data);
     const identity = await loadOrCreateIdentity(where.base);
     const directory = new MemberDirectory(await readMembersCache(data));
+    directory.setSelf(identity.peerId.toString(), localNetwork(config.routes));
     let node: ZhsmNode | undefined;
     const host = await createHost({
       privateKey: identity.privateKey,
@@ -338,6 +376,7 @@ export class ZhsmNode {
         );
       }
       await this.#announceAddresses();
+      await this.#reserveRelays();
     };
     this.#timers.push(setInterval(() => void loop(), DIRECTORY_REFRESH_MS));
     void loop();
@@ -347,15 +386,46 @@ export class ZhsmNode {
   async #announceAddresses(): Promise<void> {
     const self = this.directory.member(this.peerId);
     if (self === undefined) return;
-    const addresses = this.host.multiaddrs().map(String);
+    // Relayed listen addresses are paths, not places: routing derives them from the relays.
+    const addresses = this.host
+      .multiaddrs()
+      .map(String)
+      .filter((a) => !a.includes('/p2p-circuit'));
+    const network = localNetwork(this.config.routes);
     const same =
-      addresses.length === self.addresses.length && addresses.every((a, i) => a === self.addresses[i]);
+      addresses.length === self.addresses.length &&
+      addresses.every((a, i) => a === self.addresses[i]) &&
+      sameNetwork(network, self.network);
     if (same) return;
+    this.directory.setSelf(this.peerId, network);
     try {
-      const result = await this.remote.propose({ setMemberAddresses: { peerId: this.peerId, addresses } });
+      const result = await this.remote.propose({
+        setMemberAddresses: { peerId: this.peerId, addresses, network },
+      });
       if (result.code === 'OK' && result.member !== undefined) this.directory.upsert(result.member);
     } catch (error) {
       this.log.debug({ err: error }, "cannot announce this node's addresses yet");
+    }
+  }
+
+  /**
+   * Hold a relay reservation on every member that reaches subnets this node is not on (routing.ts),
+   * so peers there can reach this node through it. Re-made after a relay restarts.
+   */
+  async #reserveRelays(): Promise<void> {
+    const listening = this.host.multiaddrs().map(String);
+    const now = Date.now();
+    for (const relay of this.directory.relaysToReserve()) {
+      if (listening.some((a) => a.includes(`/p2p/${relay.peerId}/p2p-circuit`))) continue;
+      if (this.#stopped) return;
+      if (now - (this.#reservationAttempts.get(relay.peerId) ?? 0) < RESERVATION_RETRY_MS) continue;
+      this.#reservationAttempts.set(relay.peerId, now);
+      try {
+        await this.host.listenViaRelay(relay.address);
+        this.log.info({ relay: relay.peerId }, 'relay reservation made');
+      } catch (error) {
+        this.log.debug({ relay: relay.peerId, err: error }, 'cannot make a relay reservation yet');
+      }
     }
   }
 
@@ -467,7 +537,103 @@ export class ZhsmNode {
       learners,
       servers,
       members: this.directory.all().length,
+      paths: this.#paths(),
+      relayReservations: this.host
+        .multiaddrs()
+        .map(String)
+        .map((a) => /\/p2p\/([^/]+)\/p2p-circuit/.exec(a)?.[1])
+        .filter((id): id is string => id !== undefined)
+        .filter((id, i, all) => all.indexOf(id) === i),
     };
+  }
+
+  /**
+   * Routing as this node sees it: every member's subnets and route table, the paths this node
+   * would dial (direct addresses, relays) and the connection it uses now.
+   */
+  routes(): RouteReport[] {
+    const now = new Map(this.#paths().map((p) => [p.peerId, p]));
+    return this.directory.all().map((member) => ({
+      peerId: member.peerId,
+      controllerId: member.controllerId,
+      self: member.peerId === this.peerId,
+      addresses: member.addresses,
+      subnets: member.network?.subnets ?? [],
+      hostname: member.network?.hostname ?? '',
+      routes: member.network?.routes ?? [],
+      paths: member.peerId === this.peerId ? undefined : this.directory.pathsTo(member.peerId),
+      connection: now.get(member.peerId),
+    }));
+  }
+
+  /** The connection this node uses to each member: direct, relayed (through whom) or none. */
+  #paths(): PathStatus[] {
+    const connections = this.host.libp2p.getConnections();
+    return this.directory
+      .all()
+      .filter((member) => member.peerId !== this.peerId)
+      .map((member): PathStatus => {
+        const open = connections.filter(
+          (c) => c.remotePeer.toString() === member.peerId && c.status === 'open',
+        );
+        const chosen = open.find((c) => !c.remoteAddr.toString().includes('/p2p-circuit')) ?? open[0];
+        const base = { peerId: member.peerId, controllerId: member.controllerId };
+        if (chosen === undefined) return { ...base, path: 'none' };
+        const address = chosen.remoteAddr.toString();
+        const via = /\/p2p\/([^/]+)\/p2p-circuit/.exec(address)?.[1];
+        return via === undefined
+          ? { ...base, path: 'direct', address }
+          : { ...base, path: 'relayed', via, address };
+      });
+  }
+
+  // ---- FUSE mounts ------------------------------------------------------------------------------
+
+  /**
+   * Mount the cell at `mountpoint` with FUSE (created if missing; a dead mount left there by a
+   * crash is replaced, a live one refused). The mount lives until `unmount` or `stop`. Returns the
+   * absolute mountpoint.
+   */
+  async mount(mountpoint: string, options: { replicas?: number } = {}): Promise<string> {
+    if (this.#stopped) throw new UnavailableError('the node is stopping');
+    const where = resolve(mountpoint);
+    if (this.#mounts.has(where))
+      throw new AlreadyExistsError(`this node already mounts the cell at ${where}`, { mountpoint: where });
+    const pending = import('./mount.ts').then(({ mountNode }) =>
+      mountNode(this, where, { ...options, logger: this.log.child({ module: 'fuse', mountpoint: where }) }),
+    );
+    this.#mounts.set(where, pending);
+    try {
+      await pending;
+    } catch (error) {
+      this.#mounts.delete(where);
+      throw error;
+    }
+    this.log.info({ mountpoint: where }, 'mounted the cell');
+    return where;
+  }
+
+  /** Unmount a mount this node made (lazily if busy), releasing its open files' tokens. */
+  async unmount(mountpoint: string): Promise<void> {
+    const where = resolve(mountpoint);
+    const pending = this.#mounts.get(where);
+    if (pending === undefined)
+      throw new NotFoundError(`this node has no mount at ${where}`, { mountpoint: where });
+    let mounted: NodeMount;
+    try {
+      mounted = await pending;
+    } catch {
+      return; // the mount failed; mount() already forgot it
+    }
+    if (this.#mounts.get(where) !== pending) return; // another unmount got there first
+    this.#mounts.delete(where);
+    await mounted.unmount();
+    this.log.info({ mountpoint: where }, 'unmounted the cell');
+  }
+
+  /** The mountpoints of this node's mounts (including one still being mounted). */
+  mounts(): string[] {
+    return [...this.#mounts.keys()];
   }
 
   // ---- the local admin socket -------------------------------------------------------------------
@@ -512,8 +678,22 @@ export class ZhsmNode {
 
   async #adminRequest(line: string): Promise<Record<string, unknown>> {
     try {
-      const request = JSON.parse(line) as { op?: unknown; ttlMs?: unknown; token?: unknown };
+      const request = JSON.parse(line) as {
+        op?: unknown;
+        ttlMs?: unknown;
+        token?: unknown;
+        mountpoint?: unknown;
+      };
       if (request.op === 'status') return { ok: true, status: await this.status() };
+      if (request.op === 'mount' || request.op === 'unmount') {
+        if (typeof request.mountpoint !== 'string' || !isAbsolute(request.mountpoint))
+          throw new InvalidArgumentError('mountpoint must be an absolute path');
+        if (request.op === 'mount') return { ok: true, mountpoint: await this.mount(request.mountpoint) };
+        await this.unmount(request.mountpoint);
+        return { ok: true, mountpoint: resolve(request.mountpoint) };
+      }
+      if (request.op === 'mounts') return { ok: true, mounts: this.mounts() };
+      if (request.op === 'routes') return { ok: true, routes: this.routes() };
       if (request.op === 'token-create') {
         const ttlMs = typeof request.ttlMs === 'number' ? request.ttlMs : JOIN_TOKEN_TTL_MS_DEFAULT;
         if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0)
@@ -538,6 +718,14 @@ export class ZhsmNode {
   async stop(options: { deregister?: boolean } = {}): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    // Mounts first: their open files still need the cell (tokens released, buffers flushed).
+    await Promise.all(
+      [...this.#mounts.keys()].map((mountpoint) =>
+        this.unmount(mountpoint).catch((error: unknown) =>
+          this.log.error({ err: error, mountpoint }, 'cannot unmount; clear it with: umount -l MOUNTPOINT'),
+        ),
+      ),
+    );
     for (const timer of this.#timers) clearInterval(timer);
     if (this.#admin !== undefined) {
       await new Promise<void>((resolve) => this.#admin!.close(() => resolve()));
@@ -562,6 +750,7 @@ export class ZhsmNode {
     backends?: readonly string[];
     listen?: readonly string[];
     announce?: readonly string[];
+    routes?: readonly Route[];
     name?: string;
     tokenTtlMs?: number;
     logger?: Logger;
@@ -585,6 +774,7 @@ export class ZhsmNode {
       ...(backends.length > 0 ? { serverUuid: newServerUuid() } : {}),
       listen: checkMultiaddrs(options.listen?.length ? options.listen : [LISTEN_DEFAULT], 'listen'),
       ...(options.announce?.length ? { announce: checkMultiaddrs(options.announce, 'announce') } : {}),
+      ...(options.routes?.length ? { routes: options.routes.map(checkRoute) } : {}),
     };
     await writeConfig(options.data, config);
     const node = await ZhsmNode.start(options.data, { logger: options.logger });
@@ -650,9 +840,11 @@ export class ZhsmNode {
     backends?: readonly string[];
     listen?: readonly string[];
     announce?: readonly string[];
+    routes?: readonly Route[];
     name?: string;
     logger?: Logger;
   }): Promise<{ peerId: string; member: Member; config: NodeConfig }> {
+    const routes = (options.routes ?? []).map(checkRoute);
     const token = parseJoinToken(options.token);
     const peer = checkMultiaddrs([options.peer], 'peer')[0]!;
     if (!peer.includes('/p2p/'))
@@ -691,6 +883,7 @@ export class ZhsmNode {
         ...(backends.length > 0 ? { serverUuid: newServerUuid() } : {}),
         listen: boundListen(listen, host) ?? listen,
         ...(options.announce?.length ? { announce: checkMultiaddrs(options.announce, 'announce') } : {}),
+        ...(routes.length > 0 ? { routes } : {}),
       };
       await writeConfig(options.data, config);
       await writeMembersCache(options.data, response.members);

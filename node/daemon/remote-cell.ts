@@ -22,7 +22,7 @@ import type { Host } from '../net/host.ts';
 import { call } from '../net/rpc.ts';
 import { openSession, type Session } from '../net/session.ts';
 import { StorageClient } from '../storage/client.ts';
-import { type MemberDirectory, rememberAddresses } from './directory.ts';
+import type { MemberDirectory } from './directory.ts';
 import {
   type CellInfo,
   cellInfoMethod,
@@ -222,7 +222,7 @@ export class RemoteCell implements CellApi {
   /** cell-info of one node (this node's own answer for itself). */
   async cellInfoOf(peerId: string, addresses: readonly string[] = []): Promise<CellInfo> {
     if (this.#local !== undefined && peerId === this.#local.peerId) return this.#local.info();
-    await rememberAddresses(this.#host, peerId, addresses, this.#log);
+    await this.#directory.remember(this.#host, peerId, addresses, this.#log);
     return call(this.#host, peerId, cellInfoMethod, {}, { timeoutMs: PROBE_TIMEOUT_MS });
   }
 
@@ -234,7 +234,8 @@ export class RemoteCell implements CellApi {
       try {
         if (current !== undefined) void current.session.close().catch(() => {});
         const member = this.#directory.member(peerId);
-        if (member !== undefined) await rememberAddresses(this.#host, peerId, member.addresses, this.#log);
+        if (member !== undefined)
+          await this.#directory.remember(this.#host, peerId, member.addresses, this.#log);
         const session = await openSession(this.#host, peerId, metaMethod, { openTimeoutMs: 5_000 });
         this.#session = { peerId, session };
         return session;
@@ -272,7 +273,7 @@ export class RemoteCell implements CellApi {
 
   async #storagePeer(backend: Uint8Array): Promise<string> {
     const server = await this.#server(backend);
-    await rememberAddresses(this.#host, server.peerId, server.addresses, this.#log);
+    await this.#directory.remember(this.#host, server.peerId, server.addresses, this.#log);
     return server.peerId;
   }
 
@@ -307,7 +308,7 @@ export class RemoteCell implements CellApi {
         .filter((server) => server.online)
         .map(async (server) => {
           try {
-            await rememberAddresses(this.#host, server.peerId, server.addresses, this.#log);
+            await this.#directory.remember(this.#host, server.peerId, server.addresses, this.#log);
             await this.storage.delete(server.peerId, ids);
           } catch (error) {
             this.#log.warn({ server: server.peerId, err: error }, 'cannot delete released objects');

@@ -125,6 +125,22 @@ export interface Member {
   joinToken: Uint8Array;
   /** Multiaddrs the member listens on (each ending in `/p2p/<peer id>`). */
   addresses: string[];
+  /** Where the member sits and how other subnets reach it (absent until it announces it). */
+  network?: MemberNetwork;
+}
+
+/** Routing facts of a member (node/daemon/routing.ts). */
+export interface MemberNetwork {
+  /** Per destination subnet (CIDR), the multiaddr peers in that subnet reach this member at. */
+  routes: Route[];
+  /** CIDRs of the member's own interfaces (address/prefix). */
+  subnets: string[];
+  hostname: string;
+}
+
+export interface Route {
+  subnet: string;
+  address: string;
 }
 
 export interface Attributes {
@@ -193,7 +209,7 @@ export interface Command {
     addresses?: string[];
   };
   initCell?: InitCell;
-  setMemberAddresses?: { peerId: string; addresses: string[] };
+  setMemberAddresses?: { peerId: string; addresses: string[]; network?: MemberNetwork };
 }
 
 export interface Result {

@@ -24,6 +24,7 @@
  */
 
 import { truncateChunks } from '../client/layout.ts';
+import { parseSubnet } from '../common/cidr.ts';
 import { assert } from '../common/errors.ts';
 import type { KvOperation, KvStore } from './kv.ts';
 import {
@@ -40,6 +41,7 @@ import {
   type Location,
   locationCodec,
   type Member,
+  type MemberNetwork,
   memberCodec,
   type OpenToken,
   openTokenCodec,
@@ -136,6 +138,38 @@ function checkAddresses(addresses: readonly string[]): string[] {
       fail('INVALID_ARGUMENT', `invalid member address ${JSON.stringify(address.slice(0, 80))}`);
   }
   return [...addresses];
+}
+
+const MEMBER_ROUTES_MAX = 64;
+const MEMBER_SUBNETS_MAX = 64;
+
+/** A member's routing facts: well-formed subnets, multiaddr-shaped route addresses, bounded sizes. */
+function checkNetwork(network: MemberNetwork): MemberNetwork {
+  const routes = network.routes ?? [];
+  const subnets = network.subnets ?? [];
+  if (routes.length > MEMBER_ROUTES_MAX)
+    fail('INVALID_ARGUMENT', `at most ${MEMBER_ROUTES_MAX} routes per member`);
+  if (subnets.length > MEMBER_SUBNETS_MAX)
+    fail('INVALID_ARGUMENT', `at most ${MEMBER_SUBNETS_MAX} subnets per member`);
+  const subnet = (text: string) => {
+    try {
+      parseSubnet(text);
+    } catch (error) {
+      fail('INVALID_ARGUMENT', (error as Error).message);
+    }
+  };
+  for (const text of subnets) subnet(text);
+  for (const route of routes) {
+    subnet(route.subnet);
+    checkAddresses([route.address]);
+  }
+  const hostname = network.hostname ?? '';
+  if (hostname.length > 255) fail('INVALID_ARGUMENT', 'host name longer than 255 bytes');
+  return {
+    routes: routes.map((r) => ({ subnet: r.subnet, address: r.address })),
+    subnets: [...subnets],
+    hostname,
+  };
 }
 
 function sameId(a: Uint8Array, b: Uint8Array): boolean {
@@ -829,7 +863,8 @@ export class MetadataStateMachine {
   ): Promise<Partial<Result>> {
     const bytes = await tx.get(keys.member(op.peerId));
     if (bytes === undefined) fail('NOT_FOUND', 'no such member');
-    const member = { ...memberCodec.decode(bytes), addresses: checkAddresses(op.addresses) };
+    const member: Member = { ...memberCodec.decode(bytes), addresses: checkAddresses(op.addresses) };
+    if (op.network != null) member.network = checkNetwork(op.network);
     tx.put(keys.member(op.peerId), memberCodec.encode(member));
     return { member };
   }

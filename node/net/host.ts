@@ -88,6 +88,11 @@ export interface Host {
   multiaddrs(): Multiaddr[];
   /** Make a reservation on a relay and listen through it (`<relay addr>/p2p/<relay id>`). */
   listenViaRelay(relay: Multiaddr | string): Promise<void>;
+  /**
+   * The order to dial a peer's addresses in (routing's preference: direct, then relays best
+   * first). libp2p dials one address after another in its sorter's order; this ranks them.
+   */
+  setDialOrder(peerId: string, addresses: readonly string[]): void;
   stop(): Promise<void>;
 }
 
@@ -110,6 +115,14 @@ export async function createHost(options: HostOptions): Promise<Host> {
   const isMember = options.isMember;
   const counters: HostCounters = { refusedStreams: 0, refusedRelays: 0 };
   const listen = parseMultiaddrs(options.listen ?? [listenDefault], 'listen');
+  // Per peer: address -> rank in routing's order (see setDialOrder). Unranked addresses go last.
+  const dialOrders = new Map<string, Map<string, number>>();
+  const dialRank = (address: string): number => {
+    const at = address.lastIndexOf('/p2p/');
+    const peer = at < 0 ? undefined : address.slice(at + 5);
+    const ranks = peer === undefined ? undefined : dialOrders.get(peer);
+    return ranks?.get(address) ?? Number.MAX_SAFE_INTEGER;
+  };
   const announce = options.announce === undefined ? undefined : parseMultiaddrs(options.announce, 'announce');
   const refuseRelay = (reason: string, peers: Record<string, string>) => {
     counters.refusedRelays += 1;
@@ -146,6 +159,14 @@ export async function createHost(options: HostOptions): Promise<Host> {
       // loaded peer 10 s to answer (the default 5 s can cut a busy bulk transfer).
       connectionMonitor: { pingTimeout: { minTimeout: pingTimeoutMsMin } },
       connectionManager: {
+        // Direct addresses before relayed ones, then the order routing put them in (setDialOrder,
+        // node/daemon/routing.ts). libp2p's default sorts loopback addresses after everything,
+        // relayed paths included, so a peer on this machine would be reached through a relay.
+        addressSorter: (a, b) => {
+          const x = a.multiaddr.toString();
+          const y = b.multiaddr.toString();
+          return relayedLast(x, y) || (Math.sign(dialRank(x) - dialRank(y)) as -1 | 0 | 1);
+        },
         maxConnections: options.connectionsMax ?? connectionsMaxDefault,
         inboundConnectionThreshold: inboundConnectionsPerSecondMax,
       },
@@ -184,6 +205,15 @@ export async function createHost(options: HostOptions): Promise<Host> {
     log,
     counters,
     multiaddrs: () => libp2p.getMultiaddrs(),
+    setDialOrder(peerId, addresses) {
+      const suffix = `/p2p/${peerId}`;
+      const ranks = new Map<string, number>();
+      addresses.forEach((address, rank) => {
+        ranks.set(address.endsWith(suffix) ? address : `${address}${suffix}`, rank);
+      });
+      if (ranks.size === 0) dialOrders.delete(peerId);
+      else dialOrders.set(peerId, ranks);
+    },
     async listenViaRelay(relay) {
       const relayAddress = typeof relay === 'string' ? multiaddr(relay) : relay;
       const circuit = relayAddress.encapsulate('/p2p-circuit');
@@ -213,4 +243,11 @@ export async function createHost(options: HostOptions): Promise<Host> {
 
 interface TransportManagerLike {
   listen(addresses: Multiaddr[]): Promise<void>;
+}
+
+/** Compare function: relayed (`/p2p-circuit`) addresses after direct ones; stable otherwise. */
+export function relayedLast(a: string, b: string): -1 | 0 | 1 {
+  const relayedA = a.includes('/p2p-circuit');
+  const relayedB = b.includes('/p2p-circuit');
+  return relayedA === relayedB ? 0 : relayedA ? 1 : -1;
 }

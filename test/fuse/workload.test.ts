@@ -2,71 +2,14 @@
  * Everyday tools on a real mount: tar (with mtimes), cp -p, sha256sum, git, rsync.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { generateTree, has, manifest } from './_tree.ts';
 import { execFileAsync, fuseSkipReason, startMount, type TestMount } from './harness.ts';
 
 const skip = await fuseSkipReason();
-const has = (command: string) => {
-  try {
-    execFileSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-};
-
-/** A deterministic tree: nested directories, files of many sizes, symlinks, a hard link, odd modes. */
-function generateTree(root: string): void {
-  let seed = 12345;
-  const random = () => {
-    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-    return seed;
-  };
-  for (let d = 0; d < 6; d++) {
-    const dir = join(root, `dir-${d}`, `sub-${d % 3}`);
-    fs.mkdirSync(dir, { recursive: true });
-    for (let f = 0; f < 25; f++) {
-      const size = [0, 1, 100, 4095, 4096, 70_000, 300_000][random() % 7]!;
-      const data = Buffer.alloc(size);
-      for (let i = 0; i < size; i++) data[i] = random() & 0xff;
-      const path = join(dir, `file-${f}.bin`);
-      fs.writeFileSync(path, data);
-      fs.chmodSync(path, [0o644, 0o600, 0o755, 0o444][f % 4]!);
-      fs.utimesSync(path, new Date(1_500_000_000_000 + f * 1000), new Date(1_600_000_000_000 + f * 60_000));
-    }
-    fs.symlinkSync(`file-0.bin`, join(dir, 'link-to-0'));
-  }
-  fs.linkSync(join(root, 'dir-0', 'sub-0', 'file-1.bin'), join(root, 'dir-0', 'hardlink'));
-  fs.writeFileSync(join(root, 'name with spaces & ünïcode'), 'x');
-}
-
-/** sha256 of every regular file, and the mode and mtime (s) of everything, by relative path. */
-function manifest(root: string): Map<string, string> {
-  const out = new Map<string, string>();
-  const walk = (dir: string) => {
-    for (const name of fs.readdirSync(dir).sort()) {
-      const path = join(dir, name);
-      const stat = fs.lstatSync(path);
-      const relative = path.slice(root.length);
-      if (stat.isDirectory()) {
-        out.set(relative, `dir ${stat.mode.toString(8)}`);
-        walk(path);
-      } else if (stat.isSymbolicLink()) {
-        out.set(relative, `link ${fs.readlinkSync(path)}`);
-      } else {
-        const hash = createHash('sha256').update(fs.readFileSync(path)).digest('hex');
-        out.set(relative, `file ${stat.mode.toString(8)} ${Math.floor(stat.mtimeMs / 1000)} ${hash}`);
-      }
-    }
-  };
-  walk(root);
-  return out;
-}
 
 for (const client of ['memory', 'cell'] as const)
   describe(`workloads on a real mount (${client} client)`, { skip }, () => {
@@ -92,7 +35,7 @@ for (const client of ['memory', 'cell'] as const)
       const target = join(mount.mountpoint, 'untar');
       fs.mkdirSync(target);
       await execFileAsync('tar', ['-xf', archive, '-C', target]);
-      assert.deepEqual(manifest(target), manifest(source));
+      assert.deepEqual(await manifest(target), await manifest(source));
       const sums = (
         await execFileAsync('sh', ['-c', 'find . -type f -print0 | sort -z | xargs -0 sha256sum'], {
           cwd: source,
@@ -182,8 +125,8 @@ for (const client of ['memory', 'cell'] as const)
       const back = join(scratch, 'back');
       await execFileAsync('rsync', ['-a', '-H', `${source}/`, `${there}/`]);
       await execFileAsync('rsync', ['-a', '-H', `${there}/`, `${back}/`]);
-      assert.deepEqual(manifest(there), manifest(source));
-      assert.deepEqual(manifest(back), manifest(source));
+      assert.deepEqual(await manifest(there), await manifest(source));
+      assert.deepEqual(await manifest(back), await manifest(source));
       const again = await execFileAsync('rsync', ['-a', '-H', '-i', '--dry-run', `${source}/`, `${there}/`]);
       assert.equal(again.stdout, '', 'a second rsync finds nothing to do (mtimes and sizes match)');
     });

@@ -1,0 +1,87 @@
+/**
+ * `zhsm-node` child processes for the benchmarks: the same commands a user types, every child
+ * killed when the benchmark process exits.
+ */
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
+export const nodeCli = join(import.meta.dirname, '..', 'node', 'cli', 'node.ts');
+export const LOOPBACK = '/ip4/127.0.0.1/tcp/0';
+
+export interface Proc {
+  name: string;
+  data: string;
+  child?: ChildProcess;
+  peerId: string;
+  addresses: string[];
+}
+
+const children: ChildProcess[] = [];
+process.on('exit', () => {
+  for (const child of children)
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+});
+
+/** `zhsm-node ARGS --json`, parsed. */
+export async function cli(args: string[]): Promise<Record<string, unknown>> {
+  const { stdout } = await execFileAsync(process.execPath, [nodeCli, ...args, '--json'], {
+    timeout: 120_000,
+  });
+  return JSON.parse(stdout) as Record<string, unknown>;
+}
+
+/** `zhsm-node start --data`, resolved on its "started" line (peer id and addresses filled in). */
+export async function start(proc: Proc, extra: string[] = []): Promise<void> {
+  const child = spawn(
+    process.execPath,
+    [nodeCli, 'start', '--data', proc.data, '--log-level', 'error', ...extra],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  children.push(child);
+  proc.child = child;
+  await new Promise<void>((resolve, reject) => {
+    let buffered = '';
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (text: string) => {
+      buffered += text;
+      const line = buffered.split('\n').find((l) => l.includes('"event":"started"'));
+      if (line === undefined) return;
+      const started = JSON.parse(line) as { peerId: string; addresses: string[] };
+      proc.peerId = started.peerId;
+      proc.addresses = started.addresses;
+      resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`${proc.name} exited with ${code} while starting`)));
+  });
+}
+
+export function kill(proc: Proc, signal: NodeJS.Signals): Promise<void> {
+  const child = proc.child;
+  if (child === undefined || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    child.once('exit', () => resolve());
+    child.kill(signal);
+  });
+}
+
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  timeoutMs = 60_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined) return value;
+    } catch {
+      // not yet
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
