@@ -318,6 +318,20 @@ describe('routing across subnets (network namespaces)', { skip, timeout: 600_000
     assert.equal(fs.readFileSync(join(mountpoint, 'after-relay-death.txt'), 'utf8'), 'still here\n');
   });
 
+  test('a peer that is not a member cannot use a member as a relay', async () => {
+    const rly = await status('rly');
+    const relayAddress = (rly as unknown as { node: { addresses: string[] } }).node.addresses.find(
+      (a) => a.includes(`/ip4/${net.ip(1, 3)}/`) && !a.includes('/p2p-circuit'),
+    );
+    assert.ok(relayAddress !== undefined, 'the relay listens on subnet 1');
+    const out = JSON.parse(
+      await inNs('cli', [join(import.meta.dirname, '_stranger.ts'), relayAddress, proc('s1').peerId]),
+    ) as Record<'reservation' | 'relayed' | 'direct', { refused: boolean; error?: string }>;
+    assert.equal(out.reservation.refused, true, 'no reservation for a non-member');
+    assert.equal(out.relayed.refused, true, 'no relayed connection for a non-member');
+    assert.equal(out.direct.refused, true, "the relay's own protocols refuse a non-member");
+  });
+
   test('controllers in different subnets keep consensus through a relay when the primary dies', async () => {
     await start('rly');
     await Promise.all(
