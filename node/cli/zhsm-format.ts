@@ -12,6 +12,22 @@ function bytes(value: number): string {
   return `${scaled.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
 }
 
+/** Storage servers, each with its backends (capacity, free space, path). */
+function serverLines(status: StatusReport): string[] {
+  const lines: string[] = ['storage servers:'];
+  if (status.servers.length === 0) lines.push('  (none registered)');
+  for (const server of status.servers) {
+    lines.push(`  ${server.name} ${server.online ? 'online' : 'OFFLINE'} ${server.power} ${server.peerId}`);
+    lines.push(
+      table([
+        ['  BACKEND', 'CAPACITY', 'FREE', 'PATH'],
+        ...server.backends.map((b) => [`  ${b.uuid}`, bytes(b.capacityBytes), bytes(b.freeBytes), b.path]),
+      ]),
+    );
+  }
+  return lines;
+}
+
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
   return rows
@@ -49,17 +65,7 @@ export function formatStatus(status: StatusReport): string {
     ]),
   );
   lines.push('');
-  lines.push('storage servers:');
-  if (status.servers.length === 0) lines.push('  (none registered)');
-  for (const server of status.servers) {
-    lines.push(`  ${server.name} ${server.online ? 'online' : 'OFFLINE'} ${server.power} ${server.peerId}`);
-    lines.push(
-      table([
-        ['  BACKEND', 'CAPACITY', 'FREE', 'PATH'],
-        ...server.backends.map((b) => [`  ${b.uuid}`, bytes(b.capacityBytes), bytes(b.freeBytes), b.path]),
-      ]),
-    );
-  }
+  lines.push(...serverLines(status));
   lines.push('');
   lines.push(`members: ${status.members}`);
   const paths = status.paths ?? [];
@@ -84,17 +90,7 @@ export function formatStatus(status: StatusReport): string {
 
 /** `zhsm servers [--routes]`: servers with backends; members' routing and this node's paths. */
 export function formatServers(status: StatusReport, routes?: readonly RouteReport[]): string {
-  const lines: string[] = ['storage servers:'];
-  if (status.servers.length === 0) lines.push('  (none registered)');
-  for (const server of status.servers) {
-    lines.push(`  ${server.name} ${server.online ? 'online' : 'OFFLINE'} ${server.power} ${server.peerId}`);
-    lines.push(
-      table([
-        ['  BACKEND', 'CAPACITY', 'FREE', 'PATH'],
-        ...server.backends.map((b) => [`  ${b.uuid}`, bytes(b.capacityBytes), bytes(b.freeBytes), b.path]),
-      ]),
-    );
-  }
+  const lines = serverLines(status);
   if (routes === undefined) return lines.join('\n');
   const names = new Map(status.servers.map((s) => [s.peerId, s.name]));
   lines.push('', 'routing (from this node):');

@@ -71,3 +71,25 @@ export function has(command: string): boolean {
     }
   });
 }
+
+/**
+ * The SQLite workload: a table, 10,000 inserts in one transaction, an index, deletes of a third,
+ * optionally VACUUM, then `PRAGMA integrity_check` and the row count (prints "ok" and 6667).
+ */
+export function sqliteScript(options: { vacuum?: boolean } = {}): string {
+  return [
+    'PRAGMA journal_mode=DELETE;',
+    'CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, payload BLOB);',
+    'BEGIN;',
+    ...Array.from(
+      { length: 10_000 },
+      (_, i) => `INSERT INTO t (name, payload) VALUES ('row ${i}', randomblob(${i % 500}));`,
+    ),
+    'COMMIT;',
+    'CREATE INDEX t_name ON t (name);',
+    'DELETE FROM t WHERE id % 3 = 0;',
+    ...(options.vacuum === true ? ['VACUUM;'] : []),
+    'PRAGMA integrity_check;',
+    'SELECT count(*) FROM t;',
+  ].join('\n');
+}

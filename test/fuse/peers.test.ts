@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { cli, stopNode } from '../daemon/_cell.ts';
 import { startDaemonCell } from './_daemon-cell.ts';
-import { generateTree, has, manifest } from './_tree.ts';
+import { generateTree, has, manifest, sqliteScript } from './_tree.ts';
 import { loopContent, loopLine } from './_write-loop.ts';
 import { execFileAsync, fuseSkipReason, isMounted } from './harness.ts';
 
@@ -249,20 +249,7 @@ test('two peers mount one cell of zhsm-node daemons', { skip, timeout: 720_000 }
       { skip: has('sqlite3') ? undefined : 'sqlite3 missing' },
       async () => {
         const database = join(A, 'test.sqlite');
-        const script = [
-          'PRAGMA journal_mode=DELETE;',
-          'CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, payload BLOB);',
-          'BEGIN;',
-          ...Array.from(
-            { length: 10_000 },
-            (_, i) => `INSERT INTO t (name, payload) VALUES ('row ${i}', randomblob(${i % 500}));`,
-          ),
-          'COMMIT;',
-          'CREATE INDEX t_name ON t (name);',
-          'DELETE FROM t WHERE id % 3 = 0;',
-          'PRAGMA integrity_check;',
-          'SELECT count(*) FROM t;',
-        ].join('\n');
+        const script = sqliteScript();
         await fsp.writeFile(join(scratch, 'script.sql'), script);
         const started = Date.now();
         const { stdout } = await execFileAsync('sh', [

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { generateTree, has, manifest } from './_tree.ts';
+import { generateTree, has, manifest, sqliteScript } from './_tree.ts';
 import { execFileAsync, fuseSkipReason, startMount, type TestMount } from './harness.ts';
 
 const skip = await fuseSkipReason();
@@ -95,21 +95,7 @@ for (const client of ['memory', 'cell'] as const)
       skip: has('sqlite3') ? undefined : 'sqlite3 missing',
     }, async () => {
       const database = join(mount.mountpoint, 'test.sqlite');
-      const script = [
-        'PRAGMA journal_mode=DELETE;',
-        'CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, payload BLOB);',
-        'BEGIN;',
-        ...Array.from(
-          { length: 10_000 },
-          (_, i) => `INSERT INTO t (name, payload) VALUES ('row ${i}', randomblob(${i % 500}));`,
-        ),
-        'COMMIT;',
-        'CREATE INDEX t_name ON t (name);',
-        'DELETE FROM t WHERE id % 3 = 0;',
-        'VACUUM;',
-        'PRAGMA integrity_check;',
-        'SELECT count(*) FROM t;',
-      ].join('\n');
+      const script = sqliteScript({ vacuum: true });
       fs.writeFileSync(join(scratch, 'script.sql'), script);
       const { stdout } = await execFileAsync('sh', [
         '-c',

@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { nodeCli, zhsmCli } from '../daemon/_cell.ts';
+import { nodeCli, waitFor, zhsmCli } from '../daemon/_cell.ts';
 import { fuseSkipReason, isMounted } from '../fuse/harness.ts';
 import { Netns, netnsSkipReason } from './_netns.ts';
 
@@ -118,22 +118,6 @@ describe('routing across subnets (network namespaces)', { skip, timeout: 600_000
       timeout: 60_000,
     });
     return JSON.parse(stdout) as Status;
-  };
-
-  const waitFor = async <T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 60_000) => {
-    const deadline = Date.now() + timeoutMs;
-    let last: unknown;
-    for (;;) {
-      try {
-        const value = await check();
-        if (value !== undefined) return value;
-      } catch (error) {
-        last = error;
-      }
-      if (Date.now() > deadline)
-        throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-      await new Promise((resolve) => setTimeout(resolve, 300));
-    }
   };
 
   const reservationsOf = async (name: string, relays: string[]) => {
