@@ -71,7 +71,7 @@ async function hashFile(fs: CellClient, path: string): Promise<string> {
 }
 
 test('a cell of 3 controllers and 3 storage servers survives the loss of its primary', {
-  timeout: 300_000,
+  timeout: 480_000,
 }, async (t) => {
   const base = tempDirectory(t, 'zhsm-cell-');
   const { first: c1, token } = await initCell(base, 'itest');
