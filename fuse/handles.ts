@@ -1,6 +1,7 @@
 /** The mount's file-descriptor table: fuse `fh` numbers -> open client handles. */
 import type { FileHandle, OpenMode } from '../node/client/api.ts';
 import { MountErrno, MountError } from './errno.ts';
+import type { ReadAhead } from './read-ahead.ts';
 
 export interface OpenFile {
   readonly fd: number;
@@ -12,6 +13,8 @@ export interface OpenFile {
   readonly handle?: FileHandle;
   /** Contents of a virtual file, fixed at open. */
   readonly content?: Uint8Array;
+  /** Sequential read-ahead over `handle` (read-only opens). */
+  readonly readAhead?: ReadAhead;
 }
 
 export class OpenFileTable {

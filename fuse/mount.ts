@@ -27,6 +27,7 @@ import { directoryOperations } from './operations/directories.ts';
 import { fileOperations } from './operations/files.ts';
 import { nameOperations } from './operations/names.ts';
 import { xattrOperations } from './operations/xattr.ts';
+import { ReadAheadBudget, type ReadAheadOptions } from './read-ahead.ts';
 import { clearStuckMount, listFuseMounts } from './stuck-mount.ts';
 import { type VirtualFileName, type VirtualFileProvider, VirtualFolder } from './virtual.ts';
 
@@ -66,6 +67,15 @@ export interface MountOptions {
   readonly maxWriteBytes?: number;
   /** Kernel read-ahead for the mount in KiB, set through sysfs when permitted (default 1024). */
   readonly readAheadKb?: number;
+  /**
+   * The mount's own read-ahead for files opened read-only and read sequentially: whole aligned
+   * pieces of `readAheadPieceBytes` (default 4 MiB, the client's chunk size), up to
+   * `readAheadPieces` ahead of the reader (default 4; 0 turns it off), at most
+   * `readAheadBudgetBytes` for all open files together (default 256 MiB). See read-ahead.ts.
+   */
+  readonly readAheadPieces?: number;
+  readonly readAheadPieceBytes?: number;
+  readonly readAheadBudgetBytes?: number;
   readonly openFilesMax?: number;
   /** Contents of /.zhsm/{tokens,servers,status}; default: this mount's own open files and state. */
   readonly virtualFiles?: VirtualFileProvider;
@@ -112,12 +122,31 @@ export const mountDefaults = {
   defaultPermissions: true,
   maxWriteBytes: 131072,
   readAheadKb: 1024,
+  readAheadPieces: 4,
+  readAheadPieceBytes: 4 * 1024 * 1024,
+  readAheadBudgetBytes: 256 * 1024 * 1024,
   openFilesMax: 65536,
   hideVirtualFolder: true,
   hardRemove: true,
   umask: 0,
   fsName: 'zhsm',
 } as const;
+
+/** The mount's read-ahead settings (undefined: off). */
+function readAheadOf(options: MountOptions): ReadAheadOptions | undefined {
+  const pieces = options.readAheadPieces ?? mountDefaults.readAheadPieces;
+  const pieceBytes = options.readAheadPieceBytes ?? mountDefaults.readAheadPieceBytes;
+  const budgetBytes = options.readAheadBudgetBytes ?? mountDefaults.readAheadBudgetBytes;
+  for (const [name, value] of [
+    ['readAheadPieces', pieces],
+    ['readAheadPieceBytes', pieceBytes],
+    ['readAheadBudgetBytes', budgetBytes],
+  ] as const) {
+    if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`${name} must be an integer >= 0`);
+  }
+  if (pieces === 0 || pieceBytes === 0 || budgetBytes < pieceBytes) return undefined;
+  return { pieces, pieceBytes, budget: new ReadAheadBudget(budgetBytes) };
+}
 
 function checkSeconds(name: string, value: number): number {
   if (!Number.isFinite(value) || value < 0) throw new RangeError(`${name} must be >= 0, got ${value}`);
@@ -215,12 +244,14 @@ export async function mountFs(
 
   const files = new OpenFileTable({ openFilesMax: options.openFilesMax ?? mountDefaults.openFilesMax });
   const provider = options.virtualFiles ?? defaultVirtualFiles(resolvedMountpoint, files, now());
+  const readAhead = readAheadOf(options);
   const context: OperationContext = {
     client,
     files,
     virtual: new VirtualFolder({ provider, now }),
     now,
     hideVirtualFolder: options.hideVirtualFolder ?? mountDefaults.hideVirtualFolder,
+    ...(readAhead === undefined ? {} : { readAhead }),
   };
   const handlers: NativeHandlers = {
     ...attributeOperations(context),
@@ -255,6 +286,7 @@ export async function mountFs(
       // After the kernel let go no new requests arrive: release what the kernel never released.
       for (const file of files.entries()) {
         files.remove(file.fd);
+        file.readAhead?.close();
         await file.handle
           ?.close()
           .catch((error: unknown) => logger.warn({ err: error, path: file.path }, 'close'));

@@ -2,6 +2,7 @@
 import type { FsClient } from '../../node/client/api.ts';
 import { MountErrno, MountError } from '../errno.ts';
 import type { OpenFileTable } from '../handles.ts';
+import type { ReadAheadOptions } from '../read-ahead.ts';
 import { isVirtualPath, readOnlyError, type VirtualFolder } from '../virtual.ts';
 
 export interface OperationContext {
@@ -11,6 +12,8 @@ export interface OperationContext {
   readonly now: () => number;
   /** Leave `.zhsm` out of the root's listing (it stays reachable by path). */
   readonly hideVirtualFolder: boolean;
+  /** Read-ahead of read-only opens (none when undefined). */
+  readonly readAhead?: ReadAheadOptions;
 }
 
 /** NAME_MAX: the longest file name component, in bytes. */

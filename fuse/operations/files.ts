@@ -3,6 +3,7 @@ import type { FileHandle } from '../../node/client/api.ts';
 import type { NativeHandlers } from '../binding.ts';
 import { MountErrno, MountError } from '../errno.ts';
 import { isExclusive, isWriteMode, openOptionsOf } from '../flags.ts';
+import { ReadAhead } from '../read-ahead.ts';
 import { isVirtualPath, readOnlyError } from '../virtual.ts';
 import { checkChangeable, type OperationContext } from './context.ts';
 
@@ -19,8 +20,18 @@ export function fileOperations(context: OperationContext): FileOperations {
   /** Registers a client handle; closes it again if the table refuses it. */
   async function register(path: string, handle: FileHandle, flags: number): Promise<number> {
     const options = openOptionsOf(flags);
+    const readAhead =
+      options.mode === 'read' && context.readAhead !== undefined
+        ? new ReadAhead((offset, length) => handle.read(offset, length), context.readAhead)
+        : undefined;
     try {
-      return files.add({ path, mode: options.mode, openedAtMs: context.now(), handle });
+      return files.add({
+        path,
+        mode: options.mode,
+        openedAtMs: context.now(),
+        handle,
+        ...(readAhead === undefined ? {} : { readAhead }),
+      });
     } catch (error) {
       await handle.close().catch(() => {});
       throw error;
@@ -59,7 +70,7 @@ export function fileOperations(context: OperationContext): FileOperations {
         buffer.set(slice);
         return slice.length;
       }
-      const data = await file.handle!.read(offset, length);
+      const data = await (file.readAhead?.read(offset, length) ?? file.handle!.read(offset, length));
       if (data.length > length) throw new MountError(MountErrno.EIO, 'client returned more than asked');
       buffer.set(data);
       return data.length;
@@ -84,6 +95,7 @@ export function fileOperations(context: OperationContext): FileOperations {
 
     async release(_path, fd) {
       const file = files.remove(fd);
+      file?.readAhead?.close();
       if (file?.handle !== undefined) await file.handle.close();
     },
   };
