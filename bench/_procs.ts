@@ -19,10 +19,13 @@ export interface Proc {
 }
 
 const children: ChildProcess[] = [];
-process.on('exit', () => {
+
+/** SIGKILL every child still running (also done when this process exits). */
+export function killAll(): void {
   for (const child of children)
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-});
+}
+process.on('exit', killAll);
 
 /** `zhsm-node ARGS --json`, parsed. */
 export async function cli(args: string[]): Promise<Record<string, unknown>> {
