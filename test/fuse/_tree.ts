@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { join } from 'node:path';
+import { execFileAsync } from './harness.ts';
 
 /** A deterministic tree: nested directories, files of many sizes, symlinks, a hard link, odd modes. */
 export function generateTree(root: string): void {
@@ -92,4 +93,23 @@ export function sqliteScript(options: { vacuum?: boolean } = {}): string {
     'PRAGMA integrity_check;',
     'SELECT count(*) FROM t;',
   ].join('\n');
+}
+
+/** git with a fixed identity and branch, in `cwd` (any owner: the mount's files may be root's). */
+export function git(cwd: string, ...args: string[]) {
+  return execFileAsync(
+    'git',
+    [
+      '-c',
+      'user.name=zhsm',
+      '-c',
+      'user.email=zhsm@localhost',
+      '-c',
+      'init.defaultBranch=main',
+      '-c',
+      'safe.directory=*',
+      ...args,
+    ],
+    { cwd },
+  );
 }

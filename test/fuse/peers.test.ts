@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { cli, stopNode } from '../daemon/_cell.ts';
 import { startDaemonCell } from './_daemon-cell.ts';
-import { generateTree, has, manifest, sqliteScript } from './_tree.ts';
+import { generateTree, git, has, manifest, sqliteScript } from './_tree.ts';
 import { loopContent, loopLine } from './_write-loop.ts';
 import { execFileAsync, fuseSkipReason, isMounted } from './harness.ts';
 
@@ -210,22 +210,6 @@ test('two peers mount one cell of zhsm-node daemons', { skip, timeout: 720_000 }
       'git init, add -A, commit, fsck on A (in the extracted tree); log and fsck on B',
       { skip: has('git') ? undefined : 'git missing' },
       async () => {
-        const git = (cwd: string, ...args: string[]) =>
-          execFileAsync(
-            'git',
-            [
-              '-c',
-              'user.name=zhsm',
-              '-c',
-              'user.email=zhsm@localhost',
-              '-c',
-              'init.defaultBranch=main',
-              '-c',
-              `safe.directory=*`,
-              ...args,
-            ],
-            { cwd },
-          );
         const repo = join(A, 'untar'); // the tree extracted above
         const started = Date.now();
         await git(repo, 'init', '-q');

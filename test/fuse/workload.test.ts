@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { generateTree, has, manifest, sqliteScript } from './_tree.ts';
+import { generateTree, git, has, manifest, sqliteScript } from './_tree.ts';
 import { execFileAsync, fuseSkipReason, startMount, type TestMount } from './harness.ts';
 
 const skip = await fuseSkipReason();
@@ -62,32 +62,16 @@ for (const client of ['memory', 'cell'] as const)
       const repo = join(mount.mountpoint, 'repo');
       fs.mkdirSync(repo);
       await execFileAsync('cp', ['-a', `${source}/.`, repo]);
-      const git = (...args: string[]) =>
-        execFileAsync(
-          'git',
-          [
-            '-c',
-            'user.name=zhsm',
-            '-c',
-            'user.email=zhsm@localhost',
-            '-c',
-            'init.defaultBranch=main',
-            ...args,
-          ],
-          {
-            cwd: repo,
-          },
-        );
-      await git('init', '-q');
-      await git('add', '-A');
-      await git('commit', '-q', '-m', 'tree on zhsm');
+      await git(repo, 'init', '-q');
+      await git(repo, 'add', '-A');
+      await git(repo, 'commit', '-q', '-m', 'tree on zhsm');
       fs.appendFileSync(join(repo, 'dir-2', 'sub-2', 'file-0.bin'), 'change');
-      await git('commit', '-q', '-a', '-m', 'second');
-      await git('gc', '-q');
-      await git('fsck', '--full', '--strict');
-      const status = await git('status', '--porcelain');
+      await git(repo, 'commit', '-q', '-a', '-m', 'second');
+      await git(repo, 'gc', '-q');
+      await git(repo, 'fsck', '--full', '--strict');
+      const status = await git(repo, 'status', '--porcelain');
       assert.equal(status.stdout, '');
-      const log = await git('log', '--oneline');
+      const log = await git(repo, 'log', '--oneline');
       assert.equal(log.stdout.trim().split('\n').length, 2);
     });
 
