@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { formatServers, formatStatus } from '../../node/cli/zhsm-format.ts';
 import { inAnySubnet, isLoopback, parseIp, parseSubnet } from '../../node/common/cidr.ts';
 import { parseConfig } from '../../node/daemon/config.ts';
 import { dialAddresses, parseRouteArgument, pathsTo, relaysToReserve } from '../../node/daemon/routing.ts';
@@ -162,5 +163,55 @@ describe('routing', () => {
     );
     // The controller is on every subnet there is: it needs no relay.
     assert.deepEqual(relaysToReserve({ peerId: 'Ctrl', network: controller.network }, members), []);
+  });
+});
+
+describe('routing in the CLI output', () => {
+  const status = {
+    cell: 'c',
+    node: { peerId: 'Client', name: 'a', controllerId: 0, storage: false, addresses: [] },
+    primary: { id: 1, peerId: 'Ctrl' },
+    term: 3,
+    commitIndex: 9,
+    controllers: [],
+    voters: [1],
+    learners: [],
+    servers: [{ uuid: 'u', name: 'store-1', peerId: 'Store', online: true, power: 'ON', backends: [] }],
+    members: 3,
+    paths: [
+      { peerId: 'Ctrl', controllerId: 1, path: 'direct' as const, address: '/ip4/10.71.1.1/tcp/1' },
+      { peerId: 'Store', controllerId: 0, path: 'relayed' as const, via: 'Relay', address: '/x/p2p-circuit' },
+      { peerId: 'Relay', controllerId: 0, path: 'none' as const },
+    ],
+    relayReservations: ['Ctrl'],
+  };
+
+  test('zhsm status lists each member with its path and the relay in use', () => {
+    const text = formatStatus(status);
+    assert.match(text, /Ctrl\s+controller 1\s+direct/);
+    assert.match(text, /Store\s+store-1\s+relayed\s+Relay/);
+    assert.match(text, /Relay\s+client\s+none/);
+    assert.match(text, /relay reservations \(reachable through\): Ctrl/);
+  });
+
+  test('zhsm servers --routes shows subnets, routes and candidate paths', () => {
+    const paths = pathsTo({ peerId: 'Client', network: client.network }, storage, members);
+    const text = formatServers(status, [
+      {
+        peerId: 'Store',
+        controllerId: 0,
+        self: false,
+        addresses: storage.addresses,
+        subnets: storage.network!.subnets,
+        hostname: 's',
+        routes: [{ subnet: '10.9.0.0/16', address: '/ip4/10.9.0.1/tcp/7' }],
+        paths,
+        connection: status.paths[1],
+      },
+    ]);
+    assert.match(text, /subnets: 10\.71\.2\.2\/24\s+host: s/);
+    assert.match(text, /route: from 10\.9\.0\.0\/16 at \/ip4\/10\.9\.0\.1\/tcp\/7/);
+    assert.match(text, /connected: relayed via Relay/);
+    assert.match(text, /relayed: \/ip4\/10\.71\.1\.3\/tcp\/1\/p2p\/Relay\/p2p-circuit\/p2p\/Store/);
   });
 });
