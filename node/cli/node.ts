@@ -84,6 +84,18 @@ function withNodeOptions(command: Command): Command {
     .option('--log-level <level>', 'log level', 'warn');
 }
 
+/** The options of withNodeOptions, as ZhsmNode.init/join take them. */
+function nodeOptions(options: Record<string, unknown>) {
+  return {
+    backends: options.backend as string[],
+    listen: options.listen as string[],
+    announce: options.announce as string[],
+    routes: (options.route as string[]).map(parseRouteArgument),
+    name: options.name as string | undefined,
+    logger: logger(options.logLevel as string),
+  };
+}
+
 const init = program
   .command('init')
   .description(
@@ -97,13 +109,8 @@ withNodeOptions(init).action(async (options) => {
   const result = await ZhsmNode.init({
     data: options.data,
     cell: options.cell,
-    backends: options.backend,
-    listen: options.listen,
-    announce: options.announce,
-    routes: (options.route as string[]).map(parseRouteArgument),
-    name: options.name,
+    ...nodeOptions(options),
     tokenTtlMs: duration(options.tokenTtl),
-    logger: logger(options.logLevel),
   });
   if (options.json) {
     console.log(
@@ -143,12 +150,7 @@ withNodeOptions(join).action(async (peer: string, options) => {
     token: options.token,
     data: options.data,
     controller: options.controller === true,
-    backends: options.backend,
-    listen: options.listen,
-    announce: options.announce,
-    routes: (options.route as string[]).map(parseRouteArgument),
-    name: options.name,
-    logger: logger(options.logLevel),
+    ...nodeOptions(options),
   });
   if (options.json) {
     console.log(
