@@ -24,8 +24,6 @@ export class MemberDirectory {
   readonly #listeners: Array<(members: readonly Member[]) => void> = [];
   /** This node, for routing (`setSelf`); without it every announced address counts as direct. */
   #self: { peerId: string; network: MemberNetwork | undefined } = { peerId: '', network: undefined };
-  /** The addresses last given to libp2p per peer (see `remember`). */
-  readonly #remembered = new Map<string, string>();
 
   constructor(initial: readonly Member[] = []) {
     this.replace(initial);
@@ -58,13 +56,8 @@ export class MemberDirectory {
    */
   async remember(host: Host, peerId: string, fallback: readonly string[] = [], log?: Logger): Promise<void> {
     const paths = this.pathsTo(peerId);
-    const routed = paths === undefined ? [...fallback] : dialAddresses(paths);
-    const addresses = routed.length > 0 ? routed : fallback;
-    // Called before every chunk transfer: write the peer store only when the paths changed.
-    const key = addresses.join(' ');
-    if (this.#remembered.get(peerId) === key) return;
-    await rememberAddresses(host, peerId, addresses, log, true);
-    this.#remembered.set(peerId, key);
+    const addresses = paths === undefined ? [...fallback] : dialAddresses(paths);
+    await rememberAddresses(host, peerId, addresses.length > 0 ? addresses : fallback, log, true);
   }
 
   /** Bumped on every change. */
