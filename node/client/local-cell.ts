@@ -15,6 +15,7 @@ import { LevelKv } from '../metadata/kv.ts';
 import { type BackendRecord, type Command, initCellCommand, type Result } from '../metadata/records.ts';
 import { Backend } from '../store/backend.ts';
 import type { CellApi, MetadataReader } from './cell-api.ts';
+import { CommandSession } from './command-session.ts';
 
 export interface LocalCellOptions {
   /** Where controllers and backends keep their data. */
@@ -38,6 +39,7 @@ export class LocalCell implements CellApi {
   readonly replicas: ControllerReplica[];
   readonly #closers: Array<() => Promise<void>>;
   readonly #backends = new Map<string, Backend>();
+  readonly #commands = new CommandSession();
   readonly metadata: MetadataReader;
   #timers: Array<ReturnType<typeof setInterval>> = [];
 
@@ -186,15 +188,21 @@ export class LocalCell implements CellApi {
 
   async propose(command: Omit<Command, 'timeMs'>): Promise<Result> {
     const deadline = Date.now() + PROPOSE_RETRY_MS;
-    for (;;) {
-      const leader = await this.#leader();
-      try {
-        return await leader.propose(command);
-      } catch (error) {
-        if (!(error instanceof ZhsmError) || error.code !== 'NOT_LEADER' || Date.now() > deadline)
-          throw error;
-        await new Promise((resolve) => setTimeout(resolve, 10));
+    // A proposal overtaken by a snapshot may have been applied: the session makes its retry safe.
+    const { stamp, done } = this.#commands.begin();
+    try {
+      for (;;) {
+        const leader = await this.#leader();
+        try {
+          return await leader.propose({ ...command, ...stamp });
+        } catch (error) {
+          if (!(error instanceof ZhsmError) || error.code !== 'NOT_LEADER' || Date.now() > deadline)
+            throw error;
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
       }
+    } finally {
+      done();
     }
   }
 

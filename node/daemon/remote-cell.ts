@@ -10,11 +10,12 @@
  * - Data: chunk objects stream directly between this node and the storage server that holds the
  *   backend (`storage/*`), never through a controller.
  *
- * Retries: a proposal whose session broke after it was sent may have been applied; retrying it
- * can then answer ALREADY_EXISTS or NOT_FOUND for an operation that did succeed (at-least-once).
- * The cell client's commands carry client-chosen ids, so the namespace stays consistent.
+ * Retries: a proposal whose session broke after it was sent may have been applied. Every proposal
+ * carries this client's session id and a sequence number (`CommandSession`), and the state machine
+ * answers a retry of an applied command with its saved result: retries are exactly-once.
  */
 import type { CellApi, MetadataReader } from '../client/cell-api.ts';
+import { CommandSession } from '../client/command-session.ts';
 import { NotFoundError, UnavailableError, ZhsmError } from '../common/errors.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
 import type { BackendRecord, Command, Result, ServerRecord } from '../metadata/records.ts';
@@ -61,6 +62,8 @@ export class RemoteCell implements CellApi {
   readonly metadata: MetadataReader;
   readonly storage: StorageClient;
   readonly #host: Host;
+  /** Numbers this client's proposals for exactly-once retries. */
+  readonly #commands = new CommandSession();
   readonly #directory: MemberDirectory;
   readonly #local: LocalController | undefined;
   readonly #log: Logger;
@@ -125,18 +128,30 @@ export class RemoteCell implements CellApi {
   }
 
   async propose(command: Omit<Command, 'timeMs'>, options: { retryMs?: number } = {}): Promise<Result> {
-    const response = await this.request({ propose: { ...command, timeMs: 0 } }, options);
-    if (response.result === undefined)
-      throw new ZhsmError('DECODE_ERROR', 'the primary answered without a result');
-    return response.result;
+    const { stamp, done } = this.#commands.begin();
+    try {
+      const response = await this.request({ propose: { ...command, ...stamp, timeMs: 0 } }, options);
+      if (response.result == null)
+        throw new ZhsmError('DECODE_ERROR', 'the primary answered without a result');
+      return response.result;
+    } finally {
+      done();
+    }
   }
 
   /** Several commands at once (one round trip; each its own log entry). */
   async proposeBatch(commands: ReadonlyArray<Omit<Command, 'timeMs'>>): Promise<Result[]> {
-    const response = await this.request({
-      proposeBatch: { commands: commands.map((command) => ({ ...command, timeMs: 0 })) },
-    });
-    return response.results?.results ?? [];
+    const begun = commands.map(() => this.#commands.begin());
+    try {
+      const response = await this.request({
+        proposeBatch: {
+          commands: commands.map((command, index) => ({ ...command, ...begun[index]!.stamp, timeMs: 0 })),
+        },
+      });
+      return response.results?.results ?? [];
+    } finally {
+      for (const { done } of begun) done();
+    }
   }
 
   async members() {

@@ -164,6 +164,10 @@ export interface InitCell {
 /** A command; exactly one operation field is set. */
 export interface Command {
   timeMs: number;
+  /** Client session (16 bytes) for exactly-once retries; see proto/metadata.proto. */
+  session?: Uint8Array;
+  sequence?: number;
+  acknowledged?: number;
   create?: {
     parent: Uint8Array;
     name: string;
@@ -231,6 +235,7 @@ export const memberCodec = codec<Member>('zhsm.metadata.Member');
 export const initCellCodec = codec<InitCell>('zhsm.metadata.InitCell');
 export const commandCodec = codec<Command>('zhsm.metadata.Command');
 export const resultCodec = codec<Result>('zhsm.metadata.Result');
+export const clientSessionCodec = codec<{ floor: number; lastMs: number }>('zhsm.metadata.ClientSession');
 export const snapshotCodec = codec<{
   appliedIndex: number;
   entries: Array<{ key: string; value: Uint8Array }>;

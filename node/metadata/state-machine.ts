@@ -19,6 +19,8 @@
  * orphan:<object id>          (empty) unlinked while open: deleted at the last release
  * j:<join token id>           JoinToken
  * m:<peer id>                 Member
+ * c:<session>                 ClientSession (floor, last activity) of a client session
+ * r:<session>:<sequence>      Result saved for a retry of that command (sequence: 16 digits)
  * ```
  * Ids are 32 lowercase hex digits.
  */
@@ -31,6 +33,7 @@ import {
   type BackendRecord,
   backendCodec,
   type Command,
+  clientSessionCodec,
   commandCodec,
   type InitCell,
   type Inode,
@@ -47,6 +50,7 @@ import {
   openTokenCodec,
   type Result,
   type ResultCode,
+  resultCodec,
   type ServerRecord,
   serverCodec,
   snapshotCodec,
@@ -82,7 +86,19 @@ export const keys = {
   orphan: (object: Uint8Array) => `orphan:${hex(object)}`,
   joinToken: (id: Uint8Array) => `j:${hex(id)}`,
   member: (peerId: string) => `m:${peerId}`,
+  session: (session: Uint8Array) => `c:${hex(session)}`,
+  sessionResult: (session: Uint8Array, sequence: number) =>
+    `r:${hex(session)}:${String(sequence).padStart(16, '0')}`,
+  sessionResults: (session: Uint8Array) => `r:${hex(session)}:`,
 };
+
+/**
+ * Saved results per client session at most: a client with more commands unanswered than this
+ * loses exactly-once for the oldest (their retries fail with INVALID_ARGUMENT).
+ */
+export const SESSION_RESULTS_MAX = 4096;
+/** A client session with no command for this long is dropped (by `expireTokens`). */
+export const SESSION_IDLE_MS = 60 * 60 * 1000;
 
 /** The end of a prefix range: every key starting with `prefix` is < rangeEnd(prefix). */
 function rangeEnd(prefix: string): string {
@@ -315,12 +331,60 @@ export class MetadataStateMachine {
         results.push({ code: 'INVALID_ARGUMENT', message: (error as Error).message, releasedObjects: [] });
         continue;
       }
-      results.push(await this.#applyOne(transaction, command));
+      results.push(await this.#applyOnce(transaction, command));
     }
     transaction.put(keys.applied, encoder.encode(String(index)));
     await this.#kv.write(transaction.operations(), { sync: options.sync ?? false });
     this.#appliedIndex = index;
     return results;
+  }
+
+  /**
+   * Apply a command at most once per (session, sequence): a retry of a command this state machine
+   * already applied gets the saved result (the first attempt's answer may have been lost with a
+   * primary that failed after committing it). Commands without a session are applied as they come.
+   */
+  async #applyOnce(batch: Transaction, command: Command): Promise<Result> {
+    const session = command.session;
+    const sequence = command.sequence ?? 0;
+    if (session === undefined || session.length === 0) return this.#applyOne(batch, command);
+    if (session.length !== 16 || !Number.isSafeInteger(sequence) || sequence < 1)
+      return { code: 'INVALID_ARGUMENT', message: 'invalid client session or sequence', releasedObjects: [] };
+    const sessionKey = keys.session(session);
+    const stateBytes = await batch.get(sessionKey);
+    const state = stateBytes === undefined ? { floor: 1, lastMs: 0 } : clientSessionCodec.decode(stateBytes);
+    const saved = await batch.get(keys.sessionResult(session, sequence));
+    if (saved !== undefined) return savedResult(saved);
+    if (sequence < state.floor) {
+      return {
+        code: 'INVALID_ARGUMENT',
+        message: `command ${sequence} of this client session was answered already (its result is gone)`,
+        releasedObjects: [],
+      };
+    }
+    const result = await this.#applyOne(batch, command);
+    batch.put(keys.sessionResult(session, sequence), resultCodec.encode(result));
+    const acknowledged = Math.min(command.acknowledged ?? 0, sequence);
+    const floor = Math.max(state.floor, acknowledged, sequence - SESSION_RESULTS_MAX + 1);
+    await this.#dropSessionResults(batch, session, state.floor, floor);
+    batch.put(
+      sessionKey,
+      clientSessionCodec.encode({ floor, lastMs: Math.max(state.lastMs, command.timeMs) }),
+    );
+    return result;
+  }
+
+  /** Drop the saved results of `session` with sequences in [from, to). */
+  async #dropSessionResults(tx: Transaction, session: Uint8Array, from: number, to: number): Promise<void> {
+    if (to <= from) return;
+    if (to - from <= SESSION_RESULTS_MAX) {
+      for (let sequence = from; sequence < to; sequence++) tx.del(keys.sessionResult(session, sequence));
+      return;
+    }
+    // Every saved result lies in [floor, floor + SESSION_RESULTS_MAX): a scan finds them all.
+    const end = keys.sessionResult(session, to);
+    for (const key of await tx.keysWithPrefix(keys.sessionResults(session), SESSION_RESULTS_MAX + 1))
+      if (key < end) tx.del(key);
   }
 
   async #applyOne(batch: Transaction, command: Command): Promise<Result> {
@@ -806,6 +870,15 @@ export class MetadataStateMachine {
       const token = openTokenCodec.decode(bytes);
       if (token.expiresMs < nowMs) released.push(...(await this.#dropToken(tx, token)));
     }
+    for (const key of await tx.keysWithPrefix('c:', 1_000_000)) {
+      const bytes = await tx.get(key);
+      if (bytes === undefined) continue;
+      const state = clientSessionCodec.decode(bytes);
+      if (state.lastMs + SESSION_IDLE_MS >= nowMs) continue;
+      const session = fromHex(key.slice(2));
+      await this.#dropSessionResults(tx, session, state.floor, state.floor + 2 * SESSION_RESULTS_MAX + 1);
+      tx.del(key);
+    }
     return { releasedObjects: released };
   }
 
@@ -973,6 +1046,20 @@ export class MetadataStateMachine {
     await this.#kv.write(operations, { sync: true });
     this.#appliedIndex = snapshot.appliedIndex;
   }
+}
+
+/** A saved result as `#applyOne` returned it (absent messages decode as null). */
+function savedResult(bytes: Uint8Array): Result {
+  const decoded = resultCodec.decode(bytes);
+  const result: Result = {
+    code: decoded.code,
+    message: decoded.message,
+    releasedObjects: decoded.releasedObjects,
+  };
+  if (decoded.inode != null) result.inode = decoded.inode;
+  if (decoded.token != null) result.token = decoded.token;
+  if (decoded.member != null) result.member = decoded.member;
+  return result;
 }
 
 function newInode(init: {

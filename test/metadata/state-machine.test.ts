@@ -2,7 +2,11 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { LevelKv, MemoryKv } from '../../node/metadata/kv.ts';
 import { commandCodec } from '../../node/metadata/records.ts';
-import { MetadataStateMachine } from '../../node/metadata/state-machine.ts';
+import {
+  MetadataStateMachine,
+  SESSION_IDLE_MS,
+  SESSION_RESULTS_MAX,
+} from '../../node/metadata/state-machine.ts';
 import { tempDirectory } from '../helpers.ts';
 import { Harness, id, sha256 } from './harness.ts';
 
@@ -485,4 +489,95 @@ test('garbage entries are rejected as results, not crashes; no-op entries advanc
   );
   assert.equal(h.machine.appliedIndex, index + 3);
   await assert.rejects(h.machine.apply([{ index: index + 5, data: new Uint8Array(0) }]), /out of order/);
+});
+
+test('client sessions: a retried command is applied once and answered with its first result', async () => {
+  const h = await Harness.create();
+  const session = id();
+  const create = (sequence: number, name: string, acknowledged = sequence) =>
+    h.run({
+      session,
+      sequence,
+      acknowledged,
+      create: { parent: h.rootId, name, id: id(), type: 'FILE', mode: 0o644, uid: 0, gid: 0 },
+    });
+  const first = await create(1, 'a');
+  assert.equal(first.code, 'OK');
+  // The retry carries another id (a client would resend the same one; this shows nothing re-runs).
+  const retry = await create(1, 'a');
+  assert.equal(retry.code, 'OK', 'a retry is answered with the saved result, not ALREADY_EXISTS');
+  assert.deepEqual(retry.inode?.id, first.inode?.id);
+  assert.equal((await h.machine.inode(h.rootId))!.entries, 2, 'lost+found and a, nothing more');
+  // A failure is saved too: the retry gets the same failure even though the state changed since.
+  const unlink = (sequence: number) =>
+    h.run({ session, sequence, acknowledged: 2, unlink: { parent: h.rootId, name: 'b', directory: false } });
+  assert.equal((await unlink(2)).code, 'NOT_FOUND');
+  assert.equal((await create(3, 'b', 2)).code, 'OK');
+  assert.equal((await unlink(2)).code, 'NOT_FOUND', 'the retry of 2 does not unlink the b that 3 made');
+  assert.ok(await h.machine.lookup(h.rootId, 'b'));
+  // Another session with the same sequence numbers is independent.
+  const other = await h.run({
+    session: id(),
+    sequence: 1,
+    create: { parent: h.rootId, name: 'c', id: id(), type: 'FILE', mode: 0o644, uid: 0, gid: 0 },
+  });
+  assert.equal(other.code, 'OK');
+  // Commands without a session apply every time (internal commands of the controllers).
+  const plain = () =>
+    h.run({ create: { parent: h.rootId, name: 'd', id: id(), type: 'FILE', mode: 0o644, uid: 0, gid: 0 } });
+  assert.equal((await plain()).code, 'OK');
+  assert.equal((await plain()).code, 'ALREADY_EXISTS');
+});
+
+test('client sessions: acknowledged results are dropped, a cap bounds them, idle sessions expire', async () => {
+  const kv = new MemoryKv();
+  const h = await Harness.create(kv);
+  const session = id();
+  const count = async (prefix: string) => {
+    let n = 0;
+    for await (const _ of kv.range({ gte: prefix, lt: `${prefix}\uffff` })) n++;
+    return n;
+  };
+  const results = `r:${hex(session)}:`;
+  const setAttr = (sequence: number, acknowledged: number) =>
+    h.run({ session, sequence, acknowledged, setAttributes: { id: h.rootId, attributes: { mode: 0o700 } } });
+  for (let sequence = 1; sequence <= 10; sequence++) await setAttr(sequence, 1);
+  assert.equal(await count(results), 10, 'nothing acknowledged yet: ten saved results');
+  await setAttr(11, 9);
+  assert.equal(await count(results), 3, 'results 9, 10 and 11 are kept');
+  const gone = await setAttr(3, 9);
+  assert.equal(gone.code, 'INVALID_ARGUMENT', 'a retry of an acknowledged command is refused');
+  assert.match(gone.message, /answered already/);
+  // acknowledged never drops the command's own result, even when a client sends it too high.
+  assert.equal((await setAttr(12, 500)).code, 'OK');
+  assert.equal((await setAttr(12, 500)).code, 'OK');
+  // A client that never acknowledges keeps at most SESSION_RESULTS_MAX results.
+  const greedy = id();
+  const entries = Array.from({ length: SESSION_RESULTS_MAX + 50 }, (_, i) => ({
+    session: greedy,
+    sequence: i + 1,
+    acknowledged: 1,
+    setAttributes: { id: h.rootId, attributes: { mode: 0o755 } },
+  }));
+  for (let i = 0; i < entries.length; i += 500) await h.runBatch(entries.slice(i, i + 500));
+  assert.equal(await count(`r:${hex(greedy)}:`), SESSION_RESULTS_MAX);
+  // A jump far ahead drops every older result (by a scan, not a loop over the gap).
+  await h.run({ ...entries[0]!, sequence: 10 * SESSION_RESULTS_MAX, acknowledged: 10 * SESSION_RESULTS_MAX });
+  assert.equal(await count(`r:${hex(greedy)}:`), 1);
+  // Idle sessions expire with the tokens' expiry; active ones stay.
+  assert.equal(await count('c:'), 2);
+  await h.run({ expireTokens: { nowMs: h.timeMs + SESSION_IDLE_MS - 10_000 } });
+  assert.equal(await count('c:'), 2);
+  await h.run({ expireTokens: { nowMs: h.timeMs + SESSION_IDLE_MS + 10_000 } });
+  assert.equal(await count('c:'), 0);
+  assert.equal(await count('r:'), 0);
+  // Bad session fields are refused without touching the state.
+  const bad = await h.run({
+    session: new Uint8Array(3),
+    sequence: 1,
+    setAttributes: { id: h.rootId, attributes: {} },
+  });
+  assert.equal(bad.code, 'INVALID_ARGUMENT');
+  const zero = await h.run({ session, sequence: 0, setAttributes: { id: h.rootId, attributes: {} } });
+  assert.equal(zero.code, 'INVALID_ARGUMENT');
 });
