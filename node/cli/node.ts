@@ -7,6 +7,7 @@ import { Command, InvalidArgumentError as CommanderArgumentError, Option } from 
 import { ZhsmError } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
 import { adminRequest } from '../daemon/admin-client.ts';
+import { parseTagArgument } from '../daemon/config.ts';
 import { JOIN_TOKEN_TTL_MS_DEFAULT, ZhsmNode } from '../daemon/node.ts';
 import { parseDuration } from '../daemon/protocols.ts';
 import { parseRouteArgument } from '../daemon/routing.ts';
@@ -62,6 +63,12 @@ function withNodeOptions(command: Command): Command {
   return command
     .option('--backend <path>', 'a backend directory to serve (repeatable)', collect, [])
     .option(
+      '--tag <path=tags>',
+      'tags of a backend for placement chains, e.g. /srv/b1=ssd,fast (repeatable; "use tag:ssd")',
+      collect,
+      [],
+    )
+    .option(
       '--listen <multiaddr>',
       'listen address (repeatable; default /ip4/0.0.0.0/tcp/0, port kept on restart)',
       collect,
@@ -88,6 +95,7 @@ function withNodeOptions(command: Command): Command {
 function nodeOptions(options: Record<string, unknown>) {
   return {
     backends: options.backend as string[],
+    backendTags: (options.tag as string[]).map(parseTagArgument),
     listen: options.listen as string[],
     announce: options.announce as string[],
     routes: (options.route as string[]).map(parseRouteArgument),

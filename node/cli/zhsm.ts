@@ -5,7 +5,9 @@ import { Command } from 'commander';
 import { ZhsmError } from '../common/errors.ts';
 import { adminRequest } from '../daemon/admin-client.ts';
 import type { RouteReport, StatusReport } from '../daemon/node.ts';
+import { registerChainsCommands } from './zhsm-chains.ts';
 import { formatServers, formatStatus } from './zhsm-format.ts';
+import { registerPowerCommands } from './zhsm-power.ts';
 
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
@@ -58,6 +60,9 @@ reaches both sides (storage servers and clients before controllers). Routes are 
     }
     console.log(formatServers(status, routes));
   });
+
+registerPowerCommands(program);
+registerChainsCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -4,7 +4,15 @@
  * against this interface; `LocalCell` (local-cell.ts) implements it in one process, the daemon's
  * libp2p client over the network.
  */
-import type { BackendRecord, Command, Inode, Location, Result, ServerRecord } from '../metadata/records.ts';
+import type {
+  BackendRecord,
+  Command,
+  Inode,
+  Location,
+  Result,
+  ServerRecord,
+  StoredChains,
+} from '../metadata/records.ts';
 import type { ReaddirEntry } from '../metadata/state-machine.ts';
 
 /** Linearizable reads of the metadata (served after a read barrier at the primary). */
@@ -16,6 +24,8 @@ export interface MetadataReader {
   locations(object: Uint8Array): Promise<Array<{ backend: Uint8Array; location: Location }>>;
   backends(): Promise<BackendRecord[]>;
   servers(): Promise<ServerRecord[]>;
+  /** The placement chains (undefined: none set; the client's own replica count applies). */
+  chains?(): Promise<StoredChains | undefined>;
 }
 
 export interface CellApi {

@@ -23,7 +23,25 @@ import {
   UnavailableError,
   ZhsmError,
 } from '../common/errors.ts';
-import type { Chunk, Inode, Attributes as InodeAttributes, NodeType, Result } from '../metadata/records.ts';
+import { type FileFacts, resolve } from '../hsm/chains.ts';
+import { backendFacts } from '../hsm/mover.ts';
+import { powerWakeApiOf } from '../hsm/power-api.ts';
+import {
+  chooseWakeTarget,
+  isAwake,
+  WAKE_ASK_AGAIN_MS,
+  WAKE_MARGIN_MS,
+  WAKE_POLL_MS,
+  WAKE_WAIT_MS_DEFAULT,
+} from '../hsm/power-policy.ts';
+import type {
+  Chunk,
+  Inode,
+  Attributes as InodeAttributes,
+  NodeType,
+  Result,
+  StoredChains,
+} from '../metadata/records.ts';
 import { NAME_BYTES_MAX } from '../metadata/state-machine.ts';
 import {
   type Attributes,
@@ -58,6 +76,9 @@ const COMMIT_ATTEMPTS_MAX = 8;
 const UPLOAD_ATTEMPTS_MAX = 3;
 /** A backend that failed a write is left out of new placements for this long. */
 const BACKEND_AVOID_MS = 30_000;
+const fromHexId = (text: string) => new Uint8Array(Buffer.from(text, 'hex'));
+/** Placement reads the chains at most this often. */
+const CHAINS_CACHE_MS = 5_000;
 /** Write failures that say the backend (or its server) is unusable, not the request. */
 const BACKEND_FAILURES = new Set<ErrorCode>(['IO_ERROR', 'UNAVAILABLE', 'CLOSED', 'TIMEOUT', 'BACKEND_FULL']);
 
@@ -131,6 +152,7 @@ export class CellClient implements FsClient {
   readonly #locationCache = new LRUCache<string, Uint8Array[]>({ max: locationCacheEntriesMax });
   /** Backend (hex) -> until when new placements avoid it (a write to it failed). */
   readonly #avoided = new Map<string, number>();
+  #chainsCache: { chains: StoredChains | undefined; atMs: number } | undefined;
   #rootId: Uint8Array | undefined;
 
   constructor(cell: CellApi, options: CellClientOptions = {}) {
@@ -486,11 +508,25 @@ export class CellClient implements FsClient {
    * of servers that are online, and of those the ones that did not fail lately unless all did
    * (fewer than `replicas` copies when fewer such backends exist).
    */
-  async placement(): Promise<Uint8Array[]> {
-    const [all, records] = await Promise.all([this.#cell.metadata.backends(), this.#cell.metadata.servers()]);
+  async placement(file?: FileFacts): Promise<Uint8Array[]> {
+    const [all, records, chains] = await Promise.all([
+      this.#cell.metadata.backends(),
+      this.#cell.metadata.servers(),
+      this.#chains(),
+    ]);
     const online = new Set(records.filter((server) => server.online).map((server) => hex(server.uuid)));
     const now = this.#cell.nowMs();
     for (const [backend, until] of this.#avoided) if (until <= now) this.#avoided.delete(backend);
+    if (chains !== undefined && file !== undefined) {
+      // The chains decide; a write goes only to awake servers (strict rows excepted) and to
+      // backends that did not fail lately. The mover brings the copies where the chains want
+      // them once the file is committed (with its final size).
+      const facts = backendFacts(all, records);
+      const exclude = new Set(this.#avoided.keys());
+      const placed = resolve(chains, file, facts, now, { awakeOnly: true, exclude });
+      if (placed.targets.length > 0) return placed.targets.map((target) => fromHexId(target.backend));
+      // No destination of the chains is awake and usable: any awake backend now, moved later.
+    }
     const usable = all.filter((backend) => backend.freeBytes > 0 && online.has(hex(backend.serverUuid)));
     const healthy = usable.filter((backend) => !this.#avoided.has(hex(backend.uuid)));
     const backends = healthy.length > 0 ? healthy : usable;
@@ -509,6 +545,16 @@ export class CellClient implements FsClient {
       if (!chosen.some((uuid) => Buffer.compare(uuid, backend.uuid) === 0)) chosen.push(backend.uuid);
     }
     return chosen;
+  }
+
+  /** The cell's chains, cached for CHAINS_CACHE_MS (placement runs once per file written). */
+  async #chains(): Promise<StoredChains | undefined> {
+    const now = this.#cell.nowMs();
+    if (this.#chainsCache !== undefined && now - this.#chainsCache.atMs < CHAINS_CACHE_MS)
+      return this.#chainsCache.chains;
+    const chains = (await this.#cell.metadata.chains?.()) ?? undefined;
+    this.#chainsCache = { chains, atMs: now };
+    return chains;
   }
 
   /** Backends holding a current copy of a chunk (cached: chunks are immutable). */
@@ -549,7 +595,81 @@ export class CellClient implements FsClient {
         }
       }
     }
+    // Every copy failed. If they all lie on servers that sleep, wake one, wait, and read again.
+    if (!(await this.#wakeForChunk(chunk))) throw lastError;
+    for (const backend of await this.#chunkCopies(chunk, true)) {
+      try {
+        const whole = offset === 0 && length >= chunk.size && chunk.hash.length === 32;
+        return await this.#cell.readChunk(backend, chunk.id, offset, length, whole ? chunk.hash : undefined);
+      } catch (error) {
+        lastError = error;
+      }
+    }
     throw lastError;
+  }
+
+  /**
+   * Wake on demand: when no current copy of `chunk` is on an awake server, ask the primary to wake
+   * the best one (most copies; ties to one already waking) and wait until it is up, polling its
+   * record, for at most the cell's wake timeout (plus a margin). False when a copy is on an awake
+   * server (the read failed for another reason) or the cell cannot wake servers; throws
+   * UnavailableError when the server does not come up.
+   */
+  async #wakeForChunk(chunk: Chunk): Promise<boolean> {
+    const wakeApi = powerWakeApiOf(this.#cell);
+    if (wakeApi === undefined) return false;
+    const copies = await this.#chunkCopies(chunk, true);
+    if (copies.length === 0) return false;
+    const view = async () => {
+      const [servers, backends] = await Promise.all([
+        this.#cell.metadata.servers(),
+        this.#cell.metadata.backends(),
+      ]);
+      const serverOf = new Map(backends.map((b) => [hex(b.uuid), hex(b.serverUuid)]));
+      return {
+        servers: new Map(servers.map((s) => [hex(s.uuid), s])),
+        copyServers: copies.map((b) => serverOf.get(hex(b))).filter((s): s is string => s !== undefined),
+      };
+    };
+    const first = await view();
+    if (
+      first.copyServers.some((s) => {
+        const record = first.servers.get(s);
+        return record !== undefined && isAwake(record);
+      })
+    )
+      return false;
+    const target = chooseWakeTarget(first.copyServers, first.servers);
+    if (target === undefined) return false;
+    const targetUuid = first.servers.get(target)!.uuid;
+    let answer = await wakeApi.wakeServer(targetUuid);
+    let askedAt = this.#cell.nowMs();
+    const deadline = askedAt + (answer.waitMs > 0 ? answer.waitMs : WAKE_WAIT_MS_DEFAULT) + WAKE_MARGIN_MS;
+    for (;;) {
+      const { servers } = await view();
+      const server = servers.get(target);
+      if (server === undefined) throw new UnavailableError(`storage server ${target} is gone from the cell`);
+      if (isAwake(server)) return true;
+      const changedSinceAnswer = (server.powerChangedMs ?? 0) > (answer.server.powerChangedMs ?? 0);
+      if (
+        server.power === 'FAILED_TO_START' &&
+        (changedSinceAnswer || answer.server.power !== 'FAILED_TO_START')
+      )
+        throw new UnavailableError(
+          `storage server ${server.name} holds chunk ${hex(chunk.id)} and failed to start: ${server.powerReason ?? ''}`,
+        );
+      const now = this.#cell.nowMs();
+      if (now > deadline)
+        throw new UnavailableError(
+          `storage server ${server.name} holds chunk ${hex(chunk.id)} and did not wake up within ${Math.round((deadline - askedAt) / 1000)} s`,
+        );
+      // Put to sleep again meanwhile (or never woken): ask again, not too often.
+      if ((server.power === 'SLEEPING' || server.power === 'ON') && now - askedAt >= WAKE_ASK_AGAIN_MS) {
+        answer = await wakeApi.wakeServer(targetUuid);
+        askedAt = now;
+      }
+      await new Promise((resolve) => setTimeout(resolve, WAKE_POLL_MS));
+    }
   }
 }
 
@@ -835,7 +955,13 @@ export class CellFileHandle implements FileHandle {
   /** Start storing a dirty chunk on the commit's backends (at most CHUNK_WRITES_IN_FLIGHT at once). */
   async #startUpload(index: number, dirty: DirtyChunk): Promise<void> {
     while (this.#inFlight.size >= CHUNK_WRITES_IN_FLIGHT) await Promise.race(this.#inFlight);
-    this.#placement ??= await this.#client.placement();
+    this.#placement ??= await this.#client.placement({
+      path: this.path,
+      size: Math.max(this.#size, this.#dirtyBytes),
+      mtimeMs: this.#client.cell.nowMs(),
+      atimeMs: 0,
+      opens: 0,
+    });
     const backends = this.#placement;
     const cell = this.#client.cell;
     const chunkBytes = this.#client.chunkBytes;

@@ -64,6 +64,7 @@ export class LocalCell implements CellApi {
       locations: (object) => read((r) => r.machine.locations(object)),
       backends: () => read((r) => r.machine.backends()),
       servers: () => read((r) => r.machine.servers()),
+      chains: () => read((r) => r.machine.chains()),
     };
   }
 

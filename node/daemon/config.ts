@@ -30,6 +30,11 @@ export interface NodeConfig {
   readonly controllerId: number;
   /** Absolute paths of this node's backend directories (a storage server when non-empty). */
   readonly backends: readonly string[];
+  /**
+   * Tags per backend path (placement chains pick backends by tag: `use tag:ssd`), from
+   * `--tag PATH=TAG[,TAG]` or edited here; announced with the backend records.
+   */
+  readonly backendTags?: Readonly<Record<string, readonly string[]>>;
   /** The storage server's UUID (hex), present when `backends` is non-empty. */
   readonly serverUuid?: string;
   /** Multiaddrs to listen on; a tcp port 0 is replaced by the port actually bound on first start. */
@@ -140,6 +145,22 @@ export function parseConfig(text: string, path: string): NodeConfig {
       }
     }
   }
+  let backendTags: Record<string, string[]> | undefined;
+  if (value.backendTags !== undefined) {
+    const tags = value.backendTags as Record<string, unknown>;
+    if (typeof tags !== 'object' || tags === null || Array.isArray(tags))
+      fail(path, 'backendTags must be an object {"<backend path>": ["tag", ...]}');
+    backendTags = {};
+    for (const [backend, list] of Object.entries(tags)) {
+      if (!backends.includes(backend))
+        fail(path, `backendTags names ${JSON.stringify(backend)}, not a backend`);
+      try {
+        backendTags[backend] = checkTags(list);
+      } catch (error) {
+        fail(path, `backendTags[${JSON.stringify(backend)}]: ${(error as Error).message}`);
+      }
+    }
+  }
   const initialVoters = value.initialVoters;
   if (
     initialVoters !== undefined &&
@@ -156,6 +177,7 @@ export function parseConfig(text: string, path: string): NodeConfig {
     listen,
     ...(announce === undefined ? {} : { announce }),
     ...(routes === undefined ? {} : { routes }),
+    ...(backendTags === undefined ? {} : { backendTags }),
     ...(initialVoters === undefined ? {} : { initialVoters: initialVoters as number[] }),
   };
 }
@@ -257,4 +279,38 @@ function isNetwork(value: unknown): value is MemberNetwork {
         typeof (r as Route).address === 'string',
     )
   );
+}
+
+/** Tags of one backend: at most 16 names of letters, digits, _ . - (at most 64 characters). */
+export function checkTags(list: unknown): string[] {
+  if (!Array.isArray(list) || list.length > 16)
+    throw new InvalidArgumentError('tags are a list of at most 16 names');
+  for (const tag of list) {
+    if (typeof tag !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(tag))
+      throw new InvalidArgumentError(`bad tag ${JSON.stringify(tag)} (letters, digits, _ . -; at most 64)`);
+  }
+  return [...new Set(list as string[])];
+}
+
+/** `--tag PATH=TAG[,TAG...]`: the backend path (absolute) and its tags. */
+export function parseTagArgument(argument: string): { path: string; tags: string[] } {
+  const at = argument.lastIndexOf('=');
+  if (at <= 0)
+    throw new InvalidArgumentError(`--tag takes PATH=TAG[,TAG...], not ${JSON.stringify(argument)}`);
+  return { path: resolve(argument.slice(0, at)), tags: checkTags(argument.slice(at + 1).split(',')) };
+}
+
+/** The backendTags of a config from `--tag` arguments; every path must be one of `backends`. */
+export function backendTagsOf(
+  backends: readonly string[],
+  tags: ReadonlyArray<{ path: string; tags: string[] }> = [],
+): Record<string, string[]> | undefined {
+  if (tags.length === 0) return undefined;
+  const found: Record<string, string[]> = {};
+  for (const entry of tags) {
+    if (!backends.includes(entry.path))
+      throw new InvalidArgumentError(`--tag names ${entry.path}, which is not a --backend of this node`);
+    found[entry.path] = [...new Set([...(found[entry.path] ?? []), ...entry.tags])];
+  }
+  return found;
 }

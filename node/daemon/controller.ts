@@ -7,7 +7,9 @@
  * - a member that the cell made a controller but that is not in the consensus membership joins
  *   it as a learner; a learner that has caught up is promoted to voter (the core refuses while it
  *   is behind);
- * - open tokens of clients that went away expire (`expireTokens` every TOKEN_EXPIRY_INTERVAL_MS).
+ * - open tokens of clients that went away expire (`expireTokens` every TOKEN_EXPIRY_INTERVAL_MS);
+ * - power management (node/hsm/power-manager.ts): idle storage servers are powered down, servers
+ *   are woken on request (`power` metadata requests), failed starts are retried.
  * The lowest-id rule (a lower-id voter that is caught up takes the lead back) is in the core.
  */
 import { LevelRaftStorage } from '../../consensus/storage-level.ts';
@@ -16,6 +18,8 @@ import { InvalidArgumentError, NotLeaderError } from '../common/errors.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
 import { createNetReplicaTransport } from '../controller/net-transport.ts';
 import { ControllerReplica } from '../controller/replica.ts';
+import { Mover, type MoverIo } from '../hsm/mover.ts';
+import { PowerManager, type PowerRequestAction } from '../hsm/power-manager.ts';
 import { LevelKv } from '../metadata/kv.ts';
 import type { Command } from '../metadata/records.ts';
 import type { Host } from '../net/host.ts';
@@ -50,6 +54,8 @@ export interface ControllerRoleOptions {
   readonly serverStaleMs?: number;
   /** Compact the log into a state-machine snapshot after this many entries (default 10,000). */
   readonly snapshotEveryEntries?: number;
+  /** Power management decisions this often (default 1 s). */
+  readonly powerIntervalMs?: number;
   readonly logger?: Logger;
 }
 
@@ -67,6 +73,8 @@ export class ControllerRole implements LocalController {
   #refreshing: Promise<void> | undefined;
   #refreshAgain = false;
   #stopped = false;
+  readonly power: PowerManager;
+  #mover: Mover | undefined;
 
   private constructor(
     options: ControllerRoleOptions,
@@ -81,6 +89,28 @@ export class ControllerRole implements LocalController {
     this.#log = (options.logger ?? silentLogger()).child({ role: 'controller', controller: options.id });
     this.#closers = closers;
     this.#serverStaleMs = options.serverStaleMs ?? SERVER_STALE_MS_DEFAULT;
+    this.power = new PowerManager({
+      controller: {
+        isLeader: () => replica.isLeader,
+        propose: (command) => replica.propose(command),
+        machine: replica.machine,
+        controllerPeers: () => [this.peerId, ...options.directory.controllers().map((m) => m.peerId)],
+      },
+      ...(options.powerIntervalMs === undefined ? {} : { intervalMs: options.powerIntervalMs }),
+      logger: this.#log,
+    });
+  }
+
+  /**
+   * Run the mover (node/hsm/mover.ts) while this controller is the primary; `io` moves the data
+   * (the node's cell connection reaches the storage servers).
+   */
+  attachMover(io: MoverIo, options: { scanIntervalMs?: number; bytesPerSecond?: number } = {}): void {
+    this.#mover ??= new Mover({ state: this.replica.machine, io, logger: this.#log, ...options });
+  }
+
+  get mover(): Mover | undefined {
+    return this.#mover;
   }
 
   static async start(options: ControllerRoleOptions): Promise<ControllerRole> {
@@ -128,6 +158,7 @@ export class ControllerRole implements LocalController {
     });
     closers.unshift(() => service.stop());
     role.#timer = setInterval(() => void role.#duties(), DUTY_INTERVAL_MS);
+    role.power.start();
     return role;
   }
 
@@ -201,6 +232,15 @@ export class ControllerRole implements LocalController {
       );
       return { results: { results } };
     }
+    if (request.power != null) {
+      const { serverUuid, action, force } = request.power;
+      if (action !== 'wake' && action !== 'on' && action !== 'off')
+        throw new InvalidArgumentError(`unknown power action ${JSON.stringify(action)} (wake, on, off)`);
+      const answer = await this.power.request(serverUuid, action as PowerRequestAction, {
+        force: force === true,
+      });
+      return { powerAnswer: answer };
+    }
     const read = request.read;
     if (read === undefined) throw new InvalidArgumentError('empty metadata request');
     await this.replica.readBarrier();
@@ -233,10 +273,35 @@ export class ControllerRole implements LocalController {
     if (read.servers !== undefined) return { servers: { servers: await machine.servers() } };
     if (read.members !== undefined) return { members: { members: await machine.members() } };
     if (read.tokens !== undefined) return { tokens: { tokens: await machine.tokens() } };
+    if (read.chains != null) {
+      const chains = await machine.chains();
+      return chains === undefined ? { none: {} } : { chains };
+    }
+    if (read.plan != null) {
+      if (this.#mover === undefined) throw new InvalidArgumentError('this controller runs no mover');
+      return { plan: await this.#mover.plan(read.plan) };
+    }
+    if (read.mover != null) {
+      if (this.#mover === undefined) throw new InvalidArgumentError('this controller runs no mover');
+      return { mover: this.#mover.status() };
+    }
+    if (read.power != null) {
+      const [servers, configs, policy, events] = await Promise.all([
+        machine.servers(),
+        machine.powerConfigs(),
+        machine.powerPolicy(),
+        machine.powerEvents(Math.min(read.power.events ?? 0, 1000)),
+      ]);
+      return { power: { servers, configs, policy, events } };
+    }
     throw new InvalidArgumentError('unknown metadata read');
   }
 
   async #duties(): Promise<void> {
+    if (this.#mover !== undefined && !this.#stopped) {
+      if (this.replica.isLeader) this.#mover.start();
+      else void this.#mover.stop();
+    }
     if (this.#stopped || !this.replica.isLeader) return;
     try {
       const status = this.replica.status();
@@ -283,6 +348,8 @@ export class ControllerRole implements LocalController {
     if (this.#stopped) return;
     this.#stopped = true;
     clearInterval(this.#timer);
+    this.power.stop();
+    await this.#mover?.stop();
     await this.#refreshing;
     for (const close of this.#closers) {
       try {

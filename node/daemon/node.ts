@@ -25,12 +25,15 @@ import {
   ZhsmError,
 } from '../common/errors.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
+import { placementAdmin } from '../hsm/placement-admin.ts';
+import { powerAdmin } from '../hsm/power-admin.ts';
 import { initCellCommand, type Member, type Route } from '../metadata/records.ts';
 import { createHost, type Host } from '../net/host.ts';
 import { loadOrCreateIdentity } from '../net/identity.ts';
 import { probeProtocol, serveProbe } from '../net/probe.ts';
 import { call, type Service, serve } from '../net/rpc.ts';
 import {
+  backendTagsOf,
   CONFIG_FORMAT_VERSION,
   checkCellName,
   defaultNodeName,
@@ -107,6 +110,11 @@ export interface StatusReport {
     peerId: string;
     online: boolean;
     power: string;
+    /** When `power` last changed, and why (power management). */
+    powerChangedMs?: number;
+    powerReason?: string;
+    /** While WAKING: the cell's wake timeout (the wake-up's progress is now - powerChangedMs). */
+    wakeTimeoutMs?: number;
     backends: Array<{ uuid: string; path: string; capacityBytes: number; freeBytes: number }>;
   }>;
   members: number;
@@ -230,6 +238,16 @@ export class ZhsmNode {
         local: controller,
         logger: log.child({ module: 'cell' }),
       });
+      if (controller !== undefined) {
+        const replica = controller.replica;
+        controller.attachMover({
+          propose: (command) => replica.propose(command),
+          readChunk: (backend, id, size, hash) => remote.readChunk(backend, id, 0, size, hash),
+          writeChunk: (backend, id, bytes, hash) => remote.writeChunk(backend, id, bytes, hash),
+          deleteChunk: (backend, id) => remote.deleteChunk(backend, id),
+          nowMs: () => Date.now(),
+        });
+      }
       node = new ZhsmNode({ data, config, host, directory, remote, controller, log });
       closeOnError.unshift(() => node!.stop());
       await node.#serve();
@@ -239,6 +257,7 @@ export class ZhsmNode {
           name: config.name,
           serverUuid: new Uint8Array(Buffer.from(config.serverUuid ?? '', 'hex')),
           backendPaths: config.backends,
+          backendTags: config.backendTags ?? {},
           host,
           remote,
           heartbeatMs: options.storageHeartbeatMs,
@@ -500,6 +519,8 @@ export class ZhsmNode {
         peerId: server.peerId,
         online: server.online,
         power: server.power,
+        powerChangedMs: server.powerChangedMs ?? 0,
+        powerReason: server.powerReason ?? '',
         backends: found.backends
           .filter((b) => hex(b.serverUuid) === hex(server.uuid))
           .map((b) => ({
@@ -509,6 +530,12 @@ export class ZhsmNode {
             freeBytes: b.freeBytes,
           })),
       }));
+      if (servers.some((server) => server.power === 'WAKING')) {
+        const power = await this.remote.request({ read: { power: { events: 0 } } });
+        for (const server of servers)
+          if (server.power === 'WAKING' && power.power != null)
+            server.wakeTimeoutMs = power.power.policy.wakeTimeoutMs;
+      }
       if (primary !== undefined) {
         const info = await this.remote.cellInfoOf(
           primary.peerId,
@@ -693,6 +720,11 @@ export class ZhsmNode {
         return { ok: true, mountpoint: resolve(request.mountpoint) };
       }
       if (request.op === 'mounts') return { ok: true, mounts: this.mounts() };
+      if (request.op === 'pid') return { ok: true, pid: process.pid };
+      if (typeof request.op === 'string' && request.op.startsWith('power-'))
+        return { ok: true, ...(await powerAdmin(this.remote, request as Record<string, unknown>)) };
+      if (typeof request.op === 'string' && (request.op.startsWith('chains-') || request.op === 'mover'))
+        return { ok: true, ...(await placementAdmin(this.remote, request as Record<string, unknown>)) };
       if (request.op === 'routes') return { ok: true, routes: this.routes() };
       if (request.op === 'token-create') {
         const ttlMs = typeof request.ttlMs === 'number' ? request.ttlMs : JOIN_TOKEN_TTL_MS_DEFAULT;
@@ -748,6 +780,7 @@ export class ZhsmNode {
     data: string;
     cell: string;
     backends?: readonly string[];
+    backendTags?: ReadonlyArray<{ path: string; tags: string[] }>;
     listen?: readonly string[];
     announce?: readonly string[];
     routes?: readonly Route[];
@@ -771,6 +804,7 @@ export class ZhsmNode {
       controllerId: 1,
       initialVoters: [1],
       backends,
+      ...withTags(backends, options.backendTags),
       ...(backends.length > 0 ? { serverUuid: newServerUuid() } : {}),
       listen: checkMultiaddrs(options.listen?.length ? options.listen : [LISTEN_DEFAULT], 'listen'),
       ...(options.announce?.length ? { announce: checkMultiaddrs(options.announce, 'announce') } : {}),
@@ -838,6 +872,7 @@ export class ZhsmNode {
     data: string;
     controller?: boolean;
     backends?: readonly string[];
+    backendTags?: ReadonlyArray<{ path: string; tags: string[] }>;
     listen?: readonly string[];
     announce?: readonly string[];
     routes?: readonly Route[];
@@ -880,6 +915,7 @@ export class ZhsmNode {
         name: options.name ?? defaultNodeName(),
         controllerId: response.member.controllerId,
         backends,
+        ...withTags(backends, options.backendTags),
         ...(backends.length > 0 ? { serverUuid: newServerUuid() } : {}),
         listen: boundListen(listen, host) ?? listen,
         ...(options.announce?.length ? { announce: checkMultiaddrs(options.announce, 'announce') } : {}),
@@ -930,6 +966,15 @@ async function ensureNewDataDirectory(data: string): Promise<void> {
     throw new AlreadyExistsError(
       `${where.base} is not empty (${stray.slice(0, 3).join(', ')}): use a new directory`,
     );
+}
+
+/** The config's backendTags from --tag arguments (none: no field). */
+function withTags(
+  backends: readonly string[],
+  tags: ReadonlyArray<{ path: string; tags: string[] }> | undefined,
+): { backendTags?: Record<string, string[]> } {
+  const backendTags = backendTagsOf(backends, tags);
+  return backendTags === undefined ? {} : { backendTags };
 }
 
 async function prepareBackends(

@@ -13,6 +13,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { codec } from '../../proto/index.ts';
 import { InvalidArgumentError } from '../common/errors.ts';
+import type { MoverStatus, PlacementPlan } from '../hsm/mover.ts';
 import type {
   BackendRecord,
   Command,
@@ -21,8 +22,12 @@ import type {
   Location,
   Member,
   OpenToken,
+  PowerConfig,
+  PowerEvent,
+  PowerPolicy,
   Result,
   ServerRecord,
+  StoredChains,
 } from '../metadata/records.ts';
 import { defineMethod } from '../net/rpc.ts';
 
@@ -39,12 +44,35 @@ export interface ReadQuery {
   members?: Empty;
   tokens?: Empty;
   cell?: Empty;
+  /** Power management: servers, power configurations, the policy and the last `events` events. */
+  power?: { events: number };
+  /** Placement: the chains, a dry run of new chains, the mover's progress. */
+  chains?: Empty;
+  plan?: StoredChains;
+  mover?: Empty;
+}
+
+/** Power management at the primary (node/hsm/power-manager.ts). */
+export interface PowerRequest {
+  serverUuid: Uint8Array;
+  /** 'wake' (a reader needs the server), 'on' or 'off' (an administrator). */
+  action: string;
+  /** 'off': even when pending writes or migrations target the server. */
+  force?: boolean;
+}
+
+export interface PowerView {
+  servers: ServerRecord[];
+  configs: PowerConfig[];
+  policy: PowerPolicy;
+  events: PowerEvent[];
 }
 
 export interface MetaRequest {
   propose?: Command;
   read?: ReadQuery;
   proposeBatch?: { commands: Command[] };
+  power?: PowerRequest;
 }
 
 export interface MetaResponse {
@@ -60,6 +88,11 @@ export interface MetaResponse {
   tokens?: { tokens: OpenToken[] };
   cell?: InitCell;
   results?: { results: Result[] };
+  chains?: StoredChains;
+  plan?: PlacementPlan;
+  mover?: MoverStatus;
+  powerAnswer?: { server: ServerRecord; waitMs: number };
+  power?: PowerView;
 }
 
 export interface CellInfo {

@@ -106,6 +106,7 @@ export class RemoteCell implements CellApi {
       locations: async (object) => (await read({ locations: object }, 'locations'))?.entries ?? [],
       backends: async () => (await read({ backends: {} }, 'backends'))?.backends ?? [],
       servers: async () => (await read({ servers: {} }, 'servers'))?.servers ?? [],
+      chains: async () => (await read({ chains: {} }, 'chains')) ?? undefined,
     };
   }
 
@@ -152,6 +153,26 @@ export class RemoteCell implements CellApi {
     } finally {
       for (const { done } of begun) done();
     }
+  }
+
+  /**
+   * Power management at the primary (node/hsm/power-manager.ts): 'wake' (for a read), 'on', 'off'.
+   * Answers with the server's record and how long a woken server may take to register.
+   */
+  async power(
+    serverUuid: Uint8Array,
+    action: 'wake' | 'on' | 'off',
+    options: { force?: boolean } = {},
+  ): Promise<{ server: ServerRecord; waitMs: number }> {
+    const response = await this.request({ power: { serverUuid, action, force: options.force === true } });
+    if (response.powerAnswer == null)
+      throw new ZhsmError('DECODE_ERROR', 'the primary answered without a power answer');
+    return response.powerAnswer;
+  }
+
+  /** Wake a sleeping storage server for a read (PowerWakeApi; the cell client uses it). */
+  wakeServer(serverUuid: Uint8Array): Promise<{ server: ServerRecord; waitMs: number }> {
+    return this.power(serverUuid, 'wake');
   }
 
   async members() {
@@ -290,6 +311,12 @@ export class RemoteCell implements CellApi {
     const server = await this.#server(backend);
     await this.#directory.remember(this.#host, server.peerId, server.addresses, this.#log);
     return server.peerId;
+  }
+
+  /** Delete one object from one backend (a released copy; missing is fine). */
+  async deleteChunk(backend: Uint8Array, id: Uint8Array): Promise<void> {
+    const peer = await this.#storagePeer(backend);
+    await this.storage.delete(peer, [id], backend);
   }
 
   async writeChunk(backend: Uint8Array, id: Uint8Array, bytes: Uint8Array, hash: Uint8Array): Promise<void> {

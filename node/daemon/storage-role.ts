@@ -7,17 +7,23 @@
  * primary or its term changes, and every `heartbeatMs` (30 s: also its sign of life — the primary
  * marks a server offline that it has not heard from for 120 s). On an
  * orderly shutdown it deregisters (marked offline; its data stays where it is).
+ *
+ * Power management: every registration carries the last data access the storage service served
+ * (reads and writes), and between registrations a `reportAccess` goes to the primary at most every
+ * `accessReportMs` (5 s) when the server was accessed since the last report, so the primary's
+ * idle clock (node/hsm/power-policy.ts) is at most that late.
  */
 import { ZhsmError } from '../common/errors.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
 import type { BackendRecord } from '../metadata/records.ts';
 import type { Host } from '../net/host.ts';
-import { serveStorage } from '../storage/service.ts';
+import { type StorageActivity, serveStorage } from '../storage/service.ts';
 import { Backend } from '../store/backend.ts';
 import type { RemoteCell } from './remote-cell.ts';
 
 const CHECK_INTERVAL_MS = 1_000;
 export const STORAGE_HEARTBEAT_MS_DEFAULT = 30_000;
+export const ACCESS_REPORT_MS_DEFAULT = 5_000;
 /** Shutdown does not wait longer than this for the primary to take the deregistration. */
 const DEREGISTER_RETRY_MS = 3_000;
 
@@ -26,10 +32,14 @@ export interface StorageRoleOptions {
   readonly name: string;
   readonly serverUuid: Uint8Array;
   readonly backendPaths: readonly string[];
+  /** Tags per backend path (placement chains select backends by tag). */
+  readonly backendTags?: Readonly<Record<string, readonly string[]>>;
   readonly host: Host;
   readonly remote: RemoteCell;
   /** Re-register (fresh space figures, sign of life) this often; default 30 s. */
   readonly heartbeatMs?: number;
+  /** Report data accesses between registrations at most this often; default 5 s. */
+  readonly accessReportMs?: number;
   readonly logger?: Logger;
 }
 
@@ -53,6 +63,12 @@ export class StorageRole {
   #registeredWith: string | undefined;
   #registeredAt = 0;
   readonly #heartbeatMs: number;
+  readonly #accessReportMs: number;
+  /** Reads and writes served (updated by the storage service). */
+  readonly activity: StorageActivity;
+  /** The last access the primary has been told of, and when it was told. */
+  #reportedAccessMs = 0;
+  #accessReportAt = 0;
   #checking = false;
   #stopped = false;
 
@@ -60,6 +76,7 @@ export class StorageRole {
     options: StorageRoleOptions,
     backends: Map<string, Backend>,
     stop: () => Promise<void>,
+    activity: StorageActivity,
   ) {
     this.#options = options;
     this.serverUuid = options.serverUuid;
@@ -67,6 +84,8 @@ export class StorageRole {
     this.#log = (options.logger ?? silentLogger()).child({ role: 'storage' });
     this.#stopService = stop;
     this.#heartbeatMs = options.heartbeatMs ?? STORAGE_HEARTBEAT_MS_DEFAULT;
+    this.#accessReportMs = options.accessReportMs ?? ACCESS_REPORT_MS_DEFAULT;
+    this.activity = activity;
   }
 
   static async start(options: StorageRoleOptions): Promise<StorageRole> {
@@ -80,8 +99,13 @@ export class StorageRole {
       for (const backend of backends.values()) await backend.close().catch(() => {});
       throw error;
     }
-    const service = await serveStorage(options.host, { backends: () => backends, logger: options.logger });
-    const role = new StorageRole(options, backends, () => service.stop());
+    const activity: StorageActivity = { lastAccessMs: 0 };
+    const service = await serveStorage(options.host, {
+      backends: () => backends,
+      activity,
+      logger: options.logger,
+    });
+    const role = new StorageRole(options, backends, () => service.stop(), activity);
     role.#timer = setInterval(() => void role.#check(), CHECK_INTERVAL_MS);
     void role.#check();
     return role;
@@ -102,7 +126,7 @@ export class StorageRole {
         path: backend.root,
         capacityBytes: space.totalBytes,
         freeBytes: space.availableBytes,
-        tags: [],
+        tags: [...(this.#options.backendTags?.[backend.root] ?? [])],
         updatedMs: 0,
       });
     }
@@ -119,7 +143,10 @@ export class StorageRole {
       const primary = remote.primary;
       if (primary === undefined) return;
       const key = `${primary.peerId}/${primary.term}`;
-      if (key === this.#registeredWith && Date.now() - this.#registeredAt < this.#heartbeatMs) return;
+      if (key === this.#registeredWith && Date.now() - this.#registeredAt < this.#heartbeatMs) {
+        await this.#reportAccess();
+        return;
+      }
       await this.register();
       this.#registeredWith = key;
       this.#registeredAt = Date.now();
@@ -131,8 +158,20 @@ export class StorageRole {
     }
   }
 
+  /** Tell the primary of data accesses since the last report (at most every accessReportMs). */
+  async #reportAccess(): Promise<void> {
+    const last = this.activity.lastAccessMs;
+    if (last <= this.#reportedAccessMs || Date.now() - this.#accessReportAt < this.#accessReportMs) return;
+    this.#accessReportAt = Date.now();
+    const result = await this.#options.remote.propose({
+      reportAccess: { serverUuid: this.serverUuid, lastAccessMs: last },
+    });
+    if (result.code === 'OK') this.#reportedAccessMs = last;
+  }
+
   async register(): Promise<void> {
     const host = this.#options.host;
+    const lastAccessMs = this.activity.lastAccessMs;
     const remote = this.#options.remote;
     const server = {
       uuid: this.serverUuid,
@@ -143,6 +182,7 @@ export class StorageRole {
       registeredMs: 0,
       lastSeenMs: 0,
       online: true,
+      lastAccessMs,
     };
     const results = await remote.proposeBatch([
       { registerServer: { server } },
@@ -151,6 +191,7 @@ export class StorageRole {
     const failed = results.find((result) => result.code !== 'OK');
     if (failed !== undefined || results.length !== 2)
       throw new ZhsmError('IO_ERROR', `registration refused: ${failed?.code} ${failed?.message}`);
+    this.#reportedAccessMs = Math.max(this.#reportedAccessMs, lastAccessMs);
   }
 
   async stop(options: { deregister?: boolean } = {}): Promise<void> {

@@ -4,6 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { codec } from '../../proto/index.ts';
+import type { Chains } from '../hsm/chains.ts';
 
 export type NodeType =
   | 'NODE_TYPE_UNSPECIFIED'
@@ -82,6 +83,56 @@ export interface ServerRecord {
   registeredMs: number;
   lastSeenMs: number;
   online: boolean;
+  /** The last data access the server reported (power management: idle time). */
+  lastAccessMs?: number;
+  /** When `power` last changed (set by the state machine). */
+  powerChangedMs?: number;
+  /** Why `power` last changed (or the driver's error). */
+  powerReason?: string;
+  /** Failed starts or stops in a row (retry backoff). */
+  powerFailures?: number;
+}
+
+/** How the controllers switch a storage server on and off (key `p:<server uuid>`). */
+export interface PowerConfig {
+  serverUuid: Uint8Array;
+  /** 'command' or 'sim'. */
+  driver: string;
+  onCommand?: string;
+  offCommand?: string;
+  statusCommand?: string;
+  address?: string;
+  outlet?: string;
+  timeoutMs?: number;
+  retries?: number;
+  retryDelayMs?: number;
+  simData?: string;
+  simBootDelayMs?: number;
+  simStopGraceMs?: number;
+  updatedMs?: number;
+}
+
+/** The cell's power policy (key `meta:power`). */
+export interface PowerPolicy {
+  /** Power a server down after no access for this long (0: never). */
+  idleTimeoutMs: number;
+  /** A woken server must register within this long, or it is FAILED_TO_START. */
+  wakeTimeoutMs: number;
+  /** First retry of a failed start or stop after this long; doubled per further failure. */
+  retryBackoffMs: number;
+  retryBackoffMaxMs: number;
+  updatedMs?: number;
+}
+
+/** One entry of the power event log (`pl:<sequence>`). */
+export interface PowerEvent {
+  sequence: number;
+  timeMs: number;
+  serverUuid: Uint8Array;
+  serverName: string;
+  from: PowerState;
+  to: PowerState;
+  reason: string;
 }
 
 export interface BackendRecord {
@@ -214,6 +265,21 @@ export interface Command {
   };
   initCell?: InitCell;
   setMemberAddresses?: { peerId: string; addresses: string[]; network?: MemberNetwork };
+  setChains?: { chains: StoredChains; expectedVersion?: number; checkVersion?: boolean };
+  placeCopy?: { object: Uint8Array; backend: Uint8Array; location?: Location; remove?: boolean };
+  placementDone?: { files: Array<{ id: Uint8Array; queued: number }> };
+  setPowerConfig?: { config: PowerConfig; remove?: boolean };
+  setPowerPolicy?: { policy: PowerPolicy };
+  setPowerState?: {
+    serverUuid: Uint8Array;
+    state: PowerState;
+    /** Refused (STALE) unless the server's state is one of these (when given). */
+    expected?: PowerState[];
+    reason?: string;
+    /** The new count of failed starts or stops in a row. */
+    failures?: number;
+  };
+  reportAccess?: { serverUuid: Uint8Array; lastAccessMs: number };
 }
 
 export interface Result {
@@ -233,9 +299,27 @@ export const openTokenCodec = codec<OpenToken>('zhsm.metadata.OpenToken');
 export const joinTokenCodec = codec<JoinToken>('zhsm.metadata.JoinToken');
 export const memberCodec = codec<Member>('zhsm.metadata.Member');
 export const initCellCodec = codec<InitCell>('zhsm.metadata.InitCell');
+export const powerConfigCodec = codec<PowerConfig>('zhsm.metadata.PowerConfig');
+export const powerPolicyCodec = codec<PowerPolicy>('zhsm.metadata.PowerPolicy');
+export const powerEventCodec = codec<PowerEvent>('zhsm.metadata.PowerEvent');
 export const commandCodec = codec<Command>('zhsm.metadata.Command');
 export const resultCodec = codec<Result>('zhsm.metadata.Result');
 export const clientSessionCodec = codec<{ floor: number; lastMs: number }>('zhsm.metadata.ClientSession');
+/** Opens of a file (a decaying count; see proto/metadata.proto AccessStats). */
+export interface AccessStats {
+  openedMs: number;
+  opens: number;
+  windowMs: number;
+}
+export const accessStatsCodec = codec<AccessStats>('zhsm.metadata.AccessStats');
+
+/** The chains as stored: node/hsm/chains.ts's Chains plus a version. */
+export interface StoredChains extends Chains {
+  version: number;
+  updatedMs: number;
+}
+export const chainsCodec = codec<StoredChains>('zhsm.metadata.Chains');
+
 export const snapshotCodec = codec<{
   appliedIndex: number;
   entries: Array<{ key: string; value: Uint8Array }>;

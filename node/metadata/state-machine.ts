@@ -19,8 +19,17 @@
  * orphan:<object id>          (empty) unlinked while open: deleted at the last release
  * j:<join token id>           JoinToken
  * m:<peer id>                 Member
+ * a:<inode id>                AccessStats (opens of a file: a decaying count, the last open)
+ * meta:chains                 Chains (placement; absent: the clients' default)
+ * meta:queue                  last placement queue number (decimal)
+ * q:<inode id>                placement queue: files (or directories) whose placement the mover
+ *                             must check (decimal queue number)
  * c:<session>                 ClientSession (floor, last activity) of a client session
  * r:<session>:<sequence>      Result saved for a retry of that command (sequence: 16 digits)
+ * p:<server uuid>             PowerConfig: the server's power driver (node/hsm/power-driver.ts)
+ * meta:power                  PowerPolicy: idle timeout, wake timeout, retry backoff
+ * meta:powerlog               next power event sequence (decimal)
+ * pl:<sequence>               PowerEvent (sequence: 16 digits); the last POWER_EVENTS_MAX kept
  * ```
  * Ids are 32 lowercase hex digits.
  */
@@ -28,11 +37,15 @@
 import { truncateChunks } from '../client/layout.ts';
 import { parseSubnet } from '../common/cidr.ts';
 import { assert } from '../common/errors.ts';
+import { checkStructure } from '../hsm/chains.ts';
 import type { KvOperation, KvStore } from './kv.ts';
 import {
+  type AccessStats,
+  accessStatsCodec,
   type BackendRecord,
   backendCodec,
   type Command,
+  chainsCodec,
   clientSessionCodec,
   commandCodec,
   type InitCell,
@@ -48,10 +61,17 @@ import {
   memberCodec,
   type OpenToken,
   openTokenCodec,
+  type PowerConfig,
+  type PowerEvent,
+  type PowerPolicy,
+  powerConfigCodec,
+  powerEventCodec,
+  powerPolicyCodec,
   type Result,
   type ResultCode,
   resultCodec,
   type ServerRecord,
+  type StoredChains,
   serverCodec,
   snapshotCodec,
 } from './records.ts';
@@ -86,11 +106,41 @@ export const keys = {
   orphan: (object: Uint8Array) => `orphan:${hex(object)}`,
   joinToken: (id: Uint8Array) => `j:${hex(id)}`,
   member: (peerId: string) => `m:${peerId}`,
+  access: (id: Uint8Array) => `a:${hex(id)}`,
+  chains: 'meta:chains',
+  queueNumber: 'meta:queue',
+  queued: (id: Uint8Array) => `q:${hex(id)}`,
   session: (session: Uint8Array) => `c:${hex(session)}`,
   sessionResult: (session: Uint8Array, sequence: number) =>
     `r:${hex(session)}:${String(sequence).padStart(16, '0')}`,
   sessionResults: (session: Uint8Array) => `r:${hex(session)}:`,
+  powerConfig: (server: Uint8Array) => `p:${hex(server)}`,
+  powerPolicy: 'meta:power',
+  powerLogNext: 'meta:powerlog',
+  powerEvent: (sequence: number) => `pl:${String(sequence).padStart(16, '0')}`,
 };
+
+/** Power events kept (older ones are dropped as new ones are logged). */
+export const POWER_EVENTS_MAX = 1000;
+/** The power policy of a cell that never set one: no idle power-down. */
+export const POWER_POLICY_DEFAULT: PowerPolicy = {
+  idleTimeoutMs: 0,
+  wakeTimeoutMs: 5 * 60_000,
+  retryBackoffMs: 30_000,
+  retryBackoffMaxMs: 30 * 60_000,
+  updatedMs: 0,
+};
+const POWER_STATES: ReadonlySet<unknown> = new Set([
+  'ON',
+  'WAKING',
+  'SLEEPING',
+  'GOING_DOWN',
+  'FAILED_TO_START',
+  'FAILED_TO_STOP',
+]);
+const POWER_COMMAND_BYTES_MAX = 4096;
+const POWER_FIELD_BYTES_MAX = 255;
+const HOUR_MS = 3_600_000;
 
 /**
  * Saved results per client session at most: a client with more commands unanswered than this
@@ -186,6 +236,55 @@ function checkNetwork(network: MemberNetwork): MemberNetwork {
     subnets: [...subnets],
     hostname,
   };
+}
+
+/** A time or duration in ms: a non-negative safe integer. */
+function checkTime(value: number | undefined, what: string): number {
+  const ms = value ?? 0;
+  if (!Number.isSafeInteger(ms) || ms < 0)
+    fail('INVALID_ARGUMENT', `${what} must be a non-negative integer (ms)`);
+  return ms;
+}
+
+function checkText(value: string | undefined, what: string, max: number): string {
+  const text = value ?? '';
+  if (Buffer.byteLength(text) > max) fail('INVALID_ARGUMENT', `${what} longer than ${max} bytes`);
+  if (text.includes('\0')) fail('INVALID_ARGUMENT', `${what} contains NUL`);
+  return text;
+}
+
+/** A power driver configuration: a known driver with what it needs, bounded sizes and times. */
+function checkPowerConfig(config: PowerConfig): PowerConfig {
+  const checked: PowerConfig = {
+    serverUuid: config.serverUuid,
+    driver: config.driver,
+    onCommand: checkText(config.onCommand, 'on command', POWER_COMMAND_BYTES_MAX),
+    offCommand: checkText(config.offCommand, 'off command', POWER_COMMAND_BYTES_MAX),
+    statusCommand: checkText(config.statusCommand, 'status command', POWER_COMMAND_BYTES_MAX),
+    address: checkText(config.address, 'address', POWER_FIELD_BYTES_MAX),
+    outlet: checkText(config.outlet, 'outlet', POWER_FIELD_BYTES_MAX),
+    timeoutMs: checkTime(config.timeoutMs, 'timeout'),
+    retries: checkTime(config.retries, 'retries'),
+    retryDelayMs: checkTime(config.retryDelayMs, 'retry delay'),
+    simData: checkText(config.simData, 'sim data directory', POWER_COMMAND_BYTES_MAX),
+    simBootDelayMs: checkTime(config.simBootDelayMs, 'boot delay'),
+    simStopGraceMs: checkTime(config.simStopGraceMs, 'stop grace'),
+  };
+  if (checked.timeoutMs! > HOUR_MS) fail('INVALID_ARGUMENT', 'timeout must be at most 1 h');
+  if (checked.retries! > 10) fail('INVALID_ARGUMENT', 'at most 10 retries');
+  if (checked.retryDelayMs! > HOUR_MS) fail('INVALID_ARGUMENT', 'retry delay must be at most 1 h');
+  if (checked.simBootDelayMs! > HOUR_MS) fail('INVALID_ARGUMENT', 'boot delay must be at most 1 h');
+  if (checked.simStopGraceMs! > HOUR_MS) fail('INVALID_ARGUMENT', 'stop grace must be at most 1 h');
+  if (config.driver === 'command') {
+    if (checked.onCommand === '' || checked.offCommand === '')
+      fail('INVALID_ARGUMENT', 'the command driver needs an on and an off command');
+  } else if (config.driver === 'sim') {
+    if (!checked.simData!.startsWith('/'))
+      fail('INVALID_ARGUMENT', 'the sim driver needs the absolute data directory of the server');
+  } else {
+    fail('INVALID_ARGUMENT', `unknown power driver ${JSON.stringify(config.driver)} (command or sim)`);
+  }
+  return checked;
 }
 
 function sameId(a: Uint8Array, b: Uint8Array): boolean {
@@ -429,6 +528,13 @@ export class MetadataStateMachine {
     if (command.admitMember !== undefined) return this.#admitMember(tx, command.admitMember, time);
     if (command.setMemberAddresses !== undefined)
       return this.#setMemberAddresses(tx, command.setMemberAddresses);
+    if (command.setPowerConfig != null) return this.#setPowerConfig(tx, command.setPowerConfig, time);
+    if (command.setPowerPolicy != null) return this.#setPowerPolicy(tx, command.setPowerPolicy, time);
+    if (command.setPowerState != null) return this.#setPowerState(tx, command.setPowerState, time);
+    if (command.reportAccess != null) return this.#reportAccess(tx, command.reportAccess);
+    if (command.setChains !== undefined) return this.#setChains(tx, command.setChains, time);
+    if (command.placeCopy !== undefined) return this.#placeCopy(tx, command.placeCopy);
+    if (command.placementDone !== undefined) return this.#placementDone(tx, command.placementDone);
     fail('INVALID_ARGUMENT', 'command has no operation');
   }
 
@@ -585,6 +691,7 @@ export class MetadataStateMachine {
   async #deleteInode(tx: Transaction, inode: Inode): Promise<Uint8Array[]> {
     tx.del(keys.inode(inode.id));
     tx.del(keys.orphan(inode.id));
+    tx.del(keys.access(inode.id));
     return this.#forget(tx, [inode.id, ...inode.chunks.map((chunk) => chunk.id)]);
   }
 
@@ -653,6 +760,9 @@ export class MetadataStateMachine {
     source.name = op.newName;
     source.ctimeMs = time;
     this.#putInode(tx, source);
+    // Its path changed: chains with path conditions may place it (or, for a directory, its
+    // subtree) elsewhere.
+    await this.#enqueue(tx, source.id);
     return { inode: source, releasedObjects };
   }
 
@@ -676,6 +786,8 @@ export class MetadataStateMachine {
       inode.version++;
       if (attributes.mtimeMs === undefined) inode.mtimeMs = time;
     }
+    if (inode.type === 'FILE' && (attributes.size !== undefined || attributes.mtimeMs !== undefined))
+      await this.#enqueue(tx, inode.id);
     inode.ctimeMs = time;
     this.#putInode(tx, inode);
     return { inode, releasedObjects };
@@ -748,6 +860,7 @@ export class MetadataStateMachine {
     inode.latestAcceptedMtimeMs = Math.max(inode.latestAcceptedMtimeMs, inode.mtimeMs);
     this.#putInode(tx, inode);
     await this.#forget(tx, releasedObjects);
+    await this.#enqueue(tx, inode.id);
     for (const chunk of op.chunks) {
       if (known.has(hex(chunk.id))) continue;
       for (const backend of op.storedOn ?? []) {
@@ -772,16 +885,141 @@ export class MetadataStateMachine {
     return {};
   }
 
+  // ---- placement -------------------------------------------------------------------------------
+
+  /** Queue a file (or a directory: its subtree) for the mover to check its placement. */
+  async #enqueue(tx: Transaction, id: Uint8Array): Promise<void> {
+    const last = await tx.get(keys.queueNumber);
+    const next = (last === undefined ? 0 : Number(Buffer.from(last).toString('utf8'))) + 1;
+    const text = encoder.encode(String(next));
+    tx.put(keys.queueNumber, text);
+    tx.put(keys.queued(id), text);
+  }
+
+  async #setChains(
+    tx: Transaction,
+    op: NonNullable<Command['setChains']>,
+    time: number,
+  ): Promise<Partial<Result>> {
+    const chains = op.chains;
+    if (chains == null) fail('INVALID_ARGUMENT', 'no chains given');
+    const stored = await tx.get(keys.chains);
+    const version = stored === undefined ? 0 : chainsCodec.decode(stored).version;
+    if (op.checkVersion && op.expectedVersion !== version)
+      fail('STALE', `the chains are at version ${version}, not ${op.expectedVersion}`);
+    const rows = chains.rows.map((row) => ({
+      chain: row.chain,
+      action: row.action,
+      destination: row.destination,
+      attribute: row.attribute,
+      operator: row.operator,
+      value: row.value,
+      strict: row.strict,
+    }));
+    const problems = checkStructure({ copies: chains.copies, rows });
+    if (problems.length > 0) fail('INVALID_ARGUMENT', problems.join('; '));
+    tx.put(
+      keys.chains,
+      chainsCodec.encode({ copies: chains.copies, rows, version: version + 1, updatedMs: time }),
+    );
+    return {};
+  }
+
+  async #placeCopy(tx: Transaction, op: NonNullable<Command['placeCopy']>): Promise<Partial<Result>> {
+    checkId(op.object, 'object');
+    checkId(op.backend, 'backend');
+    const copies: Array<{ key: string; location: Location }> = [];
+    for (const key of await tx.keysWithPrefix(keys.locations(op.object), LOCATIONS_PER_OBJECT_MAX)) {
+      const bytes = await tx.get(key);
+      if (bytes !== undefined) copies.push({ key, location: locationCodec.decode(bytes) });
+    }
+    // Released objects lose their locations: a copy of one must not be recorded (it is garbage).
+    if (copies.length === 0) fail('NOT_FOUND', `object ${hex(op.object)} is not referenced any more`);
+    const key = keys.location(op.object, op.backend);
+    if (op.remove) {
+      const others = copies.filter(
+        (copy) => copy.key !== key && copy.location.current && !copy.location.outdated,
+      );
+      if (others.length === 0) fail('NOT_PERMITTED', 'the last current copy of an object cannot be removed');
+      tx.del(key);
+      return {};
+    }
+    const location = op.location ?? { outdated: false, current: false, target: false, mtimeMs: 0 };
+    if (!location.current && !location.target) {
+      fail('INVALID_ARGUMENT', 'a copy that is neither current nor a target is removed, not set');
+    }
+    if (!location.current) {
+      const others = copies.filter(
+        (copy) => copy.key !== key && copy.location.current && !copy.location.outdated,
+      );
+      if (others.length === 0) fail('NOT_PERMITTED', 'the last current copy of an object cannot be dropped');
+    }
+    tx.put(key, locationCodec.encode(location));
+    return {};
+  }
+
+  async #placementDone(tx: Transaction, op: NonNullable<Command['placementDone']>): Promise<Partial<Result>> {
+    for (const file of op.files) {
+      checkId(file.id, 'queued file');
+      const queued = await tx.get(keys.queued(file.id));
+      if (queued !== undefined && Number(Buffer.from(queued).toString('utf8')) === file.queued)
+        tx.del(keys.queued(file.id));
+    }
+    return {};
+  }
+
+  /** How often a file was opened (undefined: never since it was created). */
+  async access(id: Uint8Array): Promise<AccessStats | undefined> {
+    const bytes = await this.#kv.get(keys.access(id));
+    return bytes === undefined ? undefined : accessStatsCodec.decode(bytes);
+  }
+
+  /** The chains (undefined: none set). */
+  async chains(): Promise<StoredChains | undefined> {
+    const bytes = await this.#kv.get(keys.chains);
+    return bytes === undefined ? undefined : chainsCodec.decode(bytes);
+  }
+
+  /** Files (or directories) queued for the mover, oldest first by id order, up to `limit`. */
+  async queuedFiles(limit: number): Promise<Array<{ id: Uint8Array; queued: number }>> {
+    const found: Array<{ id: Uint8Array; queued: number }> = [];
+    for await (const [key, value] of this.#kv.range({ gte: 'q:', lt: rangeEnd('q:'), limit }))
+      found.push({ id: fromHex(key.slice(2)), queued: Number(Buffer.from(value).toString('utf8')) });
+    return found;
+  }
+
+  /** Every inode, in id order, from after `after` (hex), up to `limit` (the mover's scan). */
+  async inodesAfter(after: string, limit: number): Promise<Inode[]> {
+    const found: Inode[] = [];
+    // The first key after `i:<after>` (ids have a fixed length, so NUL sorts right after it).
+    const gte = after === '' ? 'i:' : `i:${after}\u0000`;
+    for await (const [, value] of this.#kv.range({ gte, lt: rangeEnd('i:'), limit }))
+      found.push(inodeCodec.decode(value));
+    return found;
+  }
+
   // ---- servers and backends -------------------------------------------------------------------
 
   async #registerServer(tx: Transaction, server: ServerRecord, time: number): Promise<Partial<Result>> {
     checkId(server.uuid, 'server uuid');
-    const existing = await tx.get(keys.server(server.uuid));
-    const registeredMs = existing === undefined ? time : serverCodec.decode(existing).registeredMs;
-    tx.put(
-      keys.server(server.uuid),
-      serverCodec.encode({ ...server, registeredMs, lastSeenMs: time, online: true }),
-    );
+    const bytes = await tx.get(keys.server(server.uuid));
+    const existing = bytes === undefined ? undefined : serverCodec.decode(bytes);
+    // The power state is the controllers' (power management), not the server's: a registration
+    // keeps it (a woken server registering is how the primary learns it came up).
+    const record: ServerRecord = {
+      ...server,
+      registeredMs: existing?.registeredMs ?? time,
+      lastSeenMs: time,
+      // A server being powered down stays out of placements until it is down (or kept on).
+      online: existing?.power !== 'GOING_DOWN',
+      power: existing?.power ?? 'ON',
+      powerChangedMs: existing?.powerChangedMs ?? time,
+      powerReason: existing?.powerReason ?? 'registered',
+      powerFailures: existing?.powerFailures ?? 0,
+      lastAccessMs: Math.max(existing?.lastAccessMs ?? 0, checkTime(server.lastAccessMs ?? 0, 'last access')),
+    };
+    if (record.power === 'POWER_STATE_UNSPECIFIED') record.power = 'ON';
+    tx.put(keys.server(server.uuid), serverCodec.encode(record));
     return {};
   }
 
@@ -814,6 +1052,125 @@ export class MetadataStateMachine {
     return {};
   }
 
+  // ---- power management ----------------------------------------------------------------------
+
+  async #server(tx: Transaction, uuid: Uint8Array | undefined): Promise<ServerRecord> {
+    const bytes = await tx.get(keys.server(checkId(uuid, 'server uuid')));
+    if (bytes === undefined) fail('NOT_FOUND', `no storage server ${hex(uuid!)}`);
+    return serverCodec.decode(bytes);
+  }
+
+  async #setPowerConfig(
+    tx: Transaction,
+    op: NonNullable<Command['setPowerConfig']>,
+    time: number,
+  ): Promise<Partial<Result>> {
+    if (op.config == null) fail('INVALID_ARGUMENT', 'setPowerConfig needs a config');
+    const server = await this.#server(tx, op.config.serverUuid);
+    if (op.remove) {
+      tx.del(keys.powerConfig(server.uuid));
+      return {};
+    }
+    tx.put(
+      keys.powerConfig(server.uuid),
+      powerConfigCodec.encode({ ...checkPowerConfig(op.config), updatedMs: time }),
+    );
+    return {};
+  }
+
+  async #setPowerPolicy(
+    tx: Transaction,
+    op: NonNullable<Command['setPowerPolicy']>,
+    time: number,
+  ): Promise<Partial<Result>> {
+    if (op.policy == null) fail('INVALID_ARGUMENT', 'setPowerPolicy needs a policy');
+    const policy = op.policy;
+    const idle = checkTime(policy.idleTimeoutMs, 'idle timeout');
+    if (idle !== 0 && (idle < 1000 || idle > 30 * 24 * HOUR_MS))
+      fail('INVALID_ARGUMENT', 'idle timeout must be 0 (never) or between 1 s and 30 days');
+    const wake = checkTime(policy.wakeTimeoutMs, 'wake timeout');
+    if (wake < 1000 || wake > 24 * HOUR_MS)
+      fail('INVALID_ARGUMENT', 'wake timeout must be between 1 s and 24 h');
+    const backoff = checkTime(policy.retryBackoffMs, 'retry backoff');
+    if (backoff < 100 || backoff > 24 * HOUR_MS)
+      fail('INVALID_ARGUMENT', 'retry backoff must be between 100 ms and 24 h');
+    const backoffMax = checkTime(policy.retryBackoffMaxMs, 'maximum retry backoff');
+    if (backoffMax < backoff || backoffMax > 7 * 24 * HOUR_MS)
+      fail('INVALID_ARGUMENT', 'maximum retry backoff must be at least the retry backoff and at most 7 days');
+    tx.put(
+      keys.powerPolicy,
+      powerPolicyCodec.encode({
+        idleTimeoutMs: idle,
+        wakeTimeoutMs: wake,
+        retryBackoffMs: backoff,
+        retryBackoffMaxMs: backoffMax,
+        updatedMs: time,
+      }),
+    );
+    return {};
+  }
+
+  async #setPowerState(
+    tx: Transaction,
+    op: NonNullable<Command['setPowerState']>,
+    time: number,
+  ): Promise<Partial<Result>> {
+    if (!POWER_STATES.has(op.state))
+      fail('INVALID_ARGUMENT', `invalid power state ${JSON.stringify(op.state)}`);
+    const expected = op.expected ?? [];
+    for (const state of expected)
+      if (!POWER_STATES.has(state))
+        fail('INVALID_ARGUMENT', `invalid expected power state ${JSON.stringify(state)}`);
+    const reason = op.reason ?? '';
+    if (reason.length > POWER_COMMAND_BYTES_MAX) fail('INVALID_ARGUMENT', 'power reason too long');
+    const failures = op.failures ?? 0;
+    if (!Number.isSafeInteger(failures) || failures < 0 || failures > 1_000_000)
+      fail('INVALID_ARGUMENT', 'invalid failure count');
+    const server = await this.#server(tx, op.serverUuid);
+    if (expected.length > 0 && !expected.includes(server.power))
+      fail('STALE', `server ${server.name} is ${server.power}, not ${expected.join(' or ')}`);
+    const from = server.power;
+    if (from === op.state && (server.powerFailures ?? 0) === failures) return {};
+    const updated: ServerRecord = {
+      ...server,
+      power: op.state,
+      powerChangedMs: from === op.state ? (server.powerChangedMs ?? time) : time,
+      powerReason: reason,
+      powerFailures: failures,
+    };
+    // A server going down or asleep serves nothing: no new writes go to it, readers wake it
+    // first. One that could not be stopped (or stays on after all) is kept marked on.
+    if (op.state === 'SLEEPING' || op.state === 'GOING_DOWN') updated.online = false;
+    else if (from === 'GOING_DOWN' && (op.state === 'FAILED_TO_STOP' || op.state === 'ON'))
+      updated.online = true;
+    tx.put(keys.server(server.uuid), serverCodec.encode(updated));
+    await this.#logPowerEvent(tx, {
+      timeMs: time,
+      serverUuid: server.uuid,
+      serverName: server.name,
+      from,
+      to: op.state,
+      reason,
+    });
+    return {};
+  }
+
+  async #logPowerEvent(tx: Transaction, event: Omit<PowerEvent, 'sequence'>): Promise<void> {
+    const bytes = await tx.get(keys.powerLogNext);
+    const sequence = bytes === undefined ? 1 : Number(Buffer.from(bytes).toString('utf8'));
+    tx.put(keys.powerEvent(sequence), powerEventCodec.encode({ ...event, sequence }));
+    tx.put(keys.powerLogNext, encoder.encode(String(sequence + 1)));
+    if (sequence > POWER_EVENTS_MAX) tx.del(keys.powerEvent(sequence - POWER_EVENTS_MAX));
+  }
+
+  async #reportAccess(tx: Transaction, op: NonNullable<Command['reportAccess']>): Promise<Partial<Result>> {
+    const server = await this.#server(tx, op.serverUuid);
+    const reported = checkTime(op.lastAccessMs, 'last access');
+    if (reported <= (server.lastAccessMs ?? 0)) return {};
+    tx.put(keys.server(server.uuid), serverCodec.encode({ ...server, lastAccessMs: reported }));
+    return {};
+  }
+
   // ---- open tokens ---------------------------------------------------------------------------
 
   async #open(tx: Transaction, op: NonNullable<Command['open']>, time: number): Promise<Partial<Result>> {
@@ -832,6 +1189,11 @@ export class MetadataStateMachine {
       this.#putInode(tx, inode);
     }
     const stored: OpenToken = { ...token, openedMs: time };
+    if (inode.type === 'FILE') {
+      const bytes = await tx.get(keys.access(inode.id));
+      const before = bytes === undefined ? undefined : accessStatsCodec.decode(bytes);
+      tx.put(keys.access(inode.id), accessStatsCodec.encode(countOpen(before, time)));
+    }
     tx.put(keys.token(token.id), openTokenCodec.encode(stored));
     tx.put(keys.objectToken(token.object, token.id), EMPTY);
     return { token: stored, inode, releasedObjects };
@@ -1011,6 +1373,35 @@ export class MetadataStateMachine {
     return bytes === undefined ? undefined : memberCodec.decode(bytes);
   }
 
+  async powerConfigs(): Promise<PowerConfig[]> {
+    return this.#all('p:', powerConfigCodec.decode);
+  }
+
+  async powerPolicy(): Promise<PowerPolicy> {
+    const bytes = await this.#kv.get(keys.powerPolicy);
+    return bytes === undefined ? { ...POWER_POLICY_DEFAULT } : powerPolicyCodec.decode(bytes);
+  }
+
+  /** The last `limit` power events, oldest first. */
+  async powerEvents(limit: number): Promise<PowerEvent[]> {
+    const bytes = await this.#kv.get(keys.powerLogNext);
+    const next = bytes === undefined ? 1 : Number(Buffer.from(bytes).toString('utf8'));
+    const first = Math.max(1, next - Math.min(limit, POWER_EVENTS_MAX));
+    const found: PowerEvent[] = [];
+    for await (const [, value] of this.#kv.range({ gte: keys.powerEvent(first), lt: rangeEnd('pl:') }))
+      found.push(powerEventCodec.decode(value));
+    return found;
+  }
+
+  /** Every location in key order (object, backend); `visit` returns false to stop the scan. */
+  async scanLocations(
+    visit: (object: Uint8Array, backend: Uint8Array, location: Location) => boolean,
+  ): Promise<void> {
+    for await (const [key, value] of this.#kv.range({ gte: 'l:', lt: rangeEnd('l:') })) {
+      if (!visit(fromHex(key.slice(2, 34)), fromHex(key.slice(35)), locationCodec.decode(value))) return;
+    }
+  }
+
   async joinTokens(): Promise<JoinToken[]> {
     return this.#all('j:', joinTokenCodec.decode);
   }
@@ -1046,6 +1437,24 @@ export class MetadataStateMachine {
     await this.#kv.write(operations, { sync: true });
     this.#appliedIndex = snapshot.appliedIndex;
   }
+}
+
+/** Opens halve for every window that passed: a file read daily stays hot, a burst fades. */
+export const OPENS_WINDOW_MS = 24 * 60 * 60 * 1000;
+
+/** The opens of a file as of `nowMs` (the decayed count). */
+export function opensAt(stats: AccessStats | undefined, nowMs: number): number {
+  if (stats === undefined) return 0;
+  const windows = Math.floor(Math.max(0, nowMs - stats.windowMs) / OPENS_WINDOW_MS);
+  return windows >= 32 ? 0 : Math.floor(stats.opens / 2 ** windows);
+}
+
+/** The stats after one more open at `time`. */
+function countOpen(before: AccessStats | undefined, time: number): AccessStats {
+  if (before === undefined) return { openedMs: time, opens: 1, windowMs: time };
+  const windows = Math.floor(Math.max(0, time - before.windowMs) / OPENS_WINDOW_MS);
+  const opens = Math.min(opensAt(before, time) + 1, 0xffffffff);
+  return { openedMs: time, opens, windowMs: before.windowMs + windows * OPENS_WINDOW_MS };
 }
 
 /** A saved result as `#applyOne` returned it (absent messages decode as null). */

@@ -137,9 +137,17 @@ export const storageHead: Method<HeadRequest, HeadResponse> = defineMethod({
   responseCodec: codec<HeadResponse>('zhsm.storage.HeadResponse'),
 });
 
+/** When the service last served data (power management: a server idle for long may sleep). */
+export interface StorageActivity {
+  /** Wall-clock ms of the last read or write served (start or end of its transfer); 0: none. */
+  lastAccessMs: number;
+}
+
 export interface StorageServiceOptions {
   /** The server's backends by hex uuid (32 lowercase hex digits), consulted on every request. */
   readonly backends: () => ReadonlyMap<string, Backend>;
+  /** Updated on every read and write (their start and end). */
+  readonly activity?: StorageActivity;
   readonly logger?: Logger;
   /** Writes run at once (default 16). */
   readonly writesMax?: number;
@@ -236,6 +244,9 @@ function typed(error: unknown, what: string, log: Logger): unknown {
 export async function serveStorage(host: Host, options: StorageServiceOptions): Promise<StorageService> {
   const log = (options.logger ?? host.log).child({ component: 'storage-service' });
   const writeSlots = new Semaphore(options.writesMax ?? writesMaxDefault);
+  const accessed = () => {
+    if (options.activity !== undefined) options.activity.lastAccessMs = Date.now();
+  };
 
   const backendFor = (uuid: Uint8Array | undefined): Backend => {
     const key = hex(checkBytes(uuid, backendUuidBytes, 'backend uuid'));
@@ -255,6 +266,7 @@ export async function serveStorage(host: Host, options: StorageServiceOptions): 
           const contentHash = checkBytes(request.contentHash, contentHashBytes, 'content hash');
           const bodySize = checkCount(request.size, 'size');
           const mtimeMs = checkCount(request.mtimeMs, 'mtime');
+          accessed();
           const release = await writeSlots.hold(context.signal);
           try {
             const header = await backend.ingest(
@@ -267,6 +279,7 @@ export async function serveStorage(host: Host, options: StorageServiceOptions): 
             throw typed(error, `write of ${hex(id)}`, log);
           } finally {
             release();
+            accessed();
           }
         },
       }),
@@ -281,6 +294,7 @@ export async function serveStorage(host: Host, options: StorageServiceOptions): 
           const length = checkCount(request.length, 'length');
           let sent = 0;
           let objectSize = 0;
+          accessed();
           try {
             // One open: the backend reports the size and cuts the range at the object's end.
             const pieces = backend.read(id, {
@@ -303,6 +317,8 @@ export async function serveStorage(host: Host, options: StorageServiceOptions): 
             }
           } catch (error) {
             throw typed(error, `read of ${hex(id)}`, log);
+          } finally {
+            accessed();
           }
           return { bytesSent: sent, objectSize };
         },

@@ -1,0 +1,597 @@
+/**
+ * The mover: makes the copies of every file match what the resolve chains say (the target bits of
+ * the concept note), on the primary controller.
+ *
+ * For each chunk object of a file, with D = the backends the chains resolve the file to:
+ * 1. target bits: set on D, cleared elsewhere (`placeCopy`);
+ * 2. copy: for each backend of D without a current copy, whose server is awake: read the object
+ *    from a current copy, write it to the new backend (the storage server ingests into a temp
+ *    file, verifies the sha256, renames), then mark it current;
+ * 3. release: once every backend of D holds a current copy, drop the copies outside D — the
+ *    record first (readers stop choosing it), then the object on its backend.
+ * At every moment at least one verified current copy exists: the state machine refuses to drop
+ * the last one, and releases happen only after the new copies are current. Copies to sleeping
+ * servers wait (their target bits stay set; the server is listed as waiting).
+ *
+ * Work comes from the placement queue (`q:` keys: files written, renamed or truncated) and from
+ * passes over every file: when the chains change, when this controller becomes primary, and every
+ * `scanIntervalMs`. A pass first plans (counting what to copy) and then moves, so progress and an
+ * ETA can be shown (`zhsm migrate`). Copies are throttled (`concurrency`, `bytesPerSecond`).
+ * With no chains set, the mover leaves placement as the clients wrote it.
+ */
+import { type Logger, silentLogger } from '../common/log.ts';
+import type {
+  AccessStats,
+  BackendRecord,
+  Command,
+  Inode,
+  Location,
+  Result,
+  ServerRecord,
+  StoredChains,
+} from '../metadata/records.ts';
+import { opensAt, type ReaddirEntry } from '../metadata/state-machine.ts';
+import { type BackendFacts, type Chains, type FileFacts, resolve } from './chains.ts';
+
+/** What the mover reads: the primary's own state machine. */
+export interface MoverState {
+  chains(): Promise<StoredChains | undefined>;
+  queuedFiles(limit: number): Promise<Array<{ id: Uint8Array; queued: number }>>;
+  inodesAfter(after: string, limit: number): Promise<Inode[]>;
+  inode(id: Uint8Array): Promise<Inode | undefined>;
+  readdir(parent: Uint8Array, options: { after?: string; limit?: number }): Promise<ReaddirEntry[]>;
+  locations(object: Uint8Array): Promise<Array<{ backend: Uint8Array; location: Location }>>;
+  backends(): Promise<BackendRecord[]>;
+  servers(): Promise<ServerRecord[]>;
+  access(id: Uint8Array): Promise<AccessStats | undefined>;
+}
+
+/** What the mover does: proposals and chunk transfers. */
+export interface MoverIo {
+  propose(command: Omit<Command, 'timeMs'>): Promise<Result>;
+  readChunk(backend: Uint8Array, id: Uint8Array, size: number, hash: Uint8Array): Promise<Uint8Array>;
+  writeChunk(backend: Uint8Array, id: Uint8Array, bytes: Uint8Array, hash: Uint8Array): Promise<void>;
+  deleteChunk(backend: Uint8Array, id: Uint8Array): Promise<void>;
+  nowMs(): number;
+}
+
+export interface MoverOptions {
+  readonly state: MoverState;
+  readonly io: MoverIo;
+  readonly logger?: Logger;
+  /** Copies in flight at most (default 2). */
+  readonly concurrency?: number;
+  /** Copy throughput at most, bytes per second (default 0: unlimited). */
+  readonly bytesPerSecond?: number;
+  /** A pass over every file this often (default 10 minutes). */
+  readonly scanIntervalMs?: number;
+  /** The queue is looked at this often (default 1 s). */
+  readonly pollMs?: number;
+}
+
+export interface PlacementPlan {
+  files: number;
+  filesToChange: number;
+  objectsToCopy: number;
+  bytesToCopy: number;
+  objectsToRelease: number;
+  bytesToRelease: number;
+  flows: Array<{ from: string; to: string; objects: number; bytes: number }>;
+  filesShort: number;
+  chainsVersion: number;
+}
+
+export interface MoverStatus {
+  active: boolean;
+  phase: string;
+  chainsVersion: number;
+  queuedFiles: number;
+  scannedFiles: number;
+  totalFiles: number;
+  copiesDone: number;
+  bytesDone: number;
+  copiesPlanned: number;
+  bytesPlanned: number;
+  copiesFailed: number;
+  released: number;
+  bytesPerSecond: number;
+  etaMs: number;
+  waiting: string[];
+  lastError: string;
+  passStartedMs: number;
+  passes: number;
+}
+
+const hex = (bytes: Uint8Array) =>
+  Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
+const fromHex = (text: string) => new Uint8Array(Buffer.from(text, 'hex'));
+const QUEUE_BATCH = 256;
+const SCAN_PAGE = 512;
+
+/** The cell's backends as the chains see them (awake: the server is online and powered on). */
+export function backendFacts(
+  backends: readonly BackendRecord[],
+  servers: readonly ServerRecord[],
+): BackendFacts[] {
+  const byUuid = new Map(servers.map((server) => [hex(server.uuid), server]));
+  return backends.map((backend) => {
+    const server = byUuid.get(hex(backend.serverUuid));
+    const power = server?.power ?? 'POWER_STATE_UNSPECIFIED';
+    return {
+      uuid: hex(backend.uuid),
+      server: hex(backend.serverUuid),
+      serverName: server?.name ?? '',
+      tags: backend.tags,
+      freeBytes: backend.freeBytes,
+      awake: server?.online === true && (power === 'ON' || power === 'POWER_STATE_UNSPECIFIED'),
+    };
+  });
+}
+
+/** One chunk's work: copies to make (to, from) and copies to release. */
+interface ChunkWork {
+  id: Uint8Array;
+  size: number;
+  hash: Uint8Array;
+  desired: string[];
+  locations: Map<string, Location>;
+  copies: Array<{ to: string; from: string }>;
+  releases: string[];
+  /** Desired backends whose server sleeps (copies wait). */
+  asleep: string[];
+}
+
+export class Mover {
+  readonly #state: MoverState;
+  readonly #io: MoverIo;
+  readonly #log: Logger;
+  readonly #concurrency: number;
+  readonly #bytesPerSecond: number;
+  readonly #scanIntervalMs: number;
+  readonly #pollMs: number;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #running = false;
+  #stopped = true;
+  #busy: Promise<void> = Promise.resolve();
+  #lastPassMs = 0;
+  #passVersion = -1;
+  #throttleUntil = 0;
+  readonly #status: MoverStatus = {
+    active: false,
+    phase: 'idle',
+    chainsVersion: 0,
+    queuedFiles: 0,
+    scannedFiles: 0,
+    totalFiles: 0,
+    copiesDone: 0,
+    bytesDone: 0,
+    copiesPlanned: 0,
+    bytesPlanned: 0,
+    copiesFailed: 0,
+    released: 0,
+    bytesPerSecond: 0,
+    etaMs: 0,
+    waiting: [],
+    lastError: '',
+    passStartedMs: 0,
+    passes: 0,
+  };
+
+  constructor(options: MoverOptions) {
+    this.#state = options.state;
+    this.#io = options.io;
+    this.#log = (options.logger ?? silentLogger()).child({ module: 'mover' });
+    this.#concurrency = Math.max(1, options.concurrency ?? 2);
+    this.#bytesPerSecond = Math.max(0, options.bytesPerSecond ?? 0);
+    this.#scanIntervalMs = options.scanIntervalMs ?? 10 * 60_000;
+    this.#pollMs = options.pollMs ?? 1_000;
+  }
+
+  /** Run (this controller became primary): a pass at once, then the queue and periodic passes. */
+  start(): void {
+    if (!this.#stopped) return;
+    this.#stopped = false;
+    this.#status.active = true;
+    this.#passVersion = -1;
+    this.#schedule(0);
+  }
+
+  /** Stop (no longer primary); resolves when the current step ended. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#status.active = false;
+    this.#status.phase = 'idle';
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.#busy;
+  }
+
+  status(): MoverStatus {
+    return { ...this.#status, waiting: [...this.#status.waiting] };
+  }
+
+  #schedule(delayMs: number): void {
+    if (this.#stopped) return;
+    this.#timer = setTimeout(() => {
+      this.#busy = this.#tick().finally(() => this.#schedule(this.#pollMs));
+    }, delayMs);
+  }
+
+  async #tick(): Promise<void> {
+    if (this.#running || this.#stopped) return;
+    this.#running = true;
+    try {
+      const chains = await this.#state.chains();
+      if (chains === undefined) {
+        this.#status.phase = 'idle';
+        return;
+      }
+      const due = this.#io.nowMs() - this.#lastPassMs >= this.#scanIntervalMs;
+      if (chains.version !== this.#passVersion || due) await this.#pass(chains);
+      else await this.#drainQueue(chains);
+    } catch (error) {
+      this.#status.lastError = (error as Error).message;
+      this.#log.warn({ err: error }, 'mover step failed');
+    } finally {
+      this.#running = false;
+      if (this.#status.phase !== 'idle') this.#status.phase = 'idle';
+    }
+  }
+
+  /** Files written, renamed or truncated lately. */
+  async #drainQueue(chains: StoredChains): Promise<void> {
+    const queued = await this.#state.queuedFiles(QUEUE_BATCH);
+    this.#status.queuedFiles = queued.length;
+    if (queued.length === 0) return;
+    this.#status.phase = 'moving';
+    const facts = await this.#facts();
+    const done: Array<{ id: Uint8Array; queued: number }> = [];
+    for (const entry of queued) {
+      if (this.#stopped) break;
+      const inode = await this.#state.inode(entry.id);
+      if (inode !== undefined) {
+        for await (const [file, path] of this.#filesUnder(inode))
+          await this.#placeFile(chains, file, path, facts);
+      }
+      done.push(entry);
+    }
+    if (done.length > 0) await this.#io.propose({ placementDone: { files: done } });
+    this.#status.queuedFiles = Math.max(0, this.#status.queuedFiles - done.length);
+  }
+
+  /** A pass over every file: plan (count), then move. */
+  async #pass(chains: StoredChains): Promise<void> {
+    const started = this.#io.nowMs();
+    Object.assign(this.#status, {
+      phase: 'scanning',
+      scannedFiles: 0,
+      totalFiles: 0,
+      copiesDone: 0,
+      bytesDone: 0,
+      copiesPlanned: 0,
+      bytesPlanned: 0,
+      copiesFailed: 0,
+      released: 0,
+      etaMs: 0,
+      bytesPerSecond: 0,
+      passStartedMs: started,
+      waiting: [],
+    });
+    const facts = await this.#facts();
+    const plan = await this.plan(chains, facts);
+    this.#status.totalFiles = plan.files;
+    this.#status.copiesPlanned = plan.objectsToCopy;
+    this.#status.bytesPlanned = plan.bytesToCopy;
+    this.#status.phase = 'moving';
+    const paths = new PathCache(this.#state);
+    let after = '';
+    const waiting = new Set<string>();
+    for (;;) {
+      if (this.#stopped) return;
+      const page = await this.#state.inodesAfter(after, SCAN_PAGE);
+      if (page.length === 0) break;
+      after = hex(page.at(-1)!.id);
+      for (const inode of page) {
+        if (this.#stopped) return;
+        if (inode.type !== 'FILE') continue;
+        this.#status.scannedFiles += 1;
+        const path = await paths.pathOf(inode);
+        if (path === undefined) continue;
+        for (const server of await this.#placeFile(chains, inode, path, facts)) waiting.add(server);
+        this.#status.waiting = [...waiting];
+      }
+    }
+    this.#passVersion = chains.version;
+    this.#status.chainsVersion = chains.version;
+    this.#lastPassMs = this.#io.nowMs();
+    this.#status.passes += 1;
+    this.#log.info(
+      {
+        copies: this.#status.copiesDone,
+        bytes: this.#status.bytesDone,
+        released: this.#status.released,
+        ms: this.#lastPassMs - started,
+      },
+      'placement pass done',
+    );
+  }
+
+  async #facts(): Promise<BackendFacts[]> {
+    const [backends, servers] = await Promise.all([this.#state.backends(), this.#state.servers()]);
+    return backendFacts(backends, servers);
+  }
+
+  /** The files under an inode (itself when a file), with their paths. */
+  async *#filesUnder(inode: Inode): AsyncGenerator<[Inode, string]> {
+    const paths = new PathCache(this.#state);
+    const base = await paths.pathOf(inode);
+    if (base === undefined) return;
+    if (inode.type === 'FILE') {
+      yield [inode, base];
+      return;
+    }
+    if (inode.type !== 'DIRECTORY') return;
+    const stack: Array<[Uint8Array, string]> = [[inode.id, base]];
+    while (stack.length > 0) {
+      const [directory, path] = stack.pop()!;
+      let after: string | undefined;
+      for (;;) {
+        const entries = await this.#state.readdir(directory, { after, limit: 1_000 });
+        if (entries.length === 0) break;
+        after = entries.at(-1)!.name;
+        for (const entry of entries) {
+          const child = await this.#state.inode(entry.id);
+          if (child === undefined) continue;
+          const childPath = path === '/' ? `/${entry.name}` : `${path}/${entry.name}`;
+          if (child.type === 'DIRECTORY') stack.push([child.id, childPath]);
+          else if (child.type === 'FILE') yield [child, childPath];
+        }
+      }
+    }
+  }
+
+  /** What one file's chunks need; shared by the plan and the move. */
+  async #work(
+    chains: Chains,
+    inode: Inode,
+    path: string,
+    facts: BackendFacts[],
+  ): Promise<{ chunks: ChunkWork[]; short: boolean }> {
+    const now = this.#io.nowMs();
+    const resolution = resolve(
+      chains,
+      fileFacts(inode, path, await this.#state.access(inode.id), now),
+      facts,
+      now,
+    );
+    const desired = resolution.targets.map((target) => target.backend);
+    const awake = new Map(facts.map((fact) => [fact.uuid, fact.awake]));
+    const chunks: ChunkWork[] = [];
+    for (const chunk of inode.chunks) {
+      const locations = new Map(
+        (await this.#state.locations(chunk.id)).map((entry) => [hex(entry.backend), entry.location]),
+      );
+      if (locations.size === 0) continue; // not stored yet (or being rewritten)
+      const current = [...locations].filter(([, l]) => l.current && !l.outdated).map(([b]) => b);
+      const sources = current.filter((backend) => awake.get(backend) === true);
+      const copies: Array<{ to: string; from: string }> = [];
+      const asleep: string[] = [];
+      for (const backend of desired) {
+        if (current.includes(backend)) continue;
+        if (awake.get(backend) !== true || sources.length === 0) asleep.push(backend);
+        else copies.push({ to: backend, from: sources[copies.length % sources.length]! });
+      }
+      const releases =
+        desired.length > 0 ? [...locations.keys()].filter((backend) => !desired.includes(backend)) : [];
+      chunks.push({
+        id: chunk.id,
+        size: chunk.size,
+        hash: chunk.hash,
+        desired,
+        locations,
+        copies,
+        releases,
+        asleep,
+      });
+    }
+    return { chunks, short: desired.length < chains.copies };
+  }
+
+  /** Dry run: what these chains would copy and release, over every file. */
+  async plan(chains: Chains & { version?: number }, facts?: BackendFacts[]): Promise<PlacementPlan> {
+    const backendFacts_ = facts ?? (await this.#facts());
+    const labels = new Map(
+      backendFacts_.map((f) => [f.uuid, `${f.serverName || f.server.slice(0, 8)}:${f.uuid.slice(0, 8)}`]),
+    );
+    const label = (backend: string) => labels.get(backend) ?? backend.slice(0, 8);
+    const plan: PlacementPlan = {
+      files: 0,
+      filesToChange: 0,
+      objectsToCopy: 0,
+      bytesToCopy: 0,
+      objectsToRelease: 0,
+      bytesToRelease: 0,
+      flows: [],
+      filesShort: 0,
+      chainsVersion: (await this.#state.chains())?.version ?? 0,
+    };
+    const flows = new Map<string, { from: string; to: string; objects: number; bytes: number }>();
+    const paths = new PathCache(this.#state);
+    let after = '';
+    for (;;) {
+      const page = await this.#state.inodesAfter(after, SCAN_PAGE);
+      if (page.length === 0) break;
+      after = hex(page.at(-1)!.id);
+      for (const inode of page) {
+        if (inode.type !== 'FILE') continue;
+        const path = await paths.pathOf(inode);
+        if (path === undefined) continue;
+        plan.files += 1;
+        const { chunks, short } = await this.#work(chains, inode, path, backendFacts_);
+        if (short) plan.filesShort += 1;
+        let changes = false;
+        for (const chunk of chunks) {
+          const moves = [...chunk.copies, ...chunk.asleep.map((to) => ({ to, from: '' }))];
+          for (const move of moves) {
+            plan.objectsToCopy += 1;
+            plan.bytesToCopy += chunk.size;
+            const from = move.from === '' ? 'a current copy' : label(move.from);
+            const key = `${from}\u0000${label(move.to)}`;
+            const flow = flows.get(key) ?? { from, to: label(move.to), objects: 0, bytes: 0 };
+            flow.objects += 1;
+            flow.bytes += chunk.size;
+            flows.set(key, flow);
+          }
+          plan.objectsToRelease += chunk.releases.length;
+          plan.bytesToRelease += chunk.releases.length * chunk.size;
+          if (moves.length > 0 || chunk.releases.length > 0) changes = true;
+        }
+        if (changes) plan.filesToChange += 1;
+      }
+    }
+    plan.flows = [...flows.values()].sort((a, b) => b.bytes - a.bytes);
+    return plan;
+  }
+
+  /** Bring one file's copies in line with the chains; returns the servers copies wait for. */
+  async #placeFile(chains: Chains, inode: Inode, path: string, facts: BackendFacts[]): Promise<string[]> {
+    const { chunks } = await this.#work(chains, inode, path, facts);
+    const waiting = new Set<string>();
+    const serverOf = new Map(facts.map((fact) => [fact.uuid, fact.serverName || fact.server.slice(0, 8)]));
+    const queue = [...chunks];
+    const worker = async () => {
+      for (;;) {
+        const chunk = queue.shift();
+        if (chunk === undefined || this.#stopped) return;
+        try {
+          await this.#placeChunk(chunk);
+        } catch (error) {
+          this.#status.copiesFailed += 1;
+          this.#status.lastError = `${path}: ${(error as Error).message}`;
+          this.#log.warn(
+            { path, object: hex(chunk.id), err: error },
+            'cannot place a copy; later pass retries',
+          );
+        }
+        for (const backend of chunk.asleep) waiting.add(serverOf.get(backend) ?? backend.slice(0, 8));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.#concurrency, queue.length) }, worker));
+    return [...waiting];
+  }
+
+  async #placeChunk(chunk: ChunkWork): Promise<void> {
+    const desired = new Set(chunk.desired);
+    // 1. Target bits: set where the chains want a copy, cleared elsewhere.
+    for (const backend of chunk.desired) {
+      const location = chunk.locations.get(backend);
+      if (location?.target === true) continue;
+      await this.#placeCopy(chunk.id, backend, {
+        outdated: location?.outdated ?? false,
+        current: location?.current ?? false,
+        target: true,
+        mtimeMs: location?.mtimeMs ?? 0,
+      });
+    }
+    for (const [backend, location] of chunk.locations) {
+      if (desired.has(backend) || !location.target || !location.current) continue;
+      await this.#placeCopy(chunk.id, backend, { ...location, target: false });
+    }
+    // 2. Copies to awake backends, each verified by the receiving server before it counts.
+    for (const copy of chunk.copies) {
+      await this.#throttle(chunk.size);
+      const bytes = await this.#io.readChunk(fromHex(copy.from), chunk.id, chunk.size, chunk.hash);
+      await this.#io.writeChunk(fromHex(copy.to), chunk.id, bytes, chunk.hash);
+      await this.#placeCopy(chunk.id, copy.to, { outdated: false, current: true, target: true, mtimeMs: 0 });
+      this.#status.copiesDone += 1;
+      this.#status.bytesDone += chunk.size;
+      this.#updateRate();
+    }
+    // 3. Releases, only when every desired backend holds a current copy.
+    if (chunk.asleep.length > 0 || chunk.desired.length === 0) return;
+    for (const backend of chunk.releases) {
+      const result = await this.#io.propose({
+        placeCopy: { object: chunk.id, backend: fromHex(backend), remove: true },
+      });
+      if (result.code !== 'OK') {
+        if (result.code === 'NOT_FOUND') return; // the object was released meanwhile
+        throw new Error(`release refused: ${result.message}`);
+      }
+      await this.#io.deleteChunk(fromHex(backend), chunk.id).catch((error: unknown) => {
+        // The record is gone: the bytes are garbage that a scrub collects.
+        this.#log.warn({ backend, object: hex(chunk.id), err: error }, 'cannot delete a released copy');
+      });
+      this.#status.released += 1;
+    }
+  }
+
+  async #placeCopy(object: Uint8Array, backend: string, location: Location): Promise<void> {
+    const result = await this.#io.propose({ placeCopy: { object, backend: fromHex(backend), location } });
+    if (result.code !== 'OK' && result.code !== 'NOT_FOUND')
+      throw new Error(`placeCopy refused: ${result.message}`);
+  }
+
+  async #throttle(bytes: number): Promise<void> {
+    if (this.#bytesPerSecond === 0) return;
+    const now = this.#io.nowMs();
+    const start = Math.max(now, this.#throttleUntil);
+    this.#throttleUntil = start + (bytes / this.#bytesPerSecond) * 1000;
+    if (start > now) await new Promise((resolve) => setTimeout(resolve, start - now));
+  }
+
+  #updateRate(): void {
+    const elapsed = Math.max(1, this.#io.nowMs() - this.#status.passStartedMs);
+    this.#status.bytesPerSecond = (this.#status.bytesDone * 1000) / elapsed;
+    const left = Math.max(0, this.#status.bytesPlanned - this.#status.bytesDone);
+    this.#status.etaMs =
+      this.#status.bytesPerSecond > 0 ? Math.round((left / this.#status.bytesPerSecond) * 1000) : 0;
+  }
+}
+
+/** A file as the chains see it. */
+export function fileFacts(
+  inode: Inode,
+  path: string,
+  access: AccessStats | undefined,
+  nowMs: number,
+): FileFacts {
+  return {
+    path,
+    size: inode.size,
+    mtimeMs: inode.mtimeMs,
+    atimeMs: access?.openedMs ?? 0,
+    opens: opensAt(access, nowMs),
+  };
+}
+
+/** Paths of inodes from their parent links, with directory paths cached. */
+class PathCache {
+  readonly #state: MoverState;
+  readonly #directories = new Map<string, string | undefined>();
+  constructor(state: MoverState) {
+    this.#state = state;
+  }
+
+  async pathOf(inode: Inode): Promise<string | undefined> {
+    if (inode.parent.length === 0 || hex(inode.parent) === hex(inode.id)) return '/';
+    const parent = await this.#directoryPath(inode.parent, 0);
+    if (parent === undefined) return undefined;
+    return parent === '/' ? `/${inode.name}` : `${parent}/${inode.name}`;
+  }
+
+  async #directoryPath(id: Uint8Array, depth: number): Promise<string | undefined> {
+    const key = hex(id);
+    if (this.#directories.has(key)) return this.#directories.get(key);
+    if (depth > 4096) return undefined;
+    const inode = await this.#state.inode(id);
+    let path: string | undefined;
+    if (inode === undefined) path = undefined;
+    else if (inode.parent.length === 0 || hex(inode.parent) === key) path = '/';
+    else {
+      const parent = await this.#directoryPath(inode.parent, depth + 1);
+      path = parent === undefined ? undefined : parent === '/' ? `/${inode.name}` : `${parent}/${inode.name}`;
+    }
+    this.#directories.set(key, path);
+    return path;
+  }
+}
