@@ -6,6 +6,7 @@ import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
 import { InvalidArgumentError } from '../common/errors.ts';
 import { adminRequest } from '../daemon/admin-client.ts';
+import type { CacheStatus } from '../hsm/cache.ts';
 import { parseValue } from '../hsm/chains.ts';
 import type { MoverStatus, PlacementPlan } from '../hsm/mover.ts';
 import { formatBytes } from './zhsm-format.ts';
@@ -195,6 +196,37 @@ export function registerChainsCommands(program: Command): void {
         );
       console.log('why:');
       for (const line of reply.trace) console.log(`  ${line}`);
+    });
+
+  program
+    .command('cache')
+    .description("the controllers' cache of hot files: size, hits, admissions, evictions, pre-wakes")
+    .requiredOption('--data <dir>', 'the data directory of a running node of the cell')
+    .option('--json', 'print JSON')
+    .addHelpText(
+      'after',
+      `
+A backend tagged cache (zhsm-node init|join --backend DIR --tag DIR=cache, on a controller) holds
+copies of files opened twice within an hour (or once, with the xattr user.zhsm.hot), LRU by bytes
+up to 90 % of its capacity. Cached files are read while their servers sleep; reading a cached file
+whose servers sleep wakes the server holding the rest of its folder (pre-wake).`,
+    )
+    .action(async (options) => {
+      const { cache } = await adminRequest<{ cache: CacheStatus }>(options.data, { op: 'cache' });
+      if (options.json) {
+        console.log(JSON.stringify(cache, null, 2));
+        return;
+      }
+      if (!cache.active) console.log('cache: not running');
+      else if (cache.backend === '') console.log('cache: no backend tagged cache on an awake server');
+      else
+        console.log(
+          [
+            `cache: backend ${cache.backend.slice(0, 8)}, ${formatBytes(cache.bytes)} of ${formatBytes(cache.maxBytes)} in ${cache.files} file(s)`,
+            `opens: ${cache.hits} hits, ${cache.misses} misses; ${cache.admissions} admitted, ${cache.evictions} evicted; ${cache.prewakes} pre-wake(s)`,
+            ...(cache.lastError === '' ? [] : [`last error: ${cache.lastError}`]),
+          ].join('\n'),
+        );
     });
 
   program

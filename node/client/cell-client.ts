@@ -23,7 +23,7 @@ import {
   UnavailableError,
   ZhsmError,
 } from '../common/errors.ts';
-import { type FileFacts, resolve } from '../hsm/chains.ts';
+import { CACHE_TAG, type FileFacts, resolve } from '../hsm/chains.ts';
 import { backendFacts } from '../hsm/mover.ts';
 import { powerWakeApiOf } from '../hsm/power-api.ts';
 import {
@@ -77,6 +77,8 @@ const UPLOAD_ATTEMPTS_MAX = 3;
 /** A backend that failed a write is left out of new placements for this long. */
 const BACKEND_AVOID_MS = 30_000;
 const fromHexId = (text: string) => new Uint8Array(Buffer.from(text, 'hex'));
+/** Reads look at the servers' power states at most this often. */
+const POWER_VIEW_MS = 1_000;
 /** Placement reads the chains at most this often. */
 const CHAINS_CACHE_MS = 5_000;
 /** Write failures that say the backend (or its server) is unusable, not the request. */
@@ -153,6 +155,7 @@ export class CellClient implements FsClient {
   /** Backend (hex) -> until when new placements avoid it (a write to it failed). */
   readonly #avoided = new Map<string, number>();
   #chainsCache: { chains: StoredChains | undefined; atMs: number } | undefined;
+  #powerView: { states: Map<string, 'online' | 'offline' | 'asleep'>; atMs: number } | undefined;
   #rootId: Uint8Array | undefined;
 
   constructor(cell: CellApi, options: CellClientOptions = {}) {
@@ -527,7 +530,10 @@ export class CellClient implements FsClient {
       if (placed.targets.length > 0) return placed.targets.map((target) => fromHexId(target.backend));
       // No destination of the chains is awake and usable: any awake backend now, moved later.
     }
-    const usable = all.filter((backend) => backend.freeBytes > 0 && online.has(hex(backend.serverUuid)));
+    const usable = all.filter(
+      (backend) =>
+        backend.freeBytes > 0 && online.has(hex(backend.serverUuid)) && !backend.tags.includes(CACHE_TAG),
+    );
     const healthy = usable.filter((backend) => !this.#avoided.has(hex(backend.uuid)));
     const backends = healthy.length > 0 ? healthy : usable;
     if (backends.length === 0) throw new UnavailableError('no storage backend is available');
@@ -545,6 +551,43 @@ export class CellClient implements FsClient {
       if (!chosen.some((uuid) => Buffer.compare(uuid, backend.uuid) === 0)) chosen.push(backend.uuid);
     }
     return chosen;
+  }
+
+  /**
+   * Copies in the order to try them: on servers that are online first (a controller's cache
+   * among them), then those the metadata calls offline; copies on servers that sleep or are
+   * going down are left out (a dial to a switched-off machine costs a timeout): when only those
+   * remain, the read wakes one (`#wakeForChunk`).
+   */
+  async #byPower(copies: Uint8Array[]): Promise<Uint8Array[]> {
+    const now = this.#cell.nowMs();
+    if (this.#powerView === undefined || now - this.#powerView.atMs > POWER_VIEW_MS) {
+      try {
+        const [backends, servers] = await Promise.all([
+          this.#cell.metadata.backends(),
+          this.#cell.metadata.servers(),
+        ]);
+        const byServer = new Map(servers.map((server) => [hex(server.uuid), server]));
+        const states = new Map<string, 'online' | 'offline' | 'asleep'>();
+        for (const backend of backends) {
+          const server = byServer.get(hex(backend.serverUuid));
+          const power = server?.power;
+          states.set(
+            hex(backend.uuid),
+            power === 'SLEEPING' || power === 'GOING_DOWN' ? 'asleep' : server?.online ? 'online' : 'offline',
+          );
+        }
+        this.#powerView = { states, atMs: now };
+      } catch {
+        return copies; // no view: try them all, as they come
+      }
+    }
+    const states = this.#powerView.states;
+    const state = (backend: Uint8Array) => states.get(hex(backend)) ?? 'offline';
+    return [
+      ...copies.filter((backend) => state(backend) === 'online'),
+      ...copies.filter((backend) => state(backend) === 'offline'),
+    ];
   }
 
   /** The cell's chains, cached for CHAINS_CACHE_MS (placement runs once per file written). */
@@ -576,7 +619,7 @@ export class CellClient implements FsClient {
   async readChunk(chunk: Chunk, offset: number, length: number): Promise<Uint8Array> {
     let lastError: unknown = new UnavailableError(`no copy of chunk ${hex(chunk.id)} is available`);
     for (const fresh of [false, true]) {
-      const copies = await this.#chunkCopies(chunk, fresh);
+      const copies = await this.#byPower(await this.#chunkCopies(chunk, fresh));
       const now = this.#cell.nowMs();
       const failed = (backend: Uint8Array) => (this.#avoided.get(hex(backend)) ?? 0) > now;
       for (const backend of [...copies.filter((b) => !failed(b)), ...copies.filter(failed)]) {

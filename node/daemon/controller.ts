@@ -18,6 +18,7 @@ import { InvalidArgumentError, NotLeaderError } from '../common/errors.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
 import { createNetReplicaTransport } from '../controller/net-transport.ts';
 import { ControllerReplica } from '../controller/replica.ts';
+import { ControllerCache } from '../hsm/cache.ts';
 import { Mover, type MoverIo } from '../hsm/mover.ts';
 import { PowerManager, type PowerRequestAction } from '../hsm/power-manager.ts';
 import { LevelKv } from '../metadata/kv.ts';
@@ -75,6 +76,7 @@ export class ControllerRole implements LocalController {
   #stopped = false;
   readonly power: PowerManager;
   #mover: Mover | undefined;
+  #cache: ControllerCache | undefined;
 
   private constructor(
     options: ControllerRoleOptions,
@@ -106,7 +108,24 @@ export class ControllerRole implements LocalController {
    * (the node's cell connection reaches the storage servers).
    */
   attachMover(io: MoverIo, options: { scanIntervalMs?: number; bytesPerSecond?: number } = {}): void {
-    this.#mover ??= new Mover({ state: this.replica.machine, io, logger: this.#log, ...options });
+    this.#cache ??= new ControllerCache({
+      state: this.replica.machine,
+      io,
+      wake: (server, reason) => this.power.request(server, 'wake', { reason }),
+      logger: this.#log,
+    });
+    const cache = this.#cache;
+    this.#mover ??= new Mover({
+      state: this.replica.machine,
+      io,
+      logger: this.#log,
+      cacheTracks: (object, backend) => cache.tracks(object, backend),
+      ...options,
+    });
+  }
+
+  get cache(): ControllerCache | undefined {
+    return this.#cache;
   }
 
   get mover(): Mover | undefined {
@@ -221,7 +240,12 @@ export class ControllerRole implements LocalController {
   async handleMeta(request: MetaRequest): Promise<MetaResponse> {
     if (!this.replica.isLeader) this.#notLeader();
     if (request.propose !== undefined) {
-      return { result: await this.replica.propose(withoutTime(request.propose)) };
+      const result = await this.replica.propose(withoutTime(request.propose));
+      const open = request.propose.open;
+      // Reads feed the cache (and pre-wake); the open is answered first.
+      if (open != null && result.code === 'OK' && open.token.mode === 'READ')
+        this.#cache?.noteOpen(open.token.object);
+      return { result };
     }
     if (request.proposeBatch !== undefined) {
       const commands = request.proposeBatch.commands;
@@ -281,6 +305,10 @@ export class ControllerRole implements LocalController {
       if (this.#mover === undefined) throw new InvalidArgumentError('this controller runs no mover');
       return { plan: await this.#mover.plan(read.plan) };
     }
+    if (read.cache != null) {
+      if (this.#cache === undefined) throw new InvalidArgumentError('this controller runs no cache');
+      return { cache: this.#cache.status() };
+    }
     if (read.mover != null) {
       if (this.#mover === undefined) throw new InvalidArgumentError('this controller runs no mover');
       return { mover: this.#mover.status() };
@@ -299,8 +327,13 @@ export class ControllerRole implements LocalController {
 
   async #duties(): Promise<void> {
     if (this.#mover !== undefined && !this.#stopped) {
-      if (this.replica.isLeader) this.#mover.start();
-      else void this.#mover.stop();
+      if (this.replica.isLeader) {
+        this.#mover.start();
+        this.#cache?.start();
+      } else {
+        void this.#mover.stop();
+        void this.#cache?.stop();
+      }
     }
     if (this.#stopped || !this.replica.isLeader) return;
     try {
@@ -350,6 +383,7 @@ export class ControllerRole implements LocalController {
     clearInterval(this.#timer);
     this.power.stop();
     await this.#mover?.stop();
+    await this.#cache?.stop();
     await this.#refreshing;
     for (const close of this.#closers) {
       try {

@@ -264,6 +264,10 @@ export class ZhsmNode {
           logger: log,
         });
       }
+      if (node.storage !== undefined) {
+        const storage = node.storage;
+        remote.useLocalBackends(() => storage.backends);
+      }
       node.#startLoops();
       await node.#startAdmin();
       log.info(
@@ -723,7 +727,10 @@ export class ZhsmNode {
       if (request.op === 'pid') return { ok: true, pid: process.pid };
       if (typeof request.op === 'string' && request.op.startsWith('power-'))
         return { ok: true, ...(await powerAdmin(this.remote, request as Record<string, unknown>)) };
-      if (typeof request.op === 'string' && (request.op.startsWith('chains-') || request.op === 'mover'))
+      if (
+        typeof request.op === 'string' &&
+        (request.op.startsWith('chains-') || request.op === 'mover' || request.op === 'cache')
+      )
         return { ok: true, ...(await placementAdmin(this.remote, request as Record<string, unknown>)) };
       if (request.op === 'routes') return { ok: true, routes: this.routes() };
       if (request.op === 'token-create') {

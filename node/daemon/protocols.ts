@@ -13,6 +13,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { codec } from '../../proto/index.ts';
 import { InvalidArgumentError } from '../common/errors.ts';
+import type { CacheStatus } from '../hsm/cache.ts';
 import type { MoverStatus, PlacementPlan } from '../hsm/mover.ts';
 import type {
   BackendRecord,
@@ -50,6 +51,7 @@ export interface ReadQuery {
   chains?: Empty;
   plan?: StoredChains;
   mover?: Empty;
+  cache?: Empty;
 }
 
 /** Power management at the primary (node/hsm/power-manager.ts). */
@@ -91,6 +93,7 @@ export interface MetaResponse {
   chains?: StoredChains;
   plan?: PlacementPlan;
   mover?: MoverStatus;
+  cache?: CacheStatus;
   powerAnswer?: { server: ServerRecord; waitMs: number };
   power?: PowerView;
 }

@@ -14,15 +14,18 @@
  * carries this client's session id and a sequence number (`CommandSession`), and the state machine
  * answers a retry of an applied command with its saved result: retries are exactly-once.
  */
+
+import { createHash } from 'node:crypto';
 import type { CellApi, MetadataReader } from '../client/cell-api.ts';
 import { CommandSession } from '../client/command-session.ts';
-import { NotFoundError, UnavailableError, ZhsmError } from '../common/errors.ts';
+import { HashMismatchError, NotFoundError, UnavailableError, ZhsmError } from '../common/errors.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
 import type { BackendRecord, Command, Result, ServerRecord } from '../metadata/records.ts';
 import type { Host } from '../net/host.ts';
 import { call } from '../net/rpc.ts';
 import { openSession, type Session } from '../net/session.ts';
 import { StorageClient } from '../storage/client.ts';
+import type { Backend } from '../store/backend.ts';
 import type { MemberDirectory } from './directory.ts';
 import {
   type CellInfo,
@@ -57,6 +60,12 @@ const RETRYABLE = new Set(['NOT_LEADER', 'CLOSED', 'UNAVAILABLE', 'IO_ERROR', 'T
 
 const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
 
+async function removeIfThere(backend: Backend, id: Uint8Array): Promise<void> {
+  await backend.remove(id).catch((error: unknown) => {
+    if ((error as ZhsmError).code !== 'NOT_FOUND') throw error;
+  });
+}
+
 export class RemoteCell implements CellApi {
   readonly clientId: string;
   readonly metadata: MetadataReader;
@@ -75,6 +84,7 @@ export class RemoteCell implements CellApi {
   #servers = new Map<string, { peerId: string; addresses: string[]; online: boolean }>();
   #backendServer = new Map<string, string>();
   #closed = false;
+  #localBackends: (() => ReadonlyMap<string, Backend>) | undefined;
 
   constructor(options: RemoteCellOptions) {
     this.#host = options.host;
@@ -313,13 +323,39 @@ export class RemoteCell implements CellApi {
     return server.peerId;
   }
 
+  /**
+   * This node's own backends (when it is a storage server too): libp2p cannot dial itself, so
+   * chunk transfers with them go to the backend directly (the mover and the cache on a primary
+   * that stores data, a mount on a storage server).
+   */
+  useLocalBackends(backends: () => ReadonlyMap<string, Backend>): void {
+    this.#localBackends = backends;
+  }
+
+  #ownBackend(backend: Uint8Array): Backend | undefined {
+    return this.#localBackends?.().get(hex(backend));
+  }
+
   /** Delete one object from one backend (a released copy; missing is fine). */
   async deleteChunk(backend: Uint8Array, id: Uint8Array): Promise<void> {
+    const local = this.#ownBackend(backend);
+    if (local !== undefined) {
+      await removeIfThere(local, id);
+      return;
+    }
     const peer = await this.#storagePeer(backend);
     await this.storage.delete(peer, [id], backend);
   }
 
   async writeChunk(backend: Uint8Array, id: Uint8Array, bytes: Uint8Array, hash: Uint8Array): Promise<void> {
+    const local = this.#ownBackend(backend);
+    if (local !== undefined) {
+      await local.ingest(
+        { id, mainType: 'DATA', layout: 'INLINE', bodySize: bytes.length, contentHash: hash },
+        bytes,
+      );
+      return;
+    }
     const peer = await this.#storagePeer(backend);
     await this.storage.write(peer, backend, id, bytes, bytes.byteLength, hash);
   }
@@ -331,6 +367,15 @@ export class RemoteCell implements CellApi {
     length: number,
     expectedHash?: Uint8Array,
   ): Promise<Uint8Array> {
+    const local = this.#ownBackend(backend);
+    if (local !== undefined) {
+      const parts: Uint8Array[] = [];
+      for await (const part of local.read(id, { offset, length })) parts.push(part);
+      const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+      if (expectedHash !== undefined && !createHash('sha256').update(bytes).digest().equals(expectedHash))
+        throw new HashMismatchError(`chunk ${hex(id)} does not match its sha256`, { backend: hex(backend) });
+      return bytes;
+    }
     const peer = await this.#storagePeer(backend);
     return this.storage.read(
       peer,
@@ -349,6 +394,11 @@ export class RemoteCell implements CellApi {
       [...this.#servers.values()]
         .filter((server) => server.online)
         .map(async (server) => {
+          if (server.peerId === this.clientId) {
+            for (const backend of this.#localBackends?.().values() ?? [])
+              for (const id of ids) await removeIfThere(backend, id).catch(() => {});
+            return;
+          }
           try {
             await this.#directory.remember(this.#host, server.peerId, server.addresses, this.#log);
             await this.storage.delete(server.peerId, ids);

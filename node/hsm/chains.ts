@@ -354,6 +354,8 @@ export function checkStructure(chains: Chains): string[] {
     if (row.action === 'use' || row.action === 'skip') {
       const bad = checkDestinationShape(row.destination);
       if (bad !== undefined) problems.push(`${at}: ${bad}: ${JSON.stringify(row.destination)}`);
+      if (row.destination === `tag:${CACHE_TAG}`)
+        problems.push(`${at}: the cache is filled by the controllers, not a placement destination`);
     }
     if (row.value.length > VALUE_BYTES_MAX) problems.push(`${at}: condition value too long`);
     if (row.attribute === '') {
@@ -445,9 +447,16 @@ export function unreachableChains(chains: Chains): string[] {
   return names.filter((name) => !reached.has(name));
 }
 
-/** Backends a destination names. */
-export function destinationBackends(destination: string, backends: readonly BackendFacts[]): BackendFacts[] {
-  if (destination === 'any') return [...backends];
+/**
+ * Backends tagged `cache` hold the controllers' cache (node/hsm/cache.ts): never a placement
+ * destination, whatever the chains name.
+ */
+export const CACHE_TAG = 'cache';
+
+/** Backends a destination names (cache backends never). */
+export function destinationBackends(destination: string, all: readonly BackendFacts[]): BackendFacts[] {
+  const backends = all.filter((backend) => !backend.tags.includes(CACHE_TAG));
+  if (destination === 'any') return backends;
   const colon = destination.indexOf(':');
   const kind = destination.slice(0, colon);
   const name = destination.slice(colon + 1);

@@ -31,7 +31,7 @@ import type {
   StoredChains,
 } from '../metadata/records.ts';
 import { opensAt, type ReaddirEntry } from '../metadata/state-machine.ts';
-import { type BackendFacts, type Chains, type FileFacts, resolve } from './chains.ts';
+import { type BackendFacts, CACHE_TAG, type Chains, type FileFacts, resolve } from './chains.ts';
 
 /** What the mover reads: the primary's own state machine. */
 export interface MoverState {
@@ -67,6 +67,8 @@ export interface MoverOptions {
   readonly scanIntervalMs?: number;
   /** The queue is looked at this often (default 1 s). */
   readonly pollMs?: number;
+  /** Whether the controllers' cache tracks a copy on a cache backend (hex ids); others go. */
+  readonly cacheTracks?: (object: string, backend: string) => boolean;
 }
 
 export interface PlacementPlan {
@@ -149,6 +151,7 @@ export class Mover {
   readonly #bytesPerSecond: number;
   readonly #scanIntervalMs: number;
   readonly #pollMs: number;
+  readonly #cacheTracks: (object: string, backend: string) => boolean;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #running = false;
   #stopped = true;
@@ -185,6 +188,7 @@ export class Mover {
     this.#bytesPerSecond = Math.max(0, options.bytesPerSecond ?? 0);
     this.#scanIntervalMs = options.scanIntervalMs ?? 10 * 60_000;
     this.#pollMs = options.pollMs ?? 1_000;
+    this.#cacheTracks = options.cacheTracks ?? (() => false);
   }
 
   /** Run (this controller became primary): a pass at once, then the queue and periodic passes. */
@@ -366,6 +370,9 @@ export class Mover {
     );
     const desired = resolution.targets.map((target) => target.backend);
     const awake = new Map(facts.map((fact) => [fact.uuid, fact.awake]));
+    const cacheBackends = new Set(
+      facts.filter((fact) => fact.tags.includes(CACHE_TAG)).map((fact) => fact.uuid),
+    );
     const chunks: ChunkWork[] = [];
     for (const chunk of inode.chunks) {
       const locations = new Map(
@@ -381,8 +388,16 @@ export class Mover {
         if (awake.get(backend) !== true || sources.length === 0) asleep.push(backend);
         else copies.push({ to: backend, from: sources[copies.length % sources.length]! });
       }
+      // Copies outside D go, except the controllers' cache copies it tracks (a cache copy nobody
+      // tracks, e.g. of a former primary's cache, goes too).
       const releases =
-        desired.length > 0 ? [...locations.keys()].filter((backend) => !desired.includes(backend)) : [];
+        desired.length > 0
+          ? [...locations.keys()].filter(
+              (backend) =>
+                !desired.includes(backend) &&
+                !(cacheBackends.has(backend) && this.#cacheTracks(hex(chunk.id), backend)),
+            )
+          : [];
       chunks.push({
         id: chunk.id,
         size: chunk.size,

@@ -137,6 +137,11 @@ export async function placementAdmin(
         trace: result.trace,
       };
     }
+    case 'cache': {
+      const response = await remote.request({ read: { cache: {} } });
+      if (response.cache == null) throw new NotFoundError('the primary reports no cache');
+      return { cache: response.cache };
+    }
     case 'mover': {
       const response = await remote.request({ read: { mover: {} } });
       if (response.mover == null) throw new NotFoundError('the primary reports no mover');

@@ -286,7 +286,7 @@ export class PowerManager {
   async request(
     uuid: Uint8Array,
     action: PowerRequestAction,
-    options: { force?: boolean } = {},
+    options: { force?: boolean; reason?: string } = {},
   ): Promise<PowerAnswer> {
     if (uuid.length !== 16) throw new InvalidArgumentError('server uuid must be 16 bytes');
     const server = await this.#server(uuid);
@@ -328,7 +328,8 @@ export class PowerManager {
       );
     const shared = this.#wakes.get(key);
     if (shared !== undefined) return shared;
-    const reason = action === 'wake' ? 'woken for a read' : 'powered on by an administrator';
+    const reason =
+      options.reason ?? (action === 'wake' ? 'woken for a read' : 'powered on by an administrator');
     const answer = (async () => {
       // The wake is queued behind a running power-down; answer once WAKING is recorded.
       let recorded!: () => void;

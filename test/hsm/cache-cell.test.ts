@@ -1,0 +1,177 @@
+/**
+ * The controllers' cache on a real local cell: controller c1 with a backend tagged `cache`, one
+ * storage server s1 with the `sim` power driver (boot delay 2 s), a client node in this process.
+ * Files opened twice are cached on c1; s1 goes to sleep; a cached file is read with s1 asleep and
+ * without waking it; reading a cached file of a folder whose other files only s1 holds wakes s1
+ * ahead of time (pre-wake, in the power log), and the uncached file then reads.
+ *
+ * Every process this test starts (and s1 as the sim driver restarts it) is killed by pid at the end.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { promisify } from 'node:util';
+import { CellClient } from '../../node/client/cell-client.ts';
+import { ZhsmNode } from '../../node/daemon/node.ts';
+import type { CacheStatus } from '../../node/hsm/cache.ts';
+import type { PowerEventJson, PowerServerJson } from '../../node/hsm/power-admin.ts';
+import {
+  initCell,
+  joinNode,
+  LOOPBACK,
+  newNode,
+  startNode,
+  status,
+  waitFor,
+  zhsmCli,
+} from '../daemon/_cell.ts';
+import { patternBytes, tempDirectory } from '../helpers.ts';
+
+const run = promisify(execFile);
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Object files on a backend directory (32-hex names under ab/cd/). */
+function objects(root: string): string[] {
+  const found: string[] = [];
+  for (const a of readdirSync(root).filter((n) => /^[0-9a-f]{2}$/.test(n)))
+    for (const b of readdirSync(join(root, a))) found.push(...readdirSync(join(root, a, b)));
+  return found;
+}
+
+test('a cached file reads while its server sleeps, without waking it; pre-wake for its folder', {
+  timeout: 150_000,
+}, async (t) => {
+  const base = tempDirectory(t, 'zhsm-cache-');
+  const cacheDir = join(base, 'c1-cache');
+  const { first: c1, token } = await initCell(base, 'cache', [
+    '--backend',
+    cacheDir,
+    '--tag',
+    `${cacheDir}=cache`,
+  ]);
+  await startNode(t, c1);
+  const peer = c1.addresses.find((a) => a.includes('127.0.0.1'))!;
+  const s1 = newNode(base, 's1');
+  await joinNode(s1, peer, token, ['--backend', join(base, 's1-backend'), '--name', 's1']);
+  await startNode(t, s1);
+  const simPids = new Set<number>();
+  const notePid = () => {
+    try {
+      const pid = Number(readFileSync(join(s1.data, 'sim-power.pid'), 'utf8'));
+      if (pid > 0) simPids.add(pid);
+    } catch {}
+  };
+  t.after(() => {
+    notePid();
+    for (const pid of simPids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+  });
+  const zhsm = async (...args: string[]) => {
+    const { stdout } = await run(process.execPath, [zhsmCli, ...args, '--data', c1.data, '--json'], {
+      timeout: 60_000,
+    });
+    return JSON.parse(stdout);
+  };
+  const power = async (): Promise<PowerServerJson> =>
+    ((await zhsm('power', 'status')) as { servers: PowerServerJson[] }).servers.find((s) => s.name === 's1')!;
+  const log = async (): Promise<PowerEventJson[]> =>
+    ((await zhsm('power', 'log', '--limit', '200')) as PowerEventJson[]).filter((e) => e.name === 's1');
+  const cache = async (): Promise<CacheStatus> => zhsm('cache');
+  await waitFor('c1 and s1 registered', async () =>
+    (await status(c1)).servers.filter((s) => s.online).length === 2 ? true : undefined,
+  );
+
+  const clientData = join(base, 'client');
+  await ZhsmNode.join({ peer, token, data: clientData, listen: [LOOPBACK] });
+  const client = await ZhsmNode.start(clientData);
+  t.after(() => client.stop());
+  const cell = new CellClient(client.remote, { replicas: 2 });
+  const owner = { uid: 0, gid: 0 };
+  const files: Record<string, Buffer> = {
+    '/hot/a.bin': Buffer.from(patternBytes(1024 * 1024 + 5, 1)),
+    '/d/1-cached.bin': Buffer.from(patternBytes(1024 * 1024 + 7, 2)),
+    '/d/2-cold.bin': Buffer.from(patternBytes(1024 * 1024 + 9, 3)),
+  };
+  await cell.mkdir('/hot', 0o755, owner);
+  await cell.mkdir('/d', 0o755, owner);
+  for (const [path, bytes] of Object.entries(files)) {
+    const handle = await cell.create(path, 0o644, owner, { mode: 'write' });
+    await handle.write(0, bytes);
+    await handle.close();
+  }
+  // Placement never uses the cache backend: one copy each, on s1.
+  assert.equal(objects(cacheDir).length, 0);
+  assert.equal(objects(join(base, 's1-backend')).length, 3);
+  const readAll = async (path: string) => {
+    const handle = await cell.open(path, { mode: 'read' });
+    try {
+      return Buffer.from(await handle.read(0, files[path]!.length));
+    } finally {
+      await handle.close();
+    }
+  };
+  // Opened twice: cached.
+  for (const path of ['/hot/a.bin', '/d/1-cached.bin']) for (let i = 0; i < 2; i++) await readAll(path);
+  const filled = await waitFor('two files cached', async () => {
+    const now = await cache();
+    return now.files === 2 && objects(cacheDir).length === 2 ? now : undefined;
+  }).catch(async (error) => {
+    throw new Error(
+      `${(error as Error).message}: ${JSON.stringify(await cache())}; c1: ${c1.stderr.slice(-3000)}`,
+    );
+  });
+  assert.equal(filled.active, true);
+  assert.equal(filled.admissions, 2);
+
+  await zhsm(
+    'power',
+    'config',
+    's1',
+    '--driver',
+    'sim',
+    '--sim-data',
+    s1.data,
+    '--boot-delay',
+    '2s',
+    '--stop-grace',
+    '5s',
+  );
+  await zhsm('power', 'policy', '--idle', '3s', '--wake-timeout', '20s');
+  await waitFor('s1 asleep', async () => ((await power()).power === 'SLEEPING' ? true : undefined), 30_000);
+  const eventsAsleep = (await log()).length;
+
+  // The cached hot file: right bytes, no wake.
+  assert.ok(
+    (await readAll('/hot/a.bin')).equals(files['/hot/a.bin']!),
+    'the cached file reads with s1 asleep',
+  );
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  assert.equal((await power()).power, 'SLEEPING', 'reading a cached file did not wake s1');
+  assert.equal((await log()).length, eventsAsleep, 'no power event');
+  assert.ok((await cache()).hits >= 1, 'the open of the cached file counts as a hit');
+
+  // The cached file of /d: served from the cache, and s1 is woken for /d's other file.
+  assert.ok((await readAll('/d/1-cached.bin')).equals(files['/d/1-cached.bin']!));
+  const prewoken = await waitFor(
+    'a pre-wake of s1 in the power log',
+    async () => (await log()).find((e) => e.to === 'WAKING' && /pre-wake/.test(e.reason)),
+    10_000,
+  );
+  t.diagnostic(`pre-wake: ${prewoken.reason}`);
+  notePid();
+  assert.ok((await readAll('/d/2-cold.bin')).equals(files['/d/2-cold.bin']!), 'the uncached file reads');
+  notePid();
+  assert.equal((await power()).power, 'ON');
+  assert.ok((await cache()).prewakes >= 1);
+  const human = await run(process.execPath, [zhsmCli, 'cache', '--data', c1.data]);
+  assert.match(human.stdout, /cache: backend [0-9a-f]{8}, .* in 2 file\(s\)/);
+});
