@@ -526,8 +526,22 @@ export class CellClient implements FsClient {
       // them once the file is committed (with its final size).
       const facts = backendFacts(all, records);
       const exclude = new Set(this.#avoided.keys());
-      const placed = resolve(chains, file, facts, now, { awakeOnly: true, exclude });
-      if (placed.targets.length > 0) return placed.targets.map((target) => fromHexId(target.backend));
+      // Backends that failed lately are left out, unless nothing else fits (a strict row).
+      let placed = resolve(chains, file, facts, now, { awakeOnly: true, exclude });
+      if (placed.targets.length === 0 && exclude.size > 0)
+        placed = resolve(chains, file, facts, now, { awakeOnly: true });
+      if (placed.targets.length > 0) {
+        // A strict row waits for its sleeping server: wake it before the upload goes there.
+        const asleep = new Set(facts.filter((fact) => !fact.awake).map((fact) => fact.uuid));
+        for (const target of placed.targets)
+          if (asleep.has(target.backend))
+            await this.#wakeAndWait(
+              target.server,
+              `is a strict destination of ${file.path}`,
+              `woken for a strict write of ${file.path}`,
+            );
+        return placed.targets.map((target) => fromHexId(target.backend));
+      }
       // No destination of the chains is awake and usable: any awake backend now, moved later.
     }
     const usable = all.filter(
@@ -559,9 +573,9 @@ export class CellClient implements FsClient {
    * going down are left out (a dial to a switched-off machine costs a timeout): when only those
    * remain, the read wakes one (`#wakeForChunk`).
    */
-  async #byPower(copies: Uint8Array[]): Promise<Uint8Array[]> {
+  async #byPower(copies: Uint8Array[], refresh = false): Promise<Uint8Array[]> {
     const now = this.#cell.nowMs();
-    if (this.#powerView === undefined || now - this.#powerView.atMs > POWER_VIEW_MS) {
+    if (refresh || this.#powerView === undefined || now - this.#powerView.atMs > POWER_VIEW_MS) {
       try {
         const [backends, servers] = await Promise.all([
           this.#cell.metadata.backends(),
@@ -618,32 +632,32 @@ export class CellClient implements FsClient {
    */
   async readChunk(chunk: Chunk, offset: number, length: number): Promise<Uint8Array> {
     let lastError: unknown = new UnavailableError(`no copy of chunk ${hex(chunk.id)} is available`);
+    const whole = offset === 0 && length >= chunk.size && chunk.hash.length === 32;
+    const tried = new Set<string>();
+    const readFrom = (backend: Uint8Array) =>
+      this.#cell.readChunk(backend, chunk.id, offset, length, whole ? chunk.hash : undefined);
     for (const fresh of [false, true]) {
-      const copies = await this.#byPower(await this.#chunkCopies(chunk, fresh));
+      // The second round looks again at the locations and the servers' power states.
+      const copies = await this.#byPower(await this.#chunkCopies(chunk, fresh), fresh);
       const now = this.#cell.nowMs();
       const failed = (backend: Uint8Array) => (this.#avoided.get(hex(backend)) ?? 0) > now;
       for (const backend of [...copies.filter((b) => !failed(b)), ...copies.filter(failed)]) {
+        tried.add(hex(backend));
         try {
-          const whole = offset === 0 && length >= chunk.size && chunk.hash.length === 32;
-          return await this.#cell.readChunk(
-            backend,
-            chunk.id,
-            offset,
-            length,
-            whole ? chunk.hash : undefined,
-          );
+          return await readFrom(backend);
         } catch (error) {
           if (isBackendFailure(error)) this.avoidBackend(backend);
           lastError = error;
         }
       }
     }
-    // Every copy failed. If they all lie on servers that sleep, wake one, wait, and read again.
-    if (!(await this.#wakeForChunk(chunk))) throw lastError;
+    // Every copy tried failed. If the copies lie on servers that sleep, wake one and wait; then
+    // read again: every copy after a wake, else only those left out above as asleep.
+    const woke = await this.#wakeForChunk(chunk);
     for (const backend of await this.#chunkCopies(chunk, true)) {
+      if (!woke && tried.has(hex(backend))) continue;
       try {
-        const whole = offset === 0 && length >= chunk.size && chunk.hash.length === 32;
-        return await this.#cell.readChunk(backend, chunk.id, offset, length, whole ? chunk.hash : undefined);
+        return await readFrom(backend);
       } catch (error) {
         lastError = error;
       }
@@ -684,31 +698,49 @@ export class CellClient implements FsClient {
       return false;
     const target = chooseWakeTarget(first.copyServers, first.servers);
     if (target === undefined) return false;
-    const targetUuid = first.servers.get(target)!.uuid;
-    let answer = await wakeApi.wakeServer(targetUuid);
+    await this.#wakeAndWait(target, `holds chunk ${hex(chunk.id)}`);
+    return true;
+  }
+
+  /**
+   * Wake storage server `target` (uuid hex) through the primary and wait until it is awake,
+   * bounded by the cell's wake timeout; UNAVAILABLE when it fails to start or does not come up.
+   * `what` says why it is needed (for the error).
+   */
+  async #wakeAndWait(target: string, what: string, reason?: string): Promise<void> {
+    const wakeApi = powerWakeApiOf(this.#cell);
+    if (wakeApi === undefined)
+      throw new UnavailableError(`storage server ${target} sleeps and this cell cannot wake it`);
+    const view = async () => new Map((await this.#cell.metadata.servers()).map((s) => [hex(s.uuid), s]));
+    const first = await view();
+    const record = first.get(target);
+    if (record === undefined) throw new UnavailableError(`storage server ${target} is gone from the cell`);
+    if (isAwake(record)) return;
+    const targetUuid = record.uuid;
+    let answer = await wakeApi.wakeServer(targetUuid, reason);
     let askedAt = this.#cell.nowMs();
     const deadline = askedAt + (answer.waitMs > 0 ? answer.waitMs : WAKE_WAIT_MS_DEFAULT) + WAKE_MARGIN_MS;
     for (;;) {
-      const { servers } = await view();
+      const servers = await view();
       const server = servers.get(target);
       if (server === undefined) throw new UnavailableError(`storage server ${target} is gone from the cell`);
-      if (isAwake(server)) return true;
+      if (isAwake(server)) return;
       const changedSinceAnswer = (server.powerChangedMs ?? 0) > (answer.server.powerChangedMs ?? 0);
       if (
         server.power === 'FAILED_TO_START' &&
         (changedSinceAnswer || answer.server.power !== 'FAILED_TO_START')
       )
         throw new UnavailableError(
-          `storage server ${server.name} holds chunk ${hex(chunk.id)} and failed to start: ${server.powerReason ?? ''}`,
+          `storage server ${server.name} ${what} and failed to start: ${server.powerReason ?? ''}`,
         );
       const now = this.#cell.nowMs();
       if (now > deadline)
         throw new UnavailableError(
-          `storage server ${server.name} holds chunk ${hex(chunk.id)} and did not wake up within ${Math.round((deadline - askedAt) / 1000)} s`,
+          `storage server ${server.name} ${what} and did not wake up within ${Math.round((deadline - askedAt) / 1000)} s`,
         );
       // Put to sleep again meanwhile (or never woken): ask again, not too often.
       if ((server.power === 'SLEEPING' || server.power === 'ON') && now - askedAt >= WAKE_ASK_AGAIN_MS) {
-        answer = await wakeApi.wakeServer(targetUuid);
+        answer = await wakeApi.wakeServer(targetUuid, reason);
         askedAt = now;
       }
       await new Promise((resolve) => setTimeout(resolve, WAKE_POLL_MS));

@@ -120,6 +120,7 @@ export class ControllerRole implements LocalController {
       io,
       logger: this.#log,
       cacheTracks: (object, backend) => cache.tracks(object, backend),
+      wake: (server, reason) => this.power.request(server, 'wake', { reason }),
       ...options,
     });
   }
@@ -257,11 +258,12 @@ export class ControllerRole implements LocalController {
       return { results: { results } };
     }
     if (request.power != null) {
-      const { serverUuid, action, force } = request.power;
+      const { serverUuid, action, force, reason } = request.power;
       if (action !== 'wake' && action !== 'on' && action !== 'off')
         throw new InvalidArgumentError(`unknown power action ${JSON.stringify(action)} (wake, on, off)`);
       const answer = await this.power.request(serverUuid, action as PowerRequestAction, {
         force: force === true,
+        ...(typeof reason === 'string' && reason !== '' ? { reason: reason.slice(0, 200) } : {}),
       });
       return { powerAnswer: answer };
     }

@@ -61,6 +61,8 @@ export interface PowerRequest {
   action: string;
   /** 'off': even when pending writes or migrations target the server. */
   force?: boolean;
+  /** 'wake': why (shown in the power log); default "woken for a read". */
+  reason?: string;
 }
 
 export interface PowerView {

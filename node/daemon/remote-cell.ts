@@ -172,17 +172,19 @@ export class RemoteCell implements CellApi {
   async power(
     serverUuid: Uint8Array,
     action: 'wake' | 'on' | 'off',
-    options: { force?: boolean } = {},
+    options: { force?: boolean; reason?: string } = {},
   ): Promise<{ server: ServerRecord; waitMs: number }> {
-    const response = await this.request({ power: { serverUuid, action, force: options.force === true } });
+    const response = await this.request({
+      power: { serverUuid, action, force: options.force === true, reason: options.reason ?? '' },
+    });
     if (response.powerAnswer == null)
       throw new ZhsmError('DECODE_ERROR', 'the primary answered without a power answer');
     return response.powerAnswer;
   }
 
-  /** Wake a sleeping storage server for a read (PowerWakeApi; the cell client uses it). */
-  wakeServer(serverUuid: Uint8Array): Promise<{ server: ServerRecord; waitMs: number }> {
-    return this.power(serverUuid, 'wake');
+  /** Wake a sleeping storage server for a read or a strict write (PowerWakeApi; the cell client). */
+  wakeServer(serverUuid: Uint8Array, reason?: string): Promise<{ server: ServerRecord; waitMs: number }> {
+    return this.power(serverUuid, 'wake', reason === undefined ? {} : { reason });
   }
 
   async members() {

@@ -67,6 +67,10 @@ export interface MoverOptions {
   readonly scanIntervalMs?: number;
   /** The queue is looked at this often (default 1 s). */
   readonly pollMs?: number;
+  /** Wake a sleeping server (the power manager); absent: copies wait for servers to wake. */
+  readonly wake?: (server: Uint8Array, reason: string) => Promise<unknown>;
+  /** Wake a sleeping destination once copies waited for it this long (default 12 h). */
+  readonly wakeTargetsAfterMs?: number;
   /** Whether the controllers' cache tracks a copy on a cache backend (hex ids); others go. */
   readonly cacheTracks?: (object: string, backend: string) => boolean;
 }
@@ -108,6 +112,8 @@ const hex = (bytes: Uint8Array) =>
   Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
 const fromHex = (text: string) => new Uint8Array(Buffer.from(text, 'hex'));
 const QUEUE_BATCH = 256;
+/** The mover wakes one server at most this often. */
+const WAKE_AGAIN_MS = 60_000;
 const SCAN_PAGE = 512;
 
 /** The cell's backends as the chains see them (awake: the server is online and powered on). */
@@ -141,6 +147,8 @@ interface ChunkWork {
   releases: string[];
   /** Desired backends whose server sleeps (copies wait). */
   asleep: string[];
+  /** Servers (hex) that hold the only current copies while a desired backend is awake. */
+  sources: string[];
 }
 
 export class Mover {
@@ -152,6 +160,13 @@ export class Mover {
   readonly #scanIntervalMs: number;
   readonly #pollMs: number;
   readonly #cacheTracks: (object: string, backend: string) => boolean;
+  readonly #wake: ((server: Uint8Array, reason: string) => Promise<unknown>) | undefined;
+  readonly #wakeTargetsAfterMs: number;
+  readonly #waitingSince = new Map<string, number>();
+  readonly #waitingInPass = new Set<string>();
+  /** Servers copies waited for in the last pass: one of them awake again starts a pass. */
+  #waitedFor = new Set<string>();
+  readonly #wokenAt = new Map<string, number>();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #running = false;
   #stopped = true;
@@ -189,6 +204,8 @@ export class Mover {
     this.#scanIntervalMs = options.scanIntervalMs ?? 10 * 60_000;
     this.#pollMs = options.pollMs ?? 1_000;
     this.#cacheTracks = options.cacheTracks ?? (() => false);
+    this.#wake = options.wake;
+    this.#wakeTargetsAfterMs = options.wakeTargetsAfterMs ?? 12 * 60 * 60_000;
   }
 
   /** Run (this controller became primary): a pass at once, then the queue and periodic passes. */
@@ -231,7 +248,8 @@ export class Mover {
         return;
       }
       const due = this.#io.nowMs() - this.#lastPassMs >= this.#scanIntervalMs;
-      if (chains.version !== this.#passVersion || due) await this.#pass(chains);
+      if (chains.version !== this.#passVersion || due || (await this.#waitedForIsAwake()))
+        await this.#pass(chains);
       else await this.#drainQueue(chains);
     } catch (error) {
       this.#status.lastError = (error as Error).message;
@@ -290,6 +308,7 @@ export class Mover {
     const paths = new PathCache(this.#state);
     let after = '';
     const waiting = new Set<string>();
+    this.#waitingInPass.clear();
     for (;;) {
       if (this.#stopped) return;
       const page = await this.#state.inodesAfter(after, SCAN_PAGE);
@@ -305,6 +324,11 @@ export class Mover {
         this.#status.waiting = [...waiting];
       }
     }
+    // Servers nothing waited for in this pass start their wait anew.
+    for (const server of this.#waitingSince.keys())
+      if (!this.#waitingInPass.has(server)) this.#waitingSince.delete(server);
+    this.#waitedFor = new Set(this.#waitingInPass);
+    this.#waitingInPass.clear();
     this.#passVersion = chains.version;
     this.#status.chainsVersion = chains.version;
     this.#lastPassMs = this.#io.nowMs();
@@ -317,6 +341,17 @@ export class Mover {
         ms: this.#lastPassMs - started,
       },
       'placement pass done',
+    );
+  }
+
+  async #waitedForIsAwake(): Promise<boolean> {
+    if (this.#waitedFor.size === 0) return false;
+    const servers = await this.#state.servers();
+    return servers.some(
+      (server) =>
+        this.#waitedFor.has(hex(server.uuid)) &&
+        server.online &&
+        (server.power === 'ON' || server.power === 'POWER_STATE_UNSPECIFIED'),
     );
   }
 
@@ -383,11 +418,15 @@ export class Mover {
       const sources = current.filter((backend) => awake.get(backend) === true);
       const copies: Array<{ to: string; from: string }> = [];
       const asleep: string[] = [];
+      let needsSource = false;
       for (const backend of desired) {
         if (current.includes(backend)) continue;
+        if (awake.get(backend) === true && sources.length === 0) needsSource = true;
         if (awake.get(backend) !== true || sources.length === 0) asleep.push(backend);
         else copies.push({ to: backend, from: sources[copies.length % sources.length]! });
       }
+      const serverOf = (backend: string) => facts.find((fact) => fact.uuid === backend)?.server ?? '';
+      const sourceServers = needsSource ? [...new Set(current.map(serverOf))].filter((s) => s !== '') : [];
       // Copies outside D go, except the controllers' cache copies it tracks (a cache copy nobody
       // tracks, e.g. of a former primary's cache, goes too).
       const releases =
@@ -407,6 +446,7 @@ export class Mover {
         copies,
         releases,
         asleep,
+        sources: sourceServers,
       });
     }
     return { chunks, short: desired.length < chains.copies };
@@ -488,7 +528,13 @@ export class Mover {
             'cannot place a copy; later pass retries',
           );
         }
-        for (const backend of chunk.asleep) waiting.add(serverOf.get(backend) ?? backend.slice(0, 8));
+        for (const backend of chunk.asleep) {
+          waiting.add(serverOf.get(backend) ?? backend.slice(0, 8));
+          const fact = facts.find((candidate) => candidate.uuid === backend);
+          if (fact !== undefined && !fact.awake) this.#noteWaiting(fact.server, 'target');
+        }
+        // The desired backend is awake but every copy sleeps: the copy needs a source woken.
+        if (chunk.sources.length > 0) this.#noteWaiting(chunk.sources[0]!, 'source');
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.#concurrency, queue.length) }, worker));
@@ -538,6 +584,30 @@ export class Mover {
       });
       this.#status.released += 1;
     }
+  }
+
+  /**
+   * Copies wait for a sleeping server. A source (the only copies sleep while the destination is
+   * awake, and its pending target keeps it awake) is woken at once; a sleeping destination after
+   * its copies waited `wakeTargetsAfterMs` (they are batched: the server wakes for them all).
+   */
+  #noteWaiting(server: string, role: 'source' | 'target'): void {
+    this.#waitingInPass.add(server);
+    if (this.#wake === undefined) return;
+    const now = this.#io.nowMs();
+    const since = this.#waitingSince.get(server) ?? now;
+    this.#waitingSince.set(server, since);
+    if (role === 'target' && now - since < this.#wakeTargetsAfterMs) return;
+    if (now - (this.#wokenAt.get(server) ?? 0) < WAKE_AGAIN_MS) return;
+    this.#wokenAt.set(server, now);
+    this.#waitingSince.delete(server);
+    const reason =
+      role === 'source'
+        ? 'mover: the only copies to move are here'
+        : 'mover: copies have waited for this server';
+    void this.#wake(fromHex(server), reason).catch((error: unknown) =>
+      this.#log.warn({ server, err: error }, 'mover cannot wake a server'),
+    );
   }
 
   async #placeCopy(object: Uint8Array, backend: string, location: Location): Promise<void> {

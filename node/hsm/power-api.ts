@@ -10,7 +10,7 @@ export interface PowerWakeApi {
    * way (WAKING recorded; concurrent callers share one wake), or at once when it is up, and how
    * long the server may take to register (the cell's wake timeout).
    */
-  wakeServer(serverUuid: Uint8Array): Promise<{ server: ServerRecord; waitMs: number }>;
+  wakeServer(serverUuid: Uint8Array, reason?: string): Promise<{ server: ServerRecord; waitMs: number }>;
 }
 
 /** The wake API of a cell, if it has one. */

@@ -268,6 +268,7 @@ export interface Command {
   setChains?: { chains: StoredChains; expectedVersion?: number; checkVersion?: boolean };
   placeCopy?: { object: Uint8Array; backend: Uint8Array; location?: Location; remove?: boolean };
   placementDone?: { files: Array<{ id: Uint8Array; queued: number }> };
+  reportBadCopy?: { inode: Uint8Array; object: Uint8Array; backend: Uint8Array; reason?: string };
   setPowerConfig?: { config: PowerConfig; remove?: boolean };
   setPowerPolicy?: { policy: PowerPolicy };
   setPowerState?: {

@@ -535,6 +535,7 @@ export class MetadataStateMachine {
     if (command.setChains !== undefined) return this.#setChains(tx, command.setChains, time);
     if (command.placeCopy !== undefined) return this.#placeCopy(tx, command.placeCopy);
     if (command.placementDone !== undefined) return this.#placementDone(tx, command.placementDone);
+    if (command.reportBadCopy !== undefined) return this.#reportBadCopy(tx, command.reportBadCopy);
     fail('INVALID_ARGUMENT', 'command has no operation');
   }
 
@@ -955,6 +956,32 @@ export class MetadataStateMachine {
       if (others.length === 0) fail('NOT_PERMITTED', 'the last current copy of an object cannot be dropped');
     }
     tx.put(key, locationCodec.encode(location));
+    return {};
+  }
+
+  async #reportBadCopy(tx: Transaction, op: NonNullable<Command['reportBadCopy']>): Promise<Partial<Result>> {
+    checkId(op.object, 'object');
+    checkId(op.backend, 'backend');
+    const inode = await this.#inode(tx, checkId(op.inode, 'inode'));
+    if (!inode.chunks.some((chunk) => sameId(chunk.id, op.object)))
+      fail('NOT_FOUND', 'the file has no such chunk (rewritten since?)');
+    const key = keys.location(op.object, op.backend);
+    const bytes = await tx.get(key);
+    if (bytes === undefined) fail('NOT_FOUND', 'no copy of the chunk is recorded on that backend');
+    const location = locationCodec.decode(bytes);
+    if (!location.current || location.outdated) return {}; // reported already
+    let others = 0;
+    for (const other of await tx.keysWithPrefix(keys.locations(op.object), LOCATIONS_PER_OBJECT_MAX)) {
+      if (other === key) continue;
+      const copy = await tx.get(other);
+      if (copy !== undefined && locationCodec.decode(copy).current && !locationCodec.decode(copy).outdated) others++;
+    }
+    // The only copy stays current: readers keep trying it (a transient error), nothing to copy from.
+    if (others === 0) fail('NOT_PERMITTED', 'the only current copy is not marked bad');
+    tx.put(key, locationCodec.encode({ ...location, current: false, outdated: true }));
+    inode.skipCount += 1;
+    this.#putInode(tx, inode);
+    await this.#enqueue(tx, inode.id);
     return {};
   }
 

@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
@@ -111,10 +111,10 @@ test('a cached file reads while its server sleeps, without waking it; pre-wake f
   // Placement never uses the cache backend: one copy each, on s1.
   assert.equal(objects(cacheDir).length, 0);
   assert.equal(objects(join(base, 's1-backend')).length, 3);
-  const readAll = async (path: string) => {
+  const readAll = async (path: string, size = files[path]!.length) => {
     const handle = await cell.open(path, { mode: 'read' });
     try {
-      return Buffer.from(await handle.read(0, files[path]!.length));
+      return Buffer.from(await handle.read(0, size));
     } finally {
       await handle.close();
     }
@@ -170,8 +170,56 @@ test('a cached file reads while its server sleeps, without waking it; pre-wake f
   notePid();
   assert.ok((await readAll('/d/2-cold.bin')).equals(files['/d/2-cold.bin']!), 'the uncached file reads');
   notePid();
-  assert.equal((await power()).power, 'ON');
+  await waitFor('s1 on after the pre-wake', async () => ((await power()).power === 'ON' ? true : undefined));
   assert.ok((await cache()).prewakes >= 1);
   const human = await run(process.execPath, [zhsmCli, 'cache', '--data', c1.data]);
   assert.match(human.stdout, /cache: backend [0-9a-f]{8}, .* in 2 file\(s\)/);
+
+  // A strict chain row: a write to sleeping s1 wakes it and waits, instead of going elsewhere.
+  const sleepS1 = async () => {
+    await zhsm('power', 'off', 's1');
+    await waitFor(
+      's1 asleep again',
+      async () => ((await power()).power === 'SLEEPING' ? true : undefined),
+      30_000,
+    );
+  };
+  await sleepS1();
+  const chainsFile = join(base, 'chains');
+  writeFileSync(chainsFile, 'copies 1\nchain main\n  use server:s1 strict\n');
+  await zhsm('chains', 'apply', chainsFile);
+  const strictBytes = Buffer.from(patternBytes(700 * 1024, 4));
+  const strict = await cell.create('/strict.bin', 0o644, owner, { mode: 'write' });
+  await strict.write(0, strictBytes);
+  await strict.close();
+  notePid();
+  assert.ok((await log()).some((e) => e.to === 'WAKING' && /strict write of \/strict\.bin/.test(e.reason)));
+  assert.equal(objects(join(base, 's1-backend')).length, 4, 'the strict file is on s1');
+  assert.ok((await readAll('/strict.bin', strictBytes.length)).equals(strictBytes));
+
+  // The mover wakes a sleeping source: new chains want everything on s2 (awake), s1 sleeps.
+  const s2 = newNode(base, 's2');
+  await joinNode(s2, peer, token, ['--backend', join(base, 's2-backend'), '--name', 's2']);
+  await startNode(t, s2);
+  await waitFor('s2 registered', async () =>
+    (await status(c1)).servers.some((s) => s.name === 's2' && s.online) ? true : undefined,
+  );
+  await sleepS1();
+  writeFileSync(chainsFile, 'copies 1\nchain main\n  use server:s2\n');
+  await zhsm('chains', 'apply', chainsFile);
+  const woken = await waitFor(
+    'the mover waking s1',
+    async () => (await log()).find((e) => e.to === 'WAKING' && /mover/.test(e.reason)),
+    30_000,
+  );
+  t.diagnostic(`mover wake: ${woken.reason}`);
+  notePid();
+  await waitFor(
+    'every file moved to s2',
+    async () => (objects(join(base, 's2-backend')).length === 4 ? true : undefined),
+    60_000,
+  );
+  notePid();
+  for (const [path, bytes] of Object.entries({ ...files, '/strict.bin': strictBytes }))
+    assert.ok((await readAll(path, bytes.length)).equals(bytes), `${path} after the move`);
 });

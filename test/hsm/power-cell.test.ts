@@ -41,7 +41,7 @@ function alive(pid: number): boolean {
   }
 }
 
-test('idle sleep, wake on read, failing and hanging power scripts', { timeout: 150_000 }, async (t) => {
+test('idle sleep, wake on read, failing and hanging power scripts', { timeout: 240_000 }, async (t) => {
   const base = tempDirectory(t, 'zhsm-power-');
   const { first: c1, token } = await initCell(base, 'power');
   await startNode(t, c1);
@@ -72,7 +72,7 @@ test('idle sleep, wake on read, failing and hanging power scripts', { timeout: 1
   const powerOf = async (): Promise<PowerServerJson> =>
     ((await zhsm('power', 'status')) as { servers: PowerServerJson[] }).servers.find((s) => s.name === 's1')!;
   const log = async (): Promise<PowerEventJson[]> => zhsm('power', 'log', '--limit', '200');
-  const waitPower = (state: string, timeoutMs = 30_000) =>
+  const waitPower = (state: string, timeoutMs = 60_000) =>
     waitFor(
       `s1 ${state}`,
       async () => {
@@ -80,7 +80,11 @@ test('idle sleep, wake on read, failing and hanging power scripts', { timeout: 1
         return record.power === state ? record : undefined;
       },
       timeoutMs,
-    );
+    ).catch(async (error: Error) => {
+      // What happened instead: the power log and the record.
+      const events = (await log()).slice(-12).map((e) => `${e.from}>${e.to} (${e.reason})`);
+      throw new Error(`${error.message}; s1: ${JSON.stringify(await powerOf())}; log: ${events.join(', ')}`);
+    });
 
   await waitFor('s1 registered', async () =>
     (await status(c1)).servers.some((s) => s.online) ? true : undefined,
@@ -134,6 +138,9 @@ test('idle sleep, wake on read, failing and hanging power scripts', { timeout: 1
   assert.match(asleep.powerReason, /idle for \d+ s/);
   await waitFor('the first s1 process to exit', async () => (alive(firstPid) ? undefined : true), 10_000);
   assert.ok(s1.child!.exitCode !== null || s1.child!.signalCode !== null, 's1 process is gone');
+  // No idle power-down while the test looks at the woken server (on a loaded machine the steps
+  // below can take longer than 3 s); the short idle time is back for the power-off cases.
+  await zhsm('power', 'policy', '--idle', '1h');
 
   // A read wakes s1 (boot delay 2 s), waits for it, and returns the right bytes.
   const started = Date.now();
@@ -165,7 +172,12 @@ test('idle sleep, wake on read, failing and hanging power scripts', { timeout: 1
   const again = await cell.open('/archive.bin', { mode: 'read' });
   assert.equal(Buffer.compare(Buffer.from(await again.read(0, 4096)), bytes.subarray(0, 4096)), 0);
   await again.close();
-  assert.ok(Date.now() - quick < 2000, `no wait (${Date.now() - quick} ms)`);
+  // No wait: nothing was woken for it (timings on a loaded machine prove nothing).
+  t.diagnostic(`read with an awake copy: ${Date.now() - quick} ms`);
+  assert.ok(
+    !(await log()).slice(eventsBefore).some((e) => e.to === 'WAKING'),
+    'no wake-up for a read with an awake copy',
+  );
 
   // A hanging power-off script: killed at its timeout, FAILED_TO_STOP, the server kept on.
   const hang = join(base, 'hang.sh');
@@ -187,7 +199,8 @@ test('idle sleep, wake on read, failing and hanging power scripts', { timeout: 1
     '--timeout',
     '1s',
   );
-  const stuck = await waitPower('FAILED_TO_STOP');
+  await zhsm('power', 'policy', '--idle', '3s');
+  const stuck = await waitPower('FAILED_TO_STOP', 90_000);
   assert.match(stuck.powerReason, /timed out after 1000 ms \(killed\)/);
   assert.equal(stuck.online, true, 'kept marked on');
   assert.ok(alive(simPid), 's1 still runs');
@@ -199,6 +212,7 @@ test('idle sleep, wake on read, failing and hanging power scripts', { timeout: 1
   assert.ok(['SLEEPING', 'GOING_DOWN'].includes(off.server.power), off.server.power);
   await waitPower('SLEEPING');
   await waitFor('the woken s1 process to exit', async () => (alive(simPid) ? undefined : true), 10_000);
+  await zhsm('power', 'policy', '--idle', '1h'); // no idle power-down of the restarted s1 below
   await zhsm(
     'power',
     'config',
