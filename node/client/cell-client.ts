@@ -84,6 +84,14 @@ const CHAINS_CACHE_MS = 5_000;
 /** Write failures that say the backend (or its server) is unusable, not the request. */
 const BACKEND_FAILURES = new Set<ErrorCode>(['IO_ERROR', 'UNAVAILABLE', 'CLOSED', 'TIMEOUT', 'BACKEND_FULL']);
 
+/** A copy that answered with damaged or missing bytes (not an unreachable server). */
+function isBadCopy(error: unknown): boolean {
+  return (
+    error instanceof ZhsmError &&
+    (error.code === 'CORRUPT_OBJECT' || error.code === 'HASH_MISMATCH' || error.code === 'NOT_FOUND')
+  );
+}
+
 function isBackendFailure(error: unknown): boolean {
   return error instanceof ZhsmError && BACKEND_FAILURES.has(error.code);
 }
@@ -156,6 +164,8 @@ export class CellClient implements FsClient {
   readonly #avoided = new Map<string, number>();
   #chainsCache: { chains: StoredChains | undefined; atMs: number } | undefined;
   #powerView: { states: Map<string, 'online' | 'offline' | 'asleep'>; atMs: number } | undefined;
+  /** Bad copies reported lately (object:backend). */
+  readonly #reported = new LRUCache<string, true>({ max: 10_000 });
   #rootId: Uint8Array | undefined;
 
   constructor(cell: CellApi, options: CellClientOptions = {}) {
@@ -604,6 +614,27 @@ export class CellClient implements FsClient {
     ];
   }
 
+  /**
+   * A copy answered that it is damaged or missing: tell the primary (once per copy), which marks
+   * it outdated when another current copy exists, counts a skip on the file and queues it for
+   * the mover to copy a good copy over it.
+   */
+  #reportBadCopy(inode: Uint8Array, object: Uint8Array, backend: Uint8Array, error: unknown): void {
+    const key = `${hex(object)}:${hex(backend)}`;
+    if (this.#reported.has(key)) return;
+    this.#reported.set(key, true);
+    void this.#cell
+      .propose({
+        reportBadCopy: {
+          inode,
+          object,
+          backend,
+          reason: `${(error as ZhsmError).code}: ${(error as Error).message}`.slice(0, 300),
+        },
+      })
+      .catch(() => this.#reported.delete(key));
+  }
+
   /** The cell's chains, cached for CHAINS_CACHE_MS (placement runs once per file written). */
   async #chains(): Promise<StoredChains | undefined> {
     const now = this.#cell.nowMs();
@@ -630,7 +661,7 @@ export class CellClient implements FsClient {
    * Read a chunk's bytes [offset, offset+length) from any backend holding a current copy; backends
    * that failed lately are tried last (an unreachable server can cost a dial timeout per try).
    */
-  async readChunk(chunk: Chunk, offset: number, length: number): Promise<Uint8Array> {
+  async readChunk(chunk: Chunk, offset: number, length: number, inode?: Uint8Array): Promise<Uint8Array> {
     let lastError: unknown = new UnavailableError(`no copy of chunk ${hex(chunk.id)} is available`);
     const whole = offset === 0 && length >= chunk.size && chunk.hash.length === 32;
     const tried = new Set<string>();
@@ -647,6 +678,7 @@ export class CellClient implements FsClient {
           return await readFrom(backend);
         } catch (error) {
           if (isBackendFailure(error)) this.avoidBackend(backend);
+          if (inode !== undefined && isBadCopy(error)) this.#reportBadCopy(inode, chunk.id, backend, error);
           lastError = error;
         }
       }
@@ -882,7 +914,7 @@ export class CellFileHandle implements FileHandle {
             return dirty.bytes.subarray(piece.chunkOffset, piece.chunkOffset + piece.length);
           if (this.#inode.inlineData.length > 0)
             return this.#inode.inlineData.subarray(piece.fileOffset, piece.fileOffset + piece.length);
-          return this.#client.readChunk(piece.chunk, piece.chunkOffset, piece.length);
+          return this.#client.readChunk(piece.chunk, piece.chunkOffset, piece.length, this.#inode.id);
         }),
       );
       return parts.length === 1 ? parts[0]! : Buffer.concat(parts);

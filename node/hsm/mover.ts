@@ -17,7 +17,8 @@
  * passes over every file: when the chains change, when this controller becomes primary, and every
  * `scanIntervalMs`. A pass first plans (counting what to copy) and then moves, so progress and an
  * ETA can be shown (`zhsm migrate`). Copies are throttled (`concurrency`, `bytesPerSecond`).
- * With no chains set, the mover leaves placement as the clients wrote it.
+ * With no chains set, D is the backends whose target bit is set (what the writers chose): the
+ * mover then only repairs, e.g. a copy a reader reported bad (`reportBadCopy`) is copied over.
  */
 import { type Logger, silentLogger } from '../common/log.ts';
 import type {
@@ -243,12 +244,8 @@ export class Mover {
     this.#running = true;
     try {
       const chains = await this.#state.chains();
-      if (chains === undefined) {
-        this.#status.phase = 'idle';
-        return;
-      }
       const due = this.#io.nowMs() - this.#lastPassMs >= this.#scanIntervalMs;
-      if (chains.version !== this.#passVersion || due || (await this.#waitedForIsAwake()))
+      if ((chains?.version ?? 0) !== this.#passVersion || due || (await this.#waitedForIsAwake()))
         await this.#pass(chains);
       else await this.#drainQueue(chains);
     } catch (error) {
@@ -261,7 +258,7 @@ export class Mover {
   }
 
   /** Files written, renamed or truncated lately. */
-  async #drainQueue(chains: StoredChains): Promise<void> {
+  async #drainQueue(chains: StoredChains | undefined): Promise<void> {
     const queued = await this.#state.queuedFiles(QUEUE_BATCH);
     this.#status.queuedFiles = queued.length;
     if (queued.length === 0) return;
@@ -273,7 +270,7 @@ export class Mover {
       const inode = await this.#state.inode(entry.id);
       if (inode !== undefined) {
         for await (const [file, path] of this.#filesUnder(inode))
-          await this.#placeFile(chains, file, path, facts);
+          await this.#placeFile(chains ?? null, file, path, facts);
       }
       done.push(entry);
     }
@@ -282,7 +279,7 @@ export class Mover {
   }
 
   /** A pass over every file: plan (count), then move. */
-  async #pass(chains: StoredChains): Promise<void> {
+  async #pass(chains: StoredChains | undefined): Promise<void> {
     const started = this.#io.nowMs();
     Object.assign(this.#status, {
       phase: 'scanning',
@@ -300,7 +297,7 @@ export class Mover {
       waiting: [],
     });
     const facts = await this.#facts();
-    const plan = await this.plan(chains, facts);
+    const plan = await this.plan(chains ?? null, facts);
     this.#status.totalFiles = plan.files;
     this.#status.copiesPlanned = plan.objectsToCopy;
     this.#status.bytesPlanned = plan.bytesToCopy;
@@ -320,7 +317,7 @@ export class Mover {
         this.#status.scannedFiles += 1;
         const path = await paths.pathOf(inode);
         if (path === undefined) continue;
-        for (const server of await this.#placeFile(chains, inode, path, facts)) waiting.add(server);
+        for (const server of await this.#placeFile(chains ?? null, inode, path, facts)) waiting.add(server);
         this.#status.waiting = [...waiting];
       }
     }
@@ -329,8 +326,8 @@ export class Mover {
       if (!this.#waitingInPass.has(server)) this.#waitingSince.delete(server);
     this.#waitedFor = new Set(this.#waitingInPass);
     this.#waitingInPass.clear();
-    this.#passVersion = chains.version;
-    this.#status.chainsVersion = chains.version;
+    this.#passVersion = chains?.version ?? 0;
+    this.#status.chainsVersion = chains?.version ?? 0;
     this.#lastPassMs = this.#io.nowMs();
     this.#status.passes += 1;
     this.#log.info(
@@ -391,19 +388,22 @@ export class Mover {
 
   /** What one file's chunks need; shared by the plan and the move. */
   async #work(
-    chains: Chains,
+    chains: Chains | null,
     inode: Inode,
     path: string,
     facts: BackendFacts[],
   ): Promise<{ chunks: ChunkWork[]; short: boolean }> {
     const now = this.#io.nowMs();
-    const resolution = resolve(
-      chains,
-      fileFacts(inode, path, await this.#state.access(inode.id), now),
-      facts,
-      now,
-    );
-    const desired = resolution.targets.map((target) => target.backend);
+    // No chains: each chunk's D is its target bits (computed per chunk below).
+    const resolved =
+      chains === null
+        ? undefined
+        : resolve(
+            chains,
+            fileFacts(inode, path, await this.#state.access(inode.id), now),
+            facts,
+            now,
+          ).targets.map((target) => target.backend);
     const awake = new Map(facts.map((fact) => [fact.uuid, fact.awake]));
     const cacheBackends = new Set(
       facts.filter((fact) => fact.tags.includes(CACHE_TAG)).map((fact) => fact.uuid),
@@ -414,6 +414,7 @@ export class Mover {
         (await this.#state.locations(chunk.id)).map((entry) => [hex(entry.backend), entry.location]),
       );
       if (locations.size === 0) continue; // not stored yet (or being rewritten)
+      const desired = resolved ?? [...locations].filter(([, l]) => l.target).map(([backend]) => backend);
       const current = [...locations].filter(([, l]) => l.current && !l.outdated).map(([b]) => b);
       const sources = current.filter((backend) => awake.get(backend) === true);
       const copies: Array<{ to: string; from: string }> = [];
@@ -449,11 +450,11 @@ export class Mover {
         sources: sourceServers,
       });
     }
-    return { chunks, short: desired.length < chains.copies };
+    return { chunks, short: resolved !== undefined && chains !== null && resolved.length < chains.copies };
   }
 
   /** Dry run: what these chains would copy and release, over every file. */
-  async plan(chains: Chains & { version?: number }, facts?: BackendFacts[]): Promise<PlacementPlan> {
+  async plan(chains: (Chains & { version?: number }) | null, facts?: BackendFacts[]): Promise<PlacementPlan> {
     const backendFacts_ = facts ?? (await this.#facts());
     const labels = new Map(
       backendFacts_.map((f) => [f.uuid, `${f.serverName || f.server.slice(0, 8)}:${f.uuid.slice(0, 8)}`]),
@@ -509,7 +510,12 @@ export class Mover {
   }
 
   /** Bring one file's copies in line with the chains; returns the servers copies wait for. */
-  async #placeFile(chains: Chains, inode: Inode, path: string, facts: BackendFacts[]): Promise<string[]> {
+  async #placeFile(
+    chains: Chains | null,
+    inode: Inode,
+    path: string,
+    facts: BackendFacts[],
+  ): Promise<string[]> {
     const { chunks } = await this.#work(chains, inode, path, facts);
     const waiting = new Set<string>();
     const serverOf = new Map(facts.map((fact) => [fact.uuid, fact.serverName || fact.server.slice(0, 8)]));

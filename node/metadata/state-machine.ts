@@ -974,7 +974,8 @@ export class MetadataStateMachine {
     for (const other of await tx.keysWithPrefix(keys.locations(op.object), LOCATIONS_PER_OBJECT_MAX)) {
       if (other === key) continue;
       const copy = await tx.get(other);
-      if (copy !== undefined && locationCodec.decode(copy).current && !locationCodec.decode(copy).outdated) others++;
+      if (copy !== undefined && locationCodec.decode(copy).current && !locationCodec.decode(copy).outdated)
+        others++;
     }
     // The only copy stays current: readers keep trying it (a transient error), nothing to copy from.
     if (others === 0) fail('NOT_PERMITTED', 'the only current copy is not marked bad');

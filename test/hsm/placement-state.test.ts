@@ -135,3 +135,28 @@ test('placeCopy keeps one current copy, and refuses copies of released objects',
   assert.equal(late.code, 'NOT_FOUND');
   assert.deepEqual(await h.machine.locations(chunk.id), []);
 });
+
+test('reportBadCopy marks a damaged copy outdated, counts a skip, queues the file; never the only copy', async () => {
+  const h = await Harness.create();
+  const { inode, chunk } = await fileWithChunk(h, 'f');
+  await h.run({
+    placementDone: { files: (await h.machine.queuedFiles(10)).map((f) => ({ id: f.id, queued: f.queued })) },
+  });
+  const report = (backend: Uint8Array, object = chunk.id) =>
+    h.run({ reportBadCopy: { inode: inode.id, object, backend, reason: 'CORRUPT_OBJECT: block 3' } });
+  // The only current copy is not marked bad.
+  assert.equal((await report(backendA)).code, 'NOT_PERMITTED');
+  const current = { outdated: false, current: true, target: true, mtimeMs: 5 };
+  await h.run({ placeCopy: { object: chunk.id, backend: backendB, location: current } });
+  assert.equal((await report(backendA)).code, 'OK');
+  const bad = (await h.machine.locations(chunk.id)).find((l) => Buffer.compare(l.backend, backendA) === 0)!;
+  assert.deepEqual(bad.location, { outdated: true, current: false, target: true, mtimeMs: 5 });
+  assert.equal((await h.machine.inode(inode.id))!.skipCount, 1);
+  assert.equal((await h.machine.queuedFiles(10)).length, 1, 'queued for the repair');
+  // Reported again (another reader): no second skip. B cannot be marked now: A is not current.
+  assert.equal((await report(backendA)).code, 'OK');
+  assert.equal((await h.machine.inode(inode.id))!.skipCount, 1);
+  assert.equal((await report(backendB)).code, 'NOT_PERMITTED');
+  // A chunk the file does not have (rewritten since) is NOT_FOUND.
+  assert.equal((await report(backendB, id())).code, 'NOT_FOUND');
+});

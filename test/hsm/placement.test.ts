@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -21,14 +21,14 @@ async function zhsm(args: string[]): Promise<string> {
   return stdout;
 }
 
-/** Object files on a backend directory (32-hex names under ab/cd/). */
+/** Object files on a backend directory (their paths: ab/cd/<the rest of the id>). */
 async function objects(root: string): Promise<string[]> {
   const found: string[] = [];
   const walk = async (dir: string, depth: number) => {
     for (const entry of await readdir(dir, { withFileTypes: true })) {
       if (entry.isDirectory() && depth < 2 && /^[0-9a-f]{2}$/.test(entry.name))
         await walk(join(dir, entry.name), depth + 1);
-      else if (entry.isFile() && depth === 2) found.push(entry.name);
+      else if (entry.isFile() && depth === 2) found.push(join(dir, entry.name));
     }
   };
   await walk(root, 0);
@@ -184,4 +184,42 @@ chain main
   assert.match(human, /mover: (idle|moving|scanning); chains version 2/);
   for (const [path, bytes] of Object.entries(files))
     assert.ok((await readFile(join(mountpoint, path))).equals(bytes), `${path} after the migration`);
+
+  // A damaged copy: one byte of big.bin's object flipped on disk, in the hdd copy (where it was
+  // written first: the copy the mount's client knows and reads). Reads still return the right
+  // bytes (from the archive copy); the reader reports the copy, the mover copies a good one over it.
+  const readFirst = { path: backends.hdd! };
+  const copies = await Promise.all(
+    (await objects(readFirst.path)).map(async (path) => ({ path, size: (await stat(path)).size })),
+  );
+  const big = copies.sort((a, b) => b.size - a.size)[0]!;
+  const at = big.size - 1024 * 1024;
+  const file = await open(big.path, 'r+');
+  const original = Buffer.alloc(1);
+  await file.read(original, 0, 1, at);
+  await file.write(Buffer.from([original[0]! ^ 0xff]), 0, 1, at);
+  await file.close();
+  const before = (
+    JSON.parse(await zhsm(['migrate', '--data', client.data, '--json'])) as { copiesDone: number }
+  ).copiesDone;
+  await waitFor(
+    'the damaged copy repaired',
+    async () => {
+      // Past the kernel's page cache (the file was read before): drop its pages, then read.
+      await run('dd', [`if=${join(mountpoint, 'big.bin')}`, 'of=/dev/null', 'iflag=nocache', 'count=0']);
+      assert.ok((await readFile(join(mountpoint, '/big.bin'))).equals(files['/big.bin']!), 'the right bytes');
+      const now = await open(big.path, 'r');
+      const byte = Buffer.alloc(1);
+      await now.read(byte, 0, 1, at);
+      await now.close();
+      return byte[0] === original[0] ? true : undefined;
+    },
+    60_000,
+  ).catch((error: Error) => {
+    throw new Error(`${error.message}\nc1: ${c1.stderr.slice(-4000)}\nclient: ${client.stderr.slice(-4000)}`);
+  });
+  const after = JSON.parse(await zhsm(['migrate', '--data', client.data, '--json'])) as {
+    copiesDone: number;
+  };
+  assert.ok(after.copiesDone > before, 'the mover made a copy (the repair)');
 });
