@@ -245,6 +245,7 @@ export class ZhsmNode {
           readChunk: (backend, id, size, hash) => remote.readChunk(backend, id, 0, size, hash),
           writeChunk: (backend, id, bytes, hash) => remote.writeChunk(backend, id, bytes, hash),
           deleteChunk: (backend, id) => remote.deleteChunk(backend, id),
+          copyChunk: (from, to, id, size, hash) => remote.copyChunk(from, to, id, size, hash),
           nowMs: () => Date.now(),
         });
       }

@@ -25,6 +25,7 @@ import type { Host } from '../net/host.ts';
 import { call } from '../net/rpc.ts';
 import { openSession, type Session } from '../net/session.ts';
 import { StorageClient } from '../storage/client.ts';
+import { coalesce } from '../storage/service.ts';
 import type { Backend } from '../store/backend.ts';
 import type { MemberDirectory } from './directory.ts';
 import {
@@ -336,6 +337,46 @@ export class RemoteCell implements CellApi {
 
   #ownBackend(backend: Uint8Array): Backend | undefined {
     return this.#localBackends?.().get(hex(backend));
+  }
+
+  /** A whole chunk object streamed from one backend (block checksums verified on the way). */
+  async *readChunkStream(backend: Uint8Array, id: Uint8Array, size: number): AsyncGenerator<Uint8Array> {
+    const own = this.#ownBackend(backend);
+    if (own !== undefined) {
+      yield* own.read(id, { offset: 0, length: size });
+      return;
+    }
+    const peer = await this.#storagePeer(backend);
+    yield* this.storage.readStream(peer, backend, id, 0, size);
+  }
+
+  /**
+   * Copy a chunk object from backend `from` to backend `to` (the mover): server to server
+   * (storage/fetch on the destination), so the bytes do not pass through this node unless one
+   * of the backends is its own. The destination checks the sha256 before the copy counts.
+   */
+  async copyChunk(
+    from: Uint8Array,
+    to: Uint8Array,
+    id: Uint8Array,
+    size: number,
+    hash: Uint8Array,
+  ): Promise<void> {
+    const ownTo = this.#ownBackend(to);
+    if (ownTo !== undefined) {
+      await ownTo.ingest(
+        { id, mainType: 'DATA', layout: 'INLINE', bodySize: size, contentHash: hash },
+        coalesce(this.readChunkStream(from, id, size), size),
+      );
+      return;
+    }
+    if (this.#ownBackend(from) !== undefined) {
+      const peer = await this.#storagePeer(to);
+      await this.storage.write(peer, to, id, this.readChunkStream(from, id, size), size, hash);
+      return;
+    }
+    const peer = await this.#storagePeer(to);
+    await this.storage.fetch(peer, to, id, size, hash, from);
   }
 
   /** Delete one object from one backend (a released copy; missing is fine). */

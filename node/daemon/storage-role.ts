@@ -102,6 +102,7 @@ export class StorageRole {
     const activity: StorageActivity = { lastAccessMs: 0 };
     const service = await serveStorage(options.host, {
       backends: () => backends,
+      fetch: (source, id, size) => options.remote.readChunkStream(source, id, size),
       activity,
       logger: options.logger,
     });

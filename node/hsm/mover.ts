@@ -52,6 +52,8 @@ export interface MoverIo {
   propose(command: Omit<Command, 'timeMs'>): Promise<Result>;
   readChunk(backend: Uint8Array, id: Uint8Array, size: number, hash: Uint8Array): Promise<Uint8Array>;
   writeChunk(backend: Uint8Array, id: Uint8Array, bytes: Uint8Array, hash: Uint8Array): Promise<void>;
+  /** Copy an object between backends server to server; absent: read here, then write. */
+  copyChunk?(from: Uint8Array, to: Uint8Array, id: Uint8Array, size: number, hash: Uint8Array): Promise<void>;
   deleteChunk(backend: Uint8Array, id: Uint8Array): Promise<void>;
   nowMs(): number;
 }
@@ -60,7 +62,7 @@ export interface MoverOptions {
   readonly state: MoverState;
   readonly io: MoverIo;
   readonly logger?: Logger;
-  /** Copies in flight at most (default 2). */
+  /** Chunk copies in flight at most, and files placed at once (default 8). */
   readonly concurrency?: number;
   /** Copy throughput at most, bytes per second (default 0: unlimited). */
   readonly bytesPerSecond?: number;
@@ -165,6 +167,8 @@ export class Mover {
   readonly #wakeTargetsAfterMs: number;
   readonly #waitingSince = new Map<string, number>();
   readonly #waitingInPass = new Set<string>();
+  #slotsUsed = 0;
+  readonly #slotWaiters: Array<() => void> = [];
   /** Servers copies waited for in the last pass: one of them awake again starts a pass. */
   #waitedFor = new Set<string>();
   readonly #wokenAt = new Map<string, number>();
@@ -200,7 +204,7 @@ export class Mover {
     this.#state = options.state;
     this.#io = options.io;
     this.#log = (options.logger ?? silentLogger()).child({ module: 'mover' });
-    this.#concurrency = Math.max(1, options.concurrency ?? 2);
+    this.#concurrency = Math.max(1, options.concurrency ?? 8);
     this.#bytesPerSecond = Math.max(0, options.bytesPerSecond ?? 0);
     this.#scanIntervalMs = options.scanIntervalMs ?? 10 * 60_000;
     this.#pollMs = options.pollMs ?? 1_000;
@@ -305,6 +309,7 @@ export class Mover {
     const paths = new PathCache(this.#state);
     let after = '';
     const waiting = new Set<string>();
+    const inFlight = new Set<Promise<void>>();
     this.#waitingInPass.clear();
     for (;;) {
       if (this.#stopped) return;
@@ -317,10 +322,17 @@ export class Mover {
         this.#status.scannedFiles += 1;
         const path = await paths.pathOf(inode);
         if (path === undefined) continue;
-        for (const server of await this.#placeFile(chains ?? null, inode, path, facts)) waiting.add(server);
-        this.#status.waiting = [...waiting];
+        // Several files at once (their chunk copies share the copy slots).
+        const task: Promise<void> = this.#placeFile(chains ?? null, inode, path, facts).then((servers) => {
+          for (const server of servers) waiting.add(server);
+          this.#status.waiting = [...waiting];
+        });
+        inFlight.add(task);
+        void task.finally(() => inFlight.delete(task));
+        if (inFlight.size >= this.#concurrency) await Promise.race(inFlight);
       }
     }
+    await Promise.all(inFlight);
     // Servers nothing waited for in this pass start their wait anew.
     for (const server of this.#waitingSince.keys())
       if (!this.#waitingInPass.has(server)) this.#waitingSince.delete(server);
@@ -525,7 +537,7 @@ export class Mover {
         const chunk = queue.shift();
         if (chunk === undefined || this.#stopped) return;
         try {
-          await this.#placeChunk(chunk);
+          await this.#inSlot(() => this.#placeChunk(chunk));
         } catch (error) {
           this.#status.copiesFailed += 1;
           this.#status.lastError = `${path}: ${(error as Error).message}`;
@@ -545,6 +557,19 @@ export class Mover {
     };
     await Promise.all(Array.from({ length: Math.min(this.#concurrency, queue.length) }, worker));
     return [...waiting];
+  }
+
+  /** Run a chunk's placement in one of `concurrency` copy slots. */
+  async #inSlot<T>(work: () => Promise<T>): Promise<T> {
+    while (this.#slotsUsed >= this.#concurrency)
+      await new Promise<void>((resolve) => this.#slotWaiters.push(resolve));
+    this.#slotsUsed += 1;
+    try {
+      return await work();
+    } finally {
+      this.#slotsUsed -= 1;
+      this.#slotWaiters.shift()?.();
+    }
   }
 
   async #placeChunk(chunk: ChunkWork): Promise<void> {
@@ -567,8 +592,12 @@ export class Mover {
     // 2. Copies to awake backends, each verified by the receiving server before it counts.
     for (const copy of chunk.copies) {
       await this.#throttle(chunk.size);
-      const bytes = await this.#io.readChunk(fromHex(copy.from), chunk.id, chunk.size, chunk.hash);
-      await this.#io.writeChunk(fromHex(copy.to), chunk.id, bytes, chunk.hash);
+      if (this.#io.copyChunk !== undefined) {
+        await this.#io.copyChunk(fromHex(copy.from), fromHex(copy.to), chunk.id, chunk.size, chunk.hash);
+      } else {
+        const bytes = await this.#io.readChunk(fromHex(copy.from), chunk.id, chunk.size, chunk.hash);
+        await this.#io.writeChunk(fromHex(copy.to), chunk.id, bytes, chunk.hash);
+      }
       await this.#placeCopy(chunk.id, copy.to, { outdated: false, current: true, target: true, mtimeMs: 0 });
       this.#status.copiesDone += 1;
       this.#status.bytesDone += chunk.size;

@@ -23,6 +23,7 @@ import {
   type HeadResponse,
   objectIdBytes,
   storageDelete,
+  storageFetch,
   storageHead,
   storageRead,
   storageSpace,
@@ -325,6 +326,36 @@ export class StorageClient {
   }
 
   /** The header fields of an object; NotFoundError if it is not there. */
+  /**
+   * Have server `peer` copy object `id` from `sourceBackend` (on another server) into its
+   * `backend`, server to server; resolves when the copy is durable and its sha256 checked.
+   */
+  async fetch(
+    peer: PeerTarget,
+    backend: Uint8Array,
+    id: Uint8Array,
+    size: number,
+    hash: Uint8Array,
+    sourceBackend: Uint8Array,
+    options: StorageCallOptions = {},
+  ): Promise<WriteResult> {
+    checkBytes(backend, backendUuidBytes, 'backend uuid');
+    checkBytes(sourceBackend, backendUuidBytes, 'source backend uuid');
+    checkBytes(id, objectIdBytes, 'object id');
+    checkBytes(hash, contentHashBytes, 'content hash');
+    checkCount(size, 'size');
+    const response = await call(
+      this.#host,
+      peer,
+      storageFetch,
+      { backend, id, size, contentHash: hash, sourceBackend },
+      callOptions({ timeoutMs: 120_000, ...options }),
+    );
+    if (response.size !== size)
+      throw new IoError(`the server stored ${response.size} bytes of a ${size}-byte object`, { size });
+    return { size: response.size, mtimeMs: response.mtimeMs };
+  }
+
   async head(
     peer: PeerTarget,
     backend: Uint8Array,

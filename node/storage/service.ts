@@ -27,7 +27,13 @@
  */
 
 import { codec } from '../../proto/index.ts';
-import { InvalidArgumentError, IoError, NotFoundError, ZhsmError } from '../common/errors.ts';
+import {
+  InvalidArgumentError,
+  IoError,
+  NotFoundError,
+  UnavailableError,
+  ZhsmError,
+} from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
 import { Semaphore } from '../common/semaphore.ts';
 import type { Host } from '../net/host.ts';
@@ -131,6 +137,22 @@ export const storageSpace: Method<SpaceRequest, SpaceResponse> = defineMethod({
   requestCodec: codec<SpaceRequest>('zhsm.storage.SpaceRequest'),
   responseCodec: codec<SpaceResponse>('zhsm.storage.SpaceResponse'),
 });
+export interface FetchRequest {
+  backend: Uint8Array;
+  id: Uint8Array;
+  size: number;
+  contentHash: Uint8Array;
+  sourceBackend: Uint8Array;
+}
+export interface FetchResponse {
+  size: number;
+  mtimeMs: number;
+}
+export const storageFetch: Method<FetchRequest, FetchResponse> = defineMethod({
+  name: 'storage/fetch',
+  requestCodec: codec<FetchRequest>('zhsm.storage.FetchRequest'),
+  responseCodec: codec<FetchResponse>('zhsm.storage.FetchResponse'),
+});
 export const storageHead: Method<HeadRequest, HeadResponse> = defineMethod({
   name: 'storage/head',
   requestCodec: codec<HeadRequest>('zhsm.storage.HeadRequest'),
@@ -151,6 +173,11 @@ export interface StorageServiceOptions {
   readonly logger?: Logger;
   /** Writes run at once (default 16). */
   readonly writesMax?: number;
+  /**
+   * Read `size` bytes of object `id` from `sourceBackend` on another server (storage/fetch; the
+   * node reaches the cell's servers). Absent: storage/fetch answers UNAVAILABLE.
+   */
+  readonly fetch?: (sourceBackend: Uint8Array, id: Uint8Array, size: number) => AsyncIterable<Uint8Array>;
 }
 
 export interface StorageService {
@@ -383,6 +410,36 @@ export async function serveStorage(host: Host, options: StorageServiceOptions): 
             }
           }
           return { backends };
+        },
+      }),
+    );
+    services.push(
+      await serve(host, {
+        ...storageFetch,
+        async handler(request, context) {
+          const backend = backendFor(request.backend);
+          const id = checkBytes(request.id, objectIdBytes, 'object id');
+          const contentHash = checkBytes(request.contentHash, contentHashBytes, 'content hash');
+          const source = checkBytes(request.sourceBackend, backendUuidBytes, 'source backend uuid');
+          const bodySize = checkCount(request.size, 'size');
+          if (options.fetch === undefined) throw new UnavailableError('this server cannot fetch from others');
+          if (options.backends().has(hex(source)))
+            throw new InvalidArgumentError('the source backend is on this server (copy it locally)');
+          accessed();
+          const release = await writeSlots.hold(context.signal);
+          try {
+            const header = await backend.ingest(
+              { id, mainType: 'DATA', layout: 'INLINE', bodySize, contentHash, mtimeMs: 0 },
+              coalesce(options.fetch(source, id, bodySize), bodySize, ingestPieceBytes, ingestPieces),
+              { release: (piece) => ingestPieces.give(piece) },
+            );
+            return { size: header.bodySize, mtimeMs: header.mtimeMs };
+          } catch (error) {
+            throw typed(error, `fetch of ${hex(id)}`, log);
+          } finally {
+            release();
+            accessed();
+          }
         },
       }),
     );

@@ -426,3 +426,59 @@ test('storage: after stop() the methods are no longer served', { timeout: 60_000
   await assert.rejects(storage.space(peer, { timeoutMs: 5000 }), { code: 'IO_ERROR' });
   await assert.rejects(storage.head(peer, backend.uuid, newId(), { timeoutMs: 5000 }), { code: 'IO_ERROR' });
 });
+
+test('storage: fetch copies an object from another backend server to server, checked by its sha256', async (t) => {
+  const { storage, peer, backend } = await setup(t);
+  // The "other server": a backend the service reads through its fetch callback, as the node does.
+  const source = await createTestBackend(t);
+  const sourceKey = hex(source.uuid);
+  const clientKey = await newKey();
+  const serverKey = await newKey();
+  const members = cell(clientKey, serverKey);
+  const client = new StorageClient(await startHost(t, clientKey, members.isMember));
+  const serverHost = await startHost(t, serverKey, members.isMember);
+  const target = await createTestBackend(t);
+  const fetched: string[] = [];
+  const service = await serveStorage(serverHost, {
+    backends: () => new Map([[hex(target.uuid), target]]),
+    fetch: (from, id, size) => {
+      fetched.push(hex(from));
+      if (hex(from) !== sourceKey) throw new Error('unknown source');
+      return source.read(id, { offset: 0, length: size });
+    },
+  });
+  t.after(() => service.stop());
+  const bytes = patternBytes(3 * mebibyte + 17, 5);
+  const id = newId();
+  await source.ingest(
+    { id, mainType: 'DATA', layout: 'INLINE', bodySize: bytes.length, contentHash: sha256(bytes) },
+    bytes,
+  );
+  const to = serverHost.multiaddrs()[0]!;
+  const done = await client.fetch(to, target.uuid, id, bytes.length, sha256(bytes), source.uuid);
+  assert.equal(done.size, bytes.length);
+  assert.deepEqual(fetched, [sourceKey]);
+  assert.equal(
+    Buffer.compare(Buffer.from(await client.read(to, target.uuid, id, 0, bytes.length)), Buffer.from(bytes)),
+    0,
+  );
+  // A wrong hash stores nothing; a source on the server itself and a server without fetch refuse.
+  const other = newId();
+  await source.ingest(
+    { id: other, mainType: 'DATA', layout: 'INLINE', bodySize: bytes.length, contentHash: sha256(bytes) },
+    bytes,
+  );
+  await assert.rejects(
+    client.fetch(to, target.uuid, other, bytes.length, sha256(new Uint8Array(1)), source.uuid),
+    {
+      code: 'HASH_MISMATCH',
+    },
+  );
+  await assert.rejects(client.read(to, target.uuid, other, 0, 1), { code: 'NOT_FOUND' });
+  await assert.rejects(client.fetch(to, target.uuid, other, bytes.length, sha256(bytes), target.uuid), {
+    code: 'INVALID_ARGUMENT',
+  });
+  await assert.rejects(storage.fetch(peer, backend.uuid, other, bytes.length, sha256(bytes), source.uuid), {
+    code: 'UNAVAILABLE',
+  });
+});
