@@ -282,6 +282,31 @@ export async function serveStorage(host: Host, options: StorageServiceOptions): 
     return backend;
   };
 
+  /** Ingest `body` into `backend` in a write slot (storage/write and storage/fetch). */
+  const ingest = async (
+    what: string,
+    backend: Backend,
+    head: { id: Uint8Array; bodySize: number; contentHash: Uint8Array; mtimeMs: number },
+    body: AsyncIterable<Uint8Array>,
+    signal: AbortSignal,
+  ) => {
+    accessed();
+    const release = await writeSlots.hold(signal);
+    try {
+      const header = await backend.ingest(
+        { ...head, mainType: 'DATA', layout: 'INLINE' },
+        coalesce(body, head.bodySize, ingestPieceBytes, ingestPieces),
+        { release: (piece) => ingestPieces.give(piece) },
+      );
+      return { size: header.bodySize, mtimeMs: header.mtimeMs };
+    } catch (error) {
+      throw typed(error, `${what} of ${hex(head.id)}`, log);
+    } finally {
+      release();
+      accessed();
+    }
+  };
+
   const services: Service[] = [];
   try {
     services.push(
@@ -293,21 +318,13 @@ export async function serveStorage(host: Host, options: StorageServiceOptions): 
           const contentHash = checkBytes(request.contentHash, contentHashBytes, 'content hash');
           const bodySize = checkCount(request.size, 'size');
           const mtimeMs = checkCount(request.mtimeMs, 'mtime');
-          accessed();
-          const release = await writeSlots.hold(context.signal);
-          try {
-            const header = await backend.ingest(
-              { id, mainType: 'DATA', layout: 'INLINE', bodySize, contentHash, mtimeMs },
-              coalesce(context.data, bodySize, ingestPieceBytes, ingestPieces),
-              { release: (piece) => ingestPieces.give(piece) },
-            );
-            return { size: header.bodySize, mtimeMs: header.mtimeMs };
-          } catch (error) {
-            throw typed(error, `write of ${hex(id)}`, log);
-          } finally {
-            release();
-            accessed();
-          }
+          return ingest(
+            'write',
+            backend,
+            { id, bodySize, contentHash, mtimeMs },
+            context.data,
+            context.signal,
+          );
         },
       }),
     );
@@ -425,21 +442,8 @@ export async function serveStorage(host: Host, options: StorageServiceOptions): 
           if (options.fetch === undefined) throw new UnavailableError('this server cannot fetch from others');
           if (options.backends().has(hex(source)))
             throw new InvalidArgumentError('the source backend is on this server (copy it locally)');
-          accessed();
-          const release = await writeSlots.hold(context.signal);
-          try {
-            const header = await backend.ingest(
-              { id, mainType: 'DATA', layout: 'INLINE', bodySize, contentHash, mtimeMs: 0 },
-              coalesce(options.fetch(source, id, bodySize), bodySize, ingestPieceBytes, ingestPieces),
-              { release: (piece) => ingestPieces.give(piece) },
-            );
-            return { size: header.bodySize, mtimeMs: header.mtimeMs };
-          } catch (error) {
-            throw typed(error, `fetch of ${hex(id)}`, log);
-          } finally {
-            release();
-            accessed();
-          }
+          const body = options.fetch(source, id, bodySize);
+          return ingest('fetch', backend, { id, bodySize, contentHash, mtimeMs: 0 }, body, context.signal);
         },
       }),
     );

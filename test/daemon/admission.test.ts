@@ -54,6 +54,7 @@ const EXPECTED_PROTOCOLS = [
   '/zhsm/storage/delete/1.0.0',
   '/zhsm/storage/space/1.0.0',
   '/zhsm/storage/head/1.0.0',
+  '/zhsm/storage/fetch/1.0.0',
 ];
 /** zhsm protocols on raw streams (no frames, so no error trailer): a non-member is reset. */
 const UNFRAMED_PROTOCOLS = new Set(['/zhsm/probe/1.0.0']);

@@ -26,6 +26,7 @@ import { openSession } from '../../node/net/session.ts';
 import { StorageClient } from '../../node/storage/client.ts';
 import {
   storageDelete,
+  storageFetch,
   storageHead,
   storageRead,
   storageSpace,
@@ -196,6 +197,18 @@ test('fuzz: every protocol decoder of a running daemon, by a member', { timeout:
       kind: 'unary',
       frameBytesMax: storageHead.frameBytesMax,
       sample: storageHead.requestCodec.encode({ backend, id: newId() }),
+    },
+    {
+      protocol: storageFetch.protocol,
+      kind: 'unary',
+      frameBytesMax: storageFetch.frameBytesMax,
+      sample: storageFetch.requestCodec.encode({
+        backend,
+        id: newId(),
+        size: 10,
+        contentHash: new Uint8Array(32),
+        sourceBackend: newId(),
+      }),
     },
   ];
   // Every framed zhsm protocol the daemon serves is fuzzed here (a new one needs its target).
@@ -752,6 +765,36 @@ test('fuzz: every protocol decoder of a running daemon, by a member', { timeout:
       'INVALID_ARGUMENT',
     );
     await rejects('head: absent object', unary(storageHead, { backend, id }), 'NOT_FOUND');
+
+    // fetch: bad fields are clear errors; an unknown source fails without storing anything
+    const fetch = { backend, id, size: body.byteLength, contentHash: hash, sourceBackend: unknownBackend };
+    await rejects(
+      'fetch: 15-byte backend',
+      unary(storageFetch, { ...fetch, backend: new Uint8Array(15) }),
+      'INVALID_ARGUMENT',
+    );
+    await rejects(
+      'fetch: no source',
+      unary(storageFetch, { ...fetch, sourceBackend: new Uint8Array(0) }),
+      'INVALID_ARGUMENT',
+    );
+    await rejects(
+      'fetch: 31-byte hash',
+      unary(storageFetch, { ...fetch, contentHash: new Uint8Array(31) }),
+      'INVALID_ARGUMENT',
+    );
+    await rejects('fetch: size -1', unary(storageFetch, { ...fetch, size: -1 }), 'INVALID_ARGUMENT');
+    await rejects(
+      'fetch: from itself',
+      unary(storageFetch, { ...fetch, sourceBackend: backend }),
+      'INVALID_ARGUMENT',
+    );
+    await rejects('fetch: unknown source', unary(storageFetch, fetch), [
+      'NOT_FOUND',
+      'UNAVAILABLE',
+      'IO_ERROR',
+    ]);
+    await rejects('fetch: nothing stored', unary(storageHead, { backend, id }), 'NOT_FOUND');
 
     // write
     const good = { backend, id, size: body.byteLength, contentHash: hash, mtimeMs: 0 };

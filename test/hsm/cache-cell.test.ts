@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
@@ -28,17 +28,9 @@ import {
   zhsmCli,
 } from '../daemon/_cell.ts';
 import { patternBytes, tempDirectory } from '../helpers.ts';
+import { simProcesses } from './_power.ts';
 
 const run = promisify(execFile);
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Object files on a backend directory (32-hex names under ab/cd/). */
 function objects(root: string): string[] {
@@ -49,7 +41,7 @@ function objects(root: string): string[] {
 }
 
 test('a cached file reads while its server sleeps, without waking it; pre-wake for its folder', {
-  timeout: 150_000,
+  timeout: 240_000,
 }, async (t) => {
   const base = tempDirectory(t, 'zhsm-cache-');
   const cacheDir = join(base, 'c1-cache');
@@ -64,17 +56,7 @@ test('a cached file reads while its server sleeps, without waking it; pre-wake f
   const s1 = newNode(base, 's1');
   await joinNode(s1, peer, token, ['--backend', join(base, 's1-backend'), '--name', 's1']);
   await startNode(t, s1);
-  const simPids = new Set<number>();
-  const notePid = () => {
-    try {
-      const pid = Number(readFileSync(join(s1.data, 'sim-power.pid'), 'utf8'));
-      if (pid > 0) simPids.add(pid);
-    } catch {}
-  };
-  t.after(() => {
-    notePid();
-    for (const pid of simPids) if (alive(pid)) process.kill(pid, 'SIGKILL');
-  });
+  const notePid = simProcesses(t, s1.data).note;
   const zhsm = async (...args: string[]) => {
     const { stdout } = await run(process.execPath, [zhsmCli, ...args, '--data', c1.data, '--json'], {
       timeout: 60_000,

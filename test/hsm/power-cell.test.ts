@@ -29,17 +29,9 @@ import {
   zhsmCli,
 } from '../daemon/_cell.ts';
 import { patternBytes, tempDirectory } from '../helpers.ts';
+import { alive, simProcesses } from './_power.ts';
 
 const run = promisify(execFile);
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 test('idle sleep, wake on read, failing and hanging power scripts', { timeout: 240_000 }, async (t) => {
   const base = tempDirectory(t, 'zhsm-power-');
@@ -51,17 +43,7 @@ test('idle sleep, wake on read, failing and hanging power scripts', { timeout: 2
   await startNode(t, s1);
   const firstPid = s1.child!.pid!;
   // Processes the controller's sim driver starts for s1: killed by pid at the end.
-  const simPids = new Set<number>();
-  const notePid = () => {
-    try {
-      const pid = Number(readFileSync(join(s1.data, 'sim-power.pid'), 'utf8'));
-      if (pid > 0) simPids.add(pid);
-    } catch {}
-  };
-  t.after(() => {
-    notePid();
-    for (const pid of simPids) if (alive(pid)) process.kill(pid, 'SIGKILL');
-  });
+  const notePid = simProcesses(t, s1.data).note;
 
   const zhsm = async (...args: string[]) => {
     const { stdout } = await run(process.execPath, [zhsmCli, ...args, '--data', c1.data, '--json'], {
