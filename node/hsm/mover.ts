@@ -3,7 +3,8 @@
  * the concept note), on the primary controller.
  *
  * For each chunk object of a file, with D = the backends the chains resolve the file to:
- * 1. target bits: set on D, cleared elsewhere (`placeCopy`);
+ * 1. target bits: set on D, cleared elsewhere (`placeCopy`); a copy made at once is recorded
+ *    current and target in one step, and bits are not cleared on copies released in the same step;
  * 2. copy: for each backend of D without a current copy, whose server is awake: read the object
  *    from a current copy, write it to the new backend (the storage server ingests into a temp
  *    file, verifies the sha256, renames), then mark it current;
@@ -574,10 +575,15 @@ export class Mover {
 
   async #placeChunk(chunk: ChunkWork): Promise<void> {
     const desired = new Set(chunk.desired);
-    // 1. Target bits: set where the chains want a copy, cleared elsewhere.
+    const copiedNow = new Set(chunk.copies.map((copy) => copy.to));
+    const releasedNow = chunk.asleep.length === 0 && chunk.desired.length > 0;
+    // 1. Target bits where the chains want a copy: a copy made right away is recorded current
+    //    and target in one step (below); a copy that waits for a sleeping server gets its bit
+    //    now (the power manager keeps pending targets in mind). Bits elsewhere are cleared,
+    //    unless those copies are released in this same step.
     for (const backend of chunk.desired) {
       const location = chunk.locations.get(backend);
-      if (location?.target === true) continue;
+      if (location?.target === true || copiedNow.has(backend)) continue;
       await this.#placeCopy(chunk.id, backend, {
         outdated: location?.outdated ?? false,
         current: location?.current ?? false,
@@ -587,6 +593,7 @@ export class Mover {
     }
     for (const [backend, location] of chunk.locations) {
       if (desired.has(backend) || !location.target || !location.current) continue;
+      if (releasedNow && chunk.releases.includes(backend)) continue;
       await this.#placeCopy(chunk.id, backend, { ...location, target: false });
     }
     // 2. Copies to awake backends, each verified by the receiving server before it counts.
