@@ -24,7 +24,12 @@ export function simProcesses(t: TestContext, serverData: string): { note: () => 
       if (pid > 0) pids.add(pid);
     } catch {}
   };
+  // Noted every 250 ms as well: a test that fails early may never call note(), and its data
+  // directory (with the pid file) can be gone before this cleanup runs.
+  const timer = setInterval(note, 250);
+  timer.unref();
   t.after(() => {
+    clearInterval(timer);
     note();
     for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
   });
