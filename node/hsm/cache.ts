@@ -78,6 +78,8 @@ export class ControllerCache {
   #policy: CachePolicy | undefined;
   #backend: Uint8Array | undefined;
   readonly #cached = new Map<string, Cached>();
+  /** Cached chunk objects (hex) -> how many cached files hold them. */
+  readonly #objects = new Map<string, number>();
   readonly #queue: string[] = [];
   readonly #evictions: Cached[] = [];
   #working: Promise<void> | undefined;
@@ -101,6 +103,7 @@ export class ControllerCache {
     this.#active = true;
     this.#policy = undefined;
     this.#cached.clear();
+    this.#objects.clear();
   }
 
   async stop(): Promise<void> {
@@ -112,9 +115,22 @@ export class ControllerCache {
   /** Whether this cache tracks the copy of `object` on `backend` (hex); the mover keeps those. */
   tracks(object: string, backend: string): boolean {
     if (this.#backend === undefined || hex(this.#backend) !== backend) return false;
-    for (const cached of this.#cached.values())
-      if (cached.chunks.some((chunk) => hex(chunk) === object)) return true;
-    return false;
+    return (this.#objects.get(object) ?? 0) > 0;
+  }
+
+  /** Record a chunk as cached (the mover asks `tracks` for every copy it looks at: no scan). */
+  #track(cached: Cached, chunk: Uint8Array): void {
+    cached.chunks.push(chunk);
+    this.#objects.set(hex(chunk), (this.#objects.get(hex(chunk)) ?? 0) + 1);
+  }
+
+  /** Forget a cached file's chunks (its copies are dropped by the caller). */
+  #untrack(cached: Cached): void {
+    for (const chunk of cached.chunks) {
+      const left = (this.#objects.get(hex(chunk)) ?? 1) - 1;
+      if (left > 0) this.#objects.set(hex(chunk), left);
+      else this.#objects.delete(hex(chunk));
+    }
   }
 
   /** A client opened a file for reading (the primary got its `open` proposal). */
@@ -178,6 +194,7 @@ export class ControllerCache {
       // A new cache backend (or the first): whatever an old one held is dropped.
       for (const cached of this.#cached.values()) this.#evictions.push(cached);
       this.#cached.clear();
+      this.#objects.clear();
       this.#backend = chosen.uuid;
       this.#policy = new CachePolicy(
         { maxBytes, admitAfterReads: this.#admitAfterOpens, windowMs: this.#windowMs },
@@ -185,6 +202,7 @@ export class ControllerCache {
           const cached = this.#cached.get(entry.id);
           if (cached === undefined) return;
           this.#cached.delete(entry.id);
+          this.#untrack(cached);
           this.#evictions.push(cached);
         },
       );
@@ -239,7 +257,7 @@ export class ControllerCache {
     for (const chunk of inode.chunks) {
       const locations = await this.#state.locations(chunk.id);
       if (locations.some((l) => hex(l.backend) === hex(backend))) {
-        cached.chunks.push(chunk.id);
+        this.#track(cached, chunk.id);
         continue;
       }
       const source = locations.find(
@@ -260,7 +278,7 @@ export class ControllerCache {
         await this.#io.deleteChunk(backend, chunk.id).catch(() => {});
         throw new Error(`cannot record the cached copy: ${result.message}`);
       }
-      cached.chunks.push(chunk.id);
+      this.#track(cached, chunk.id);
     }
   }
 
