@@ -54,12 +54,16 @@ const expectedErrnos: ReadonlySet<number> = new Set([
   MountErrno.EINVAL,
 ]);
 
+/** The errno a handler failure is answered with. */
+export function mountErrnoOf(error: unknown): number {
+  if (error instanceof MountError) return error.errno;
+  if (isMissingAttribute(error)) return MountErrno.ENODATA;
+  return errnoOf(error);
+}
+
 export function createErrnoMapper(logger: Logger): ErrorToErrno {
   return (operation, error, path) => {
-    let errno: number;
-    if (error instanceof MountError) errno = error.errno;
-    else if (isMissingAttribute(error)) errno = MountErrno.ENODATA;
-    else errno = errnoOf(error);
+    const errno = mountErrnoOf(error);
     if (!(error instanceof ZhsmError) && !(error instanceof MountError)) {
       logger.error({ operation, path, err: error }, 'unexpected error in FUSE handler');
     } else if (expectedErrnos.has(errno)) {

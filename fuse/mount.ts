@@ -18,8 +18,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { FsClient } from '../node/client/api.ts';
 import { createLogger, type Logger } from '../node/common/log.ts';
-import { type NativeHandlers, nativeMount } from './binding.ts';
-import { createErrnoMapper } from './errno.ts';
+import { type NativeHandlers, nativeMount, type OperationName } from './binding.ts';
+import { createErrnoMapper, mountErrnoOf } from './errno.ts';
 import { OpenFileTable } from './handles.ts';
 import { attributeOperations } from './operations/attributes.ts';
 import type { OperationContext } from './operations/context.ts';
@@ -105,6 +105,11 @@ export interface MountOptions {
   /** The name shown in `mount` and `df` (default 'zhsm'). */
   readonly fsName?: string;
   readonly now?: () => number;
+  /**
+   * Called when an operation ends: its name, the seconds it took, and 0 or the errno it was
+   * answered with (metrics: node/daemon/metrics.ts).
+   */
+  readonly onOperation?: (operation: OperationName, seconds: number, errno: number) => void;
 }
 
 export interface Mount {
@@ -216,6 +221,44 @@ function defaultVirtualFiles(
   };
 }
 
+/** The handlers, each timed and reported to `observe` when it ends (none: as they are). */
+function observed(handlers: NativeHandlers, observe: MountOptions['onOperation']): NativeHandlers {
+  if (observe === undefined) return handlers;
+  const report = (operation: OperationName, startedMs: number, errno: number) => {
+    try {
+      observe(operation, (performance.now() - startedMs) / 1000, errno);
+    } catch {
+      // metrics never fail an operation
+    }
+  };
+  const wrapped: Record<string, unknown> = {};
+  for (const [name, handler] of Object.entries(handlers) as Array<
+    [OperationName, (...args: unknown[]) => Promise<unknown>]
+  >) {
+    wrapped[name] = (...args: unknown[]) => {
+      const startedMs = performance.now();
+      let running: Promise<unknown>;
+      try {
+        running = handler.apply(handlers, args);
+      } catch (error) {
+        report(name, startedMs, mountErrnoOf(error));
+        throw error;
+      }
+      return running.then(
+        (value) => {
+          report(name, startedMs, 0);
+          return value;
+        },
+        (error: unknown) => {
+          report(name, startedMs, mountErrnoOf(error));
+          throw error;
+        },
+      );
+    };
+  }
+  return wrapped as unknown as NativeHandlers;
+}
+
 /** Mounts `client` at `mountpoint` (an existing empty directory). */
 export async function mountFs(
   client: FsClient,
@@ -253,13 +296,16 @@ export async function mountFs(
     hideVirtualFolder: options.hideVirtualFolder ?? mountDefaults.hideVirtualFolder,
     ...(readAhead === undefined ? {} : { readAhead }),
   };
-  const handlers: NativeHandlers = {
-    ...attributeOperations(context),
-    ...directoryOperations(context),
-    ...fileOperations(context),
-    ...nameOperations(context),
-    ...xattrOperations(context),
-  };
+  const handlers: NativeHandlers = observed(
+    {
+      ...attributeOperations(context),
+      ...directoryOperations(context),
+      ...fileOperations(context),
+      ...nameOperations(context),
+      ...xattrOperations(context),
+    },
+    options.onOperation,
+  );
   const native = await nativeMount(resolvedMountpoint, handlers, createErrnoMapper(logger), {
     optionString,
     handlerTimeoutMs,

@@ -1,8 +1,9 @@
 /** Shared test helpers. */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
+import { headerCodec, parseSlotPrefix, SLOT_PREFIX_BYTES } from '../node/store/format.ts';
 
 /** A fresh temporary directory, removed when the test ends. */
 export function tempDirectory(t: TestContext, prefix = 'zhsm-test-'): string {
@@ -46,4 +47,37 @@ export async function createTestBackend(
   const backend = await Backend.create(tempDirectory(t), { cell });
   t.after(() => backend.close());
   return backend;
+}
+
+/**
+ * The DATA object files of a backend directory (paths ab/cd/<rest of the id>), read from disk
+ * while its server runs: META objects (inode headers, node/recovery/) are left out. A file whose
+ * first header slot cannot be read counts as DATA (tests corrupt objects on purpose).
+ */
+export function dataObjects(root: string): string[] {
+  const found: string[] = [];
+  const hexByte = /^[0-9a-f]{2}$/;
+  for (const a of readdirSync(root).filter((name) => hexByte.test(name)))
+    for (const b of readdirSync(join(root, a)).filter((name) => hexByte.test(name)))
+      for (const leaf of readdirSync(join(root, a, b))) {
+        const path = join(root, a, b, leaf);
+        let fd: number | undefined;
+        try {
+          fd = openSync(path, 'r');
+          const prefixBytes = Buffer.alloc(SLOT_PREFIX_BYTES);
+          readSync(fd, prefixBytes, 0, SLOT_PREFIX_BYTES, 0);
+          const prefix = parseSlotPrefix(prefixBytes);
+          if (prefix !== undefined) {
+            const header = Buffer.alloc(prefix.headerBytes);
+            readSync(fd, header, 0, prefix.headerBytes, SLOT_PREFIX_BYTES);
+            if (headerCodec.decode(header).mainType === 'META') continue;
+          }
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue; // deleted meanwhile
+        } finally {
+          if (fd !== undefined) closeSync(fd);
+        }
+        found.push(path);
+      }
+  return found.sort();
 }

@@ -7,7 +7,7 @@ import { Command, InvalidArgumentError as CommanderArgumentError, Option } from 
 import { ZhsmError } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
 import { adminRequest } from '../daemon/admin-client.ts';
-import { parseTagArgument } from '../daemon/config.ts';
+import { parseMetricsAddress, parseTagArgument } from '../daemon/config.ts';
 import { JOIN_TOKEN_TTL_MS_DEFAULT, ZhsmNode } from '../daemon/node.ts';
 import { parseDuration } from '../daemon/protocols.ts';
 import { parseRouteArgument } from '../daemon/routing.ts';
@@ -42,6 +42,7 @@ Examples:
   zhsm-node init --data /var/lib/zhsm --cell mycell --listen /ip4/0.0.0.0/tcp/4001
   zhsm-node start --data /var/lib/zhsm
   zhsm-node start --data /var/lib/zhsm --mount /mnt/zhsm
+  zhsm-node start --data /var/lib/zhsm --metrics 0.0.0.0:9464   # Prometheus: http://HOST:9464/metrics
   zhsm-node mount /mnt/zhsm --data /var/lib/zhsm          # on a running node
   zhsm-node unmount /mnt/zhsm --data /var/lib/zhsm
   zhsm-node join /ip4/10.0.0.1/tcp/4001/p2p/<peer id> --token <token> --data /var/lib/zhsm --controller
@@ -188,6 +189,11 @@ program
     'controllers: compact the log into a snapshot after this many entries',
     '10000',
   )
+  .option(
+    '--metrics <host:port>',
+    'serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port, written to DIR/metrics.url), ' +
+      'or "off"; default: "metrics" in node.json, else off',
+  )
   .action(async (options) => {
     const tickMs = Number(options.tickMs);
     if (!Number.isSafeInteger(tickMs) || tickMs < 10 || tickMs > 10_000)
@@ -195,8 +201,15 @@ program
     const snapshotEveryEntries = Number(options.snapshotEvery);
     if (!Number.isSafeInteger(snapshotEveryEntries) || snapshotEveryEntries < 10)
       throw new CommanderArgumentError('--snapshot-every must be an integer >= 10');
+    // Checked before anything starts (an InvalidArgumentError: printed, exit code 2).
+    if (options.metrics !== undefined) parseMetricsAddress(options.metrics);
     const log = logger(options.logLevel);
-    const node = await ZhsmNode.start(options.data, { logger: log, tickMs, snapshotEveryEntries });
+    const node = await ZhsmNode.start(options.data, {
+      logger: log,
+      tickMs,
+      snapshotEveryEntries,
+      ...(options.metrics === undefined ? {} : { metrics: options.metrics }),
+    });
     let mountpoint: string | undefined;
     if (options.mount !== undefined) {
       try {
@@ -214,6 +227,7 @@ program
         controllerId: node.config.controllerId,
         addresses: node.host.multiaddrs().map(String),
         ...(mountpoint === undefined ? {} : { mountpoint }),
+        ...(node.metrics.url === undefined ? {} : { metrics: node.metrics.url }),
       }),
     );
     let stopping = false;

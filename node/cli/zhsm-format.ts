@@ -1,5 +1,17 @@
-/** The human forms of `zhsm status` (also the mount's /.zhsm/status), `zhsm servers` and `zhsm power`. */
+/**
+ * The human forms of `zhsm status` (also the mount's /.zhsm/status), `zhsm servers`, `zhsm power`,
+ * `zhsm backends|tokens|token list|controllers`.
+ */
+import type { JobStatus } from '../daemon/jobs.ts';
 import type { RouteReport, StatusReport } from '../daemon/node.ts';
+import type {
+  BackendJson,
+  ControllersReport,
+  JoinTokenJson,
+  OpenTokenJson,
+  ReplicationStatus,
+} from '../daemon/ops-admin.ts';
+import type { ControllerAnswer } from '../daemon/protocols.ts';
 import type { PowerEventJson, PowerServerJson } from '../hsm/power-admin.ts';
 
 export function formatBytes(value: number): string {
@@ -48,8 +60,9 @@ export function formatStatus(status: StatusReport): string {
     status.primary === null
       ? 'NO PRIMARY (no quorum reachable)'
       : `controller ${status.primary.id} (${status.primary.peerId})`;
+  const pinned = status.pinnedLeader ? `, pinned to controller ${status.pinnedLeader} (manual)` : '';
   lines.push(
-    `cell ${status.cell}: primary ${primary}, term ${status.term}, commit index ${status.commitIndex}`,
+    `cell ${status.cell}: primary ${primary}, term ${status.term}, commit index ${status.commitIndex}${pinned}`,
   );
   lines.push(
     `this node: ${status.node.name} ${status.node.peerId}${status.node.controllerId > 0 ? `, controller ${status.node.controllerId}` : ''}${status.node.storage ? ', storage server' : ''}`,
@@ -58,19 +71,26 @@ export function formatStatus(status: StatusReport): string {
   lines.push(
     `controllers (voters ${status.voters.join(',') || '-'}; learners ${status.learners.join(',') || '-'}):`,
   );
+  const replication = new Map((status.replication ?? []).map((r) => [r.id, r]));
   lines.push(
     table([
-      ['ID', 'ROLE', 'TERM', 'COMMIT', 'APPLIED', 'PEER'],
+      ['ID', 'ROLE', 'TERM', 'COMMIT', 'APPLIED', 'MEMBER', 'LAG', 'PEER'],
       ...status.controllers.map((c) => [
         String(c.id),
-        c.role,
+        c.role || 'not running',
         String(c.term),
         String(c.commitIndex),
         String(c.appliedIndex),
+        replication.get(c.id)?.membership ?? '?',
+        lagText(replication.get(c.id)),
         c.peerId,
       ]),
     ]),
   );
+  if (status.replication !== undefined) lines.push(`replication: ${replicationSummary(status.replication)}`);
+  if (status.openTokens !== undefined)
+    lines.push(`open tokens: ${status.openTokens === null ? 'unknown (no primary)' : status.openTokens}`);
+  if (status.jobs !== undefined) lines.push(...formatJobs(status.jobs));
   lines.push('');
   lines.push(...serverLines(status));
   lines.push('');
@@ -207,4 +227,171 @@ export function formatPowerLog(events: readonly PowerEventJson[]): string {
 export function formatPowerServer(server: PowerServerJson): string {
   const config = server.config === null ? 'no power configuration' : JSON.stringify(server.config);
   return `${server.name} (${server.uuid}): ${server.power}${server.online ? ', online' : ', offline'}${server.powerReason ? ` — ${server.powerReason}` : ''}\n  ${config}`;
+}
+
+// ---- replication, jobs ---------------------------------------------------------------------------
+
+function lagText(row: ReplicationStatus | undefined): string {
+  if (row === undefined || row.lag === null) return '?';
+  return String(row.lag);
+}
+
+/** "healthy (3 voters, quorum 2)" or what is wrong. */
+export function replicationSummary(rows: readonly ReplicationStatus[]): string {
+  if (rows.length === 0) return 'unknown (no primary)';
+  if (rows.every((r) => r.lag === null)) return 'unknown (no primary answers)';
+  const voters = rows.filter((r) => r.membership === 'voter');
+  const quorum = Math.floor(voters.length / 2) + 1;
+  const healthyVoters = voters.filter((r) => r.healthy).length;
+  const problems = rows
+    .filter((r) => !r.healthy)
+    .map((r) =>
+      !r.reachable
+        ? `controller ${r.id} unreachable${r.lag ? ` (${r.lag} entries behind)` : ''}`
+        : r.membership === 'none'
+          ? `controller ${r.id} not in the consensus membership yet`
+          : r.lag === null
+            ? `controller ${r.id} unknown to the primary`
+            : `controller ${r.id} ${r.lag} entries behind`,
+    );
+  const head =
+    healthyVoters < quorum
+      ? `AT RISK: ${healthyVoters} of ${voters.length} voters healthy, ${quorum} needed`
+      : problems.length === 0
+        ? `healthy (${voters.length} voter${voters.length === 1 ? '' : 's'}, quorum ${quorum})`
+        : `degraded (${healthyVoters} of ${voters.length} voters healthy, quorum ${quorum})`;
+  return problems.length === 0 ? head : `${head}: ${problems.join('; ')}`;
+}
+
+/** "[########------------]  40%" (width characters). */
+export function progressBar(done: number, total: number, width = 20): string {
+  if (total <= 0) return `[${'?'.repeat(width)}]`;
+  const share = Math.min(1, Math.max(0, done / total));
+  const filled = Math.round(share * width);
+  return `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${String(Math.floor(share * 100)).padStart(3)}%`;
+}
+
+/** The jobs section of `zhsm status`: running jobs with a progress bar, then finished ones. */
+export function formatJobs(jobs: readonly JobStatus[], nowMs = Date.now()): string[] {
+  if (jobs.length === 0) return ['jobs: none'];
+  const lines = ['jobs:'];
+  for (const job of jobs) {
+    const counters = Object.entries(job.counters)
+      .map(([name, value]) => `${name} ${value}`)
+      .join(', ');
+    const amount = job.total > 0 ? `${job.done}/${job.total} ${job.unit}` : `${job.done} ${job.unit} so far`;
+    const bar = job.total > 0 ? ` ${progressBar(job.done, job.total)}` : '';
+    if (job.state === 'running')
+      lines.push(
+        `  ${job.kind} ${job.id} running, ${job.phase}${bar} ${amount}, for ${duration(nowMs - job.startedMs)}${counters ? ` (${counters})` : ''}`,
+      );
+    else
+      lines.push(
+        `  ${job.kind} ${job.id} ${job.state} ${ago(nowMs, job.finishedMs ?? job.updatedMs)}, ${amount}${counters ? ` (${counters})` : ''}${job.error ? `: ${job.error}` : ''}`,
+      );
+  }
+  return lines;
+}
+
+// ---- backends, tokens, join tokens, controllers ------------------------------------------------
+
+/** `zhsm backends`: one row per backend. */
+export function formatBackends(backends: readonly BackendJson[]): string {
+  if (backends.length === 0) return '(no backends registered)';
+  const rows = backends.map((b) => [
+    b.server + (b.online ? '' : ` (${b.power === 'ON' || b.power === '' ? 'offline' : b.power})`),
+    b.uuid,
+    b.path,
+    b.tags.join(',') || '-',
+    bytes(b.capacityBytes),
+    bytes(b.freeBytes),
+    b.capacityBytes > 0 ? `${b.usedPercent.toFixed(1)} %` : '-',
+  ]);
+  const capacity = backends.reduce((sum, b) => sum + b.capacityBytes, 0);
+  const free = backends.reduce((sum, b) => sum + b.freeBytes, 0);
+  return [
+    table([['SERVER', 'BACKEND', 'PATH', 'TAGS', 'CAPACITY', 'FREE', 'USED'], ...rows]).replace(
+      /^ {2}/gm,
+      '',
+    ),
+    '',
+    `${backends.length} backend${backends.length === 1 ? '' : 's'}: ${bytes(capacity)} capacity, ${bytes(free)} free`,
+  ].join('\n');
+}
+
+/** A peer id shortened for tables: "12D3KooW…abcdef". */
+function shortPeer(peerId: string): string {
+  return peerId.length > 20 ? `${peerId.slice(0, 8)}…${peerId.slice(-6)}` : peerId;
+}
+
+/** `zhsm tokens`: the open files of the cell. */
+export function formatOpenTokens(report: { nowMs: number; tokens: readonly OpenTokenJson[] }): string {
+  if (report.tokens.length === 0) return '(no open files)';
+  return [
+    table([
+      ['OBJECT', 'PATH', 'MODE', 'HOLDER', 'OPENED', 'EXPIRES IN'],
+      ...report.tokens.map((t) => [
+        t.object.slice(0, 16),
+        t.path,
+        t.mode,
+        shortPeer(t.holder),
+        ago(report.nowMs, t.openedMs),
+        t.expiresMs <= report.nowMs ? 'expired' : duration(t.expiresMs - report.nowMs),
+      ]),
+    ]).replace(/^ {2}/gm, ''),
+    '',
+    `${report.tokens.length} open token${report.tokens.length === 1 ? '' : 's'}`,
+  ].join('\n');
+}
+
+/** `zhsm token list`: join tokens (never their secrets). */
+export function formatJoinTokens(report: { nowMs: number; tokens: readonly JoinTokenJson[] }): string {
+  if (report.tokens.length === 0) return '(no valid join tokens; make one with: zhsm token create)';
+  return table([
+    ['ID', 'STATE', 'CREATED', 'EXPIRES'],
+    ...report.tokens.map((t) => [
+      t.id,
+      t.state,
+      new Date(t.createdMs).toISOString(),
+      `${new Date(t.expiresMs).toISOString()}${t.state === 'valid' ? ` (in ${duration(t.expiresMs - report.nowMs)})` : ''}`,
+    ]),
+  ]).replace(/^ {2}/gm, '');
+}
+
+/** `zhsm controllers`: the consensus view. */
+export function formatControllers(report: ControllersReport): string {
+  const primary =
+    report.primary === null ? 'NO PRIMARY (no quorum reachable)' : `controller ${report.primary.id}`;
+  const lines = [
+    `primary: ${primary}, term ${report.term}, last index ${report.lastIndex}, commit index ${report.commitIndex}`,
+    `leadership: ${report.pinnedLeader > 0 ? `pinned to controller ${report.pinnedLeader} (manual: no failover while it is down)` : 'elected (the lowest live up-to-date voter leads)'}`,
+    `voters: ${report.voters.join(', ') || '-'}; learners: ${report.learners.join(', ') || '-'}`,
+    '',
+    table([
+      ['ID', 'ROLE', 'MEMBER', 'TERM', 'COMMIT', 'APPLIED', 'MATCH', 'LAG', 'HEALTH', 'PEER'],
+      ...report.controllers.map((c) => [
+        `${c.id}${c.primary ? '*' : ''}${c.pinned ? ' (pinned)' : ''}`,
+        c.role,
+        c.membership,
+        c.reachable ? String(c.term) : '-',
+        c.reachable ? String(c.commitIndex) : '-',
+        c.reachable ? String(c.appliedIndex) : '-',
+        c.matchIndex === null ? '-' : String(c.matchIndex),
+        c.lag === null ? '-' : String(c.lag),
+        c.healthy ? 'ok' : c.reachable ? 'LAGGING' : 'DOWN',
+        c.peerId,
+      ]),
+    ]).replace(/^ {2}/gm, ''),
+    '',
+    `replication: ${replicationSummary(report.controllers)}`,
+  ];
+  return lines.join('\n');
+}
+
+/** After `zhsm controllers transfer|pin|unpin|add|remove`. */
+export function formatControllerAnswer(answer: ControllerAnswer): string {
+  return [
+    `${answer.done ? '' : 'NOT DONE: '}${answer.message}`,
+    `primary: ${answer.leaderId > 0 ? `controller ${answer.leaderId}` : 'unknown'}; voters ${answer.voters.join(', ') || '-'}; learners ${answer.learners.join(', ') || '-'}; ${answer.pinnedLeader > 0 ? `pinned to controller ${answer.pinnedLeader}` : 'not pinned'}`,
+  ].join('\n');
 }

@@ -3,8 +3,8 @@
  * the running daemon of `--data` (its admin socket), which forwards to the primary controller.
  */
 import { type Command, InvalidArgumentError as UsageError } from 'commander';
+import { parseDuration } from '../common/duration.ts';
 import { adminRequest } from '../daemon/admin-client.ts';
-import { parseDuration } from '../daemon/protocols.ts';
 import type { PowerEventJson, PowerServerJson } from '../hsm/power-admin.ts';
 import {
   formatPowerLog,

@@ -1,27 +1,54 @@
 /**
- * zhsm: the operations CLI. Today: `zhsm status`, `zhsm servers [--routes]`. (The recovery-and-operations work adds more.)
+ * zhsm: the operations CLI. Every command asks the running daemon of `--data` over its admin
+ * socket (DIR/admin.sock); the daemon forwards to the primary controller. Commands: status,
+ * servers, backends, tokens, token, controllers (zhsm-cell.ts), power (zhsm-power.ts), chains,
+ * migrate, cache (zhsm-chains.ts), rebuild, scrub, fsck, conflicts (zhsm-recovery.ts). Human output by default, `--json` on every command.
  */
 import { Command } from 'commander';
 import { ZhsmError } from '../common/errors.ts';
-import { adminRequest } from '../daemon/admin-client.ts';
+import { adminRequest, DaemonUnreachableError } from '../daemon/admin-client.ts';
 import type { RouteReport, StatusReport } from '../daemon/node.ts';
+import { NotDoneError, registerCellCommands, UsageError } from './zhsm-cell.ts';
 import { registerChainsCommands } from './zhsm-chains.ts';
 import { formatServers, formatStatus } from './zhsm-format.ts';
 import { registerPowerCommands } from './zhsm-power.ts';
+import { registerRecoveryCommands } from './zhsm-recovery.ts';
 
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
+const EXIT_UNREACHABLE = 3;
 
 const program = new Command()
   .name('zhsm')
-  .description('zhsm operations: the state of a cell')
-  .showHelpAfterError()
-  .exitOverride();
+  .description('zhsm operations: the state of a cell, its controllers, storage, tokens and data placement')
+  .showHelpAfterError('(add --help for usage)')
+  .exitOverride()
+  .addHelpText(
+    'after',
+    `
+Every command talks to the running zhsm-node daemon of --data DIR (its admin socket DIR/admin.sock),
+which forwards to the primary controller. Human tables by default; --json prints JSON on stdout
+(on failure: {"error": {"code", "message"}}). Errors go to stderr.
+
+Exit codes:
+  0  ok
+  1  failed: the cell refused or could not do it (e.g. removing the primary, a transfer that did
+     not happen, no primary reachable, a timeout)
+  2  usage: bad command, option or argument (e.g. --ttl abc, an unknown controller id or token)
+  3  the daemon is not reachable: not running, or DIR is not a node's data directory
+  4  the job ran but found problems it did not repair (fsck differences, scrub leftovers,
+     chunks with no copy after a rebuild)
+
+Examples:
+  zhsm status --data /var/lib/zhsm
+  zhsm controllers --data /var/lib/zhsm --json
+  zhsm token create --ttl 1h --data /var/lib/zhsm`,
+  );
 
 program
   .command('status')
   .description(
-    'controllers (ids, primary, term, commit index), storage servers and backends (capacity, free)',
+    'controllers (primary, terms, log positions, replication health), storage servers (power) and backends (capacity, free), open tokens, jobs',
   )
   .requiredOption('--data <dir>', 'the data directory of a running node of the cell')
   .option('--json', 'print JSON')
@@ -61,17 +88,40 @@ reaches both sides (storage servers and clients before controllers). Routes are 
     console.log(formatServers(status, routes));
   });
 
+registerCellCommands(program);
 registerPowerCommands(program);
 registerChainsCommands(program);
+registerRecoveryCommands(program);
+
+/** With --json, failures are also a JSON object on stdout. */
+function jsonError(code: string, message: string): void {
+  if (process.argv.includes('--json')) console.log(JSON.stringify({ error: { code, message } }));
+}
 
 try {
   await program.parseAsync(process.argv);
 } catch (error) {
   const code = (error as { code?: string }).code;
-  if (code === 'commander.helpDisplayed' || code === 'commander.help') process.exit(0);
-  if (typeof code === 'string' && code.startsWith('commander.')) process.exit(EXIT_USAGE);
+  if (code === 'commander.helpDisplayed' || code === 'commander.help' || code === 'commander.version')
+    process.exit(0);
+  if (typeof code === 'string' && code.startsWith('commander.')) {
+    jsonError('USAGE', (error as Error).message);
+    process.exit(EXIT_USAGE);
+  }
+  if (error instanceof NotDoneError) process.exit(EXIT_FAILED); // its answer is printed
+  if (error instanceof UsageError) {
+    console.error(`zhsm: ${error.message}`);
+    jsonError('USAGE', error.message);
+    process.exit(EXIT_USAGE);
+  }
+  if (error instanceof DaemonUnreachableError) {
+    console.error(`zhsm: ${error.message}`);
+    jsonError('UNREACHABLE', error.message);
+    process.exit(EXIT_UNREACHABLE);
+  }
   if (error instanceof ZhsmError) {
     console.error(`zhsm: ${error.message} [${error.code}]`);
+    jsonError(error.code, error.message);
     process.exit(EXIT_FAILED);
   }
   console.error(`zhsm: ${(error as Error).stack ?? String(error)}`);

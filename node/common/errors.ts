@@ -81,6 +81,7 @@ export const TimeoutError = defineError('TIMEOUT', 'TimeoutError');
 export const ClosedError = defineError('CLOSED', 'ClosedError');
 export const PermissionDeniedError = defineError('PERMISSION_DENIED', 'PermissionDeniedError');
 export const UnavailableError = defineError('UNAVAILABLE', 'UnavailableError');
+export const NotPermittedError = defineError('NOT_PERMITTED', 'NotPermittedError');
 
 /** Positive POSIX errno values (Linux). */
 export const Errno = {

@@ -13,6 +13,7 @@
 
 import { createRaft, defaultRaftConfig } from '../../consensus/raft.ts';
 import type {
+  HardState,
   Membership,
   Message,
   NodeId,
@@ -21,6 +22,7 @@ import type {
   RaftStatus,
   RaftStorage,
   Ready,
+  SoftState,
 } from '../../consensus/types.ts';
 import { type Clock, systemClock, type TimerHandle } from '../common/clock.ts';
 import { assert, ClosedError, NotLeaderError, TimeoutError } from '../common/errors.ts';
@@ -52,6 +54,11 @@ export interface ReplicaOptions {
   readonly snapshotEveryEntries?: number;
   /** Source of election jitter (default Math.random). */
   readonly randomInt?: (bound: number) => number;
+  /**
+   * Called with every new hard state (term, vote, commit index; after it was persisted) and soft
+   * state (role, leader) of this replica, e.g. to count elections (node/daemon/metrics.ts).
+   */
+  readonly onStateChange?: (change: { hardState?: HardState; softState?: SoftState }) => void;
 }
 
 /** Proposals waiting for their entry to be applied, at most. */
@@ -95,6 +102,7 @@ export class ControllerReplica {
   #lastSnapshotIndex = 0;
   #leaderListeners: Array<(leader: NodeId) => void> = [];
   #appliedListeners: Array<(appliedIndex: number) => void> = [];
+  readonly #onStateChange: ReplicaOptions['onStateChange'];
 
   private constructor(
     options: ReplicaOptions,
@@ -112,6 +120,7 @@ export class ControllerReplica {
     this.#tickMs = options.tickMs ?? 100;
     this.#snapshotEveryEntries = options.snapshotEveryEntries ?? 10_000;
     this.#lastSnapshotIndex = snapshotIndex;
+    this.#onStateChange = options.onStateChange;
   }
 
   static async start(options: ReplicaOptions): Promise<ControllerReplica> {
@@ -293,6 +302,19 @@ export class ControllerReplica {
         entries: ready.entries,
         snapshot: ready.snapshot,
       });
+    }
+    if (
+      this.#onStateChange !== undefined &&
+      (ready.hardState !== undefined || ready.softState !== undefined)
+    ) {
+      try {
+        this.#onStateChange({
+          ...(ready.hardState === undefined ? {} : { hardState: ready.hardState }),
+          ...(ready.softState === undefined ? {} : { softState: ready.softState }),
+        });
+      } catch (error) {
+        this.#log.warn({ err: error }, 'state change observer failed');
+      }
     }
     for (const message of ready.messages) this.#transport.send(message);
     if (ready.snapshot !== undefined) {

@@ -2,9 +2,18 @@
  * Talk to a running daemon through its admin socket (`DIR/admin.sock`, newline-delimited JSON;
  * only local users who can open the data directory reach it).
  */
+import { existsSync } from 'node:fs';
 import { connect } from 'node:net';
 import { type ErrorCode, UnavailableError, ZhsmError } from '../common/errors.ts';
 import { paths } from './config.ts';
+
+/** No daemon answers on the data directory's admin socket (not running, or not a data directory). */
+export class DaemonUnreachableError extends UnavailableError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DaemonUnreachableError';
+  }
+}
 
 export async function adminRequest<T extends Record<string, unknown>>(
   data: string,
@@ -43,11 +52,16 @@ export async function adminRequest<T extends Record<string, unknown>>(
       clearTimeout(timer);
       if (error.code === 'ENOENT' || error.code === 'ECONNREFUSED')
         reject(
-          new UnavailableError(
-            `no running zhsm node for ${paths(data).base} (start it with: zhsm-node start --data ${data})`,
+          new DaemonUnreachableError(
+            existsSync(paths(data).config)
+              ? `no running zhsm node for ${paths(data).base} (start it with: zhsm-node start --data ${data})`
+              : `no running zhsm node for ${paths(data).base}: it is not a node's data directory (no node.json)`,
           ),
         );
-      else reject(new ZhsmError('IO_ERROR', `cannot reach the daemon: ${error.message}`));
+      else
+        reject(
+          new DaemonUnreachableError(`cannot reach the daemon of ${paths(data).base}: ${error.message}`),
+        );
     });
   });
 }

@@ -10,9 +10,11 @@
  *   metadata/       controllers: the metadata state machine (LevelDB)
  *   server.uuid     storage servers: the server's UUID (in node.json)
  *   admin.sock      the running daemon's local admin socket (status, token create)
+ *   metrics.url     while the daemon serves Prometheus metrics: their URL (node/daemon/metrics.ts)
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { InvalidArgumentError, IoError, NotFoundError } from '../common/errors.ts';
@@ -51,6 +53,11 @@ export interface NodeConfig {
    * log holds no membership of its own, like etcd's initial cluster.
    */
   readonly initialVoters?: readonly number[];
+  /**
+   * The Prometheus metrics endpoint (node/daemon/metrics.ts): "HOST:PORT" (port 0: any free port,
+   * see metrics.url) or "off"; absent: off. `zhsm-node start --metrics` overrides it.
+   */
+  readonly metrics?: string;
 }
 
 export const paths = (dataDirectory: string) => {
@@ -62,6 +69,7 @@ export const paths = (dataDirectory: string) => {
     raft: join(base, 'raft'),
     metadata: join(base, 'metadata'),
     adminSocket: join(base, 'admin.sock'),
+    metricsUrl: join(base, 'metrics.url'),
   };
 };
 
@@ -167,6 +175,14 @@ export function parseConfig(text: string, path: string): NodeConfig {
     !(Array.isArray(initialVoters) && initialVoters.every((id) => Number.isSafeInteger(id) && id > 0))
   )
     fail(path, 'initialVoters must be an array of positive integers');
+  if (value.metrics !== undefined) {
+    if (typeof value.metrics !== 'string') fail(path, 'metrics must be a string "HOST:PORT" or "off"');
+    try {
+      parseMetricsAddress(value.metrics);
+    } catch (error) {
+      fail(path, (error as Error).message);
+    }
+  }
   return {
     formatVersion: CONFIG_FORMAT_VERSION,
     cell: value.cell,
@@ -179,7 +195,44 @@ export function parseConfig(text: string, path: string): NodeConfig {
     ...(routes === undefined ? {} : { routes }),
     ...(backendTags === undefined ? {} : { backendTags }),
     ...(initialVoters === undefined ? {} : { initialVoters: initialVoters as number[] }),
+    ...(value.metrics === undefined ? {} : { metrics: value.metrics as string }),
   };
+}
+
+const HOST_NAME = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
+
+/** Where the metrics endpoint listens. */
+export interface MetricsAddress {
+  /** An IP address or host name (IPv6 without brackets). */
+  readonly host: string;
+  /** 0: any free port. */
+  readonly port: number;
+}
+
+/**
+ * `HOST:PORT` (`127.0.0.1:9464`, `0.0.0.0:9464`, `[::1]:9464`, `localhost:0`) or `off`
+ * (undefined). Anything else is an InvalidArgumentError that says what is expected.
+ */
+export function parseMetricsAddress(text: string): MetricsAddress | undefined {
+  if (text === 'off') return undefined;
+  const bad = (why: string): never => {
+    throw new InvalidArgumentError(
+      `invalid metrics address ${JSON.stringify(text)}: ${why} (expected HOST:PORT such as 127.0.0.1:9464, 0.0.0.0:9464 or [::1]:9464, or "off")`,
+    );
+  };
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(text);
+  if (match === null) return bad('not HOST:PORT');
+  const host = match[1] ?? match[2]!;
+  const valid =
+    match[1] !== undefined
+      ? isIP(host) === 6
+      : /^[\d.]+$/.test(host)
+        ? isIP(host) === 4
+        : HOST_NAME.test(host);
+  if (!valid) return bad(`bad host ${JSON.stringify(host)}`);
+  const port = Number(match[3]);
+  if (port > 65_535) return bad('the port must be 0..65535');
+  return { host, port };
 }
 
 export async function readConfig(dataDirectory: string): Promise<NodeConfig> {

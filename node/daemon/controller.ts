@@ -17,14 +17,16 @@ import type { Membership } from '../../consensus/types.ts';
 import { InvalidArgumentError, NotLeaderError } from '../common/errors.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
 import { createNetReplicaTransport } from '../controller/net-transport.ts';
-import { ControllerReplica } from '../controller/replica.ts';
-import { ControllerCache } from '../hsm/cache.ts';
+import { ControllerReplica, type ReplicaOptions } from '../controller/replica.ts';
+import { type CacheOptions, ControllerCache } from '../hsm/cache.ts';
 import { Mover, type MoverIo } from '../hsm/mover.ts';
-import { PowerManager, type PowerRequestAction } from '../hsm/power-manager.ts';
+import { PowerManager, type PowerManagerOptions, type PowerRequestAction } from '../hsm/power-manager.ts';
 import { LevelKv } from '../metadata/kv.ts';
 import type { Command } from '../metadata/records.ts';
 import type { Host } from '../net/host.ts';
 import { type Service, serveSession } from '../net/session.ts';
+import { HeaderWriter, type HeaderWriterIo } from '../recovery/header-writer.ts';
+import { controllerAction, syncPinnedLeader } from './controller-admin.ts';
 import type { MemberDirectory } from './directory.ts';
 import { type CellInfo, type MetaRequest, type MetaResponse, metaMethod } from './protocols.ts';
 import type { LocalController } from './remote-cell.ts';
@@ -58,6 +60,14 @@ export interface ControllerRoleOptions {
   /** Power management decisions this often (default 1 s). */
   readonly powerIntervalMs?: number;
   readonly logger?: Logger;
+  /** Hooks for metrics (node/daemon/metrics.ts); each optional. */
+  readonly observer?: ControllerObserver;
+}
+
+export interface ControllerObserver {
+  readonly raft?: ReplicaOptions['onStateChange'];
+  readonly power?: PowerManagerOptions['onStateChange'];
+  readonly cache?: CacheOptions['onEvent'];
 }
 
 export class ControllerRole implements LocalController {
@@ -76,7 +86,9 @@ export class ControllerRole implements LocalController {
   #stopped = false;
   readonly power: PowerManager;
   #mover: Mover | undefined;
+  #headerWriter: HeaderWriter | undefined;
   #cache: ControllerCache | undefined;
+  readonly #observer: ControllerObserver | undefined;
 
   private constructor(
     options: ControllerRoleOptions,
@@ -91,6 +103,7 @@ export class ControllerRole implements LocalController {
     this.#log = (options.logger ?? silentLogger()).child({ role: 'controller', controller: options.id });
     this.#closers = closers;
     this.#serverStaleMs = options.serverStaleMs ?? SERVER_STALE_MS_DEFAULT;
+    this.#observer = options.observer;
     this.power = new PowerManager({
       controller: {
         isLeader: () => replica.isLeader,
@@ -99,6 +112,7 @@ export class ControllerRole implements LocalController {
         controllerPeers: () => [this.peerId, ...options.directory.controllers().map((m) => m.peerId)],
       },
       ...(options.powerIntervalMs === undefined ? {} : { intervalMs: options.powerIntervalMs }),
+      ...(options.observer?.power === undefined ? {} : { onStateChange: options.observer.power }),
       logger: this.#log,
     });
   }
@@ -112,6 +126,7 @@ export class ControllerRole implements LocalController {
       state: this.replica.machine,
       io,
       wake: (server, reason) => this.power.request(server, 'wake', { reason }),
+      ...(this.#observer?.cache === undefined ? {} : { onEvent: this.#observer.cache }),
       logger: this.#log,
     });
     const cache = this.#cache;
@@ -127,6 +142,18 @@ export class ControllerRole implements LocalController {
 
   get cache(): ControllerCache | undefined {
     return this.#cache;
+  }
+
+  /**
+   * Keep the inodes' META objects on the backends current (node/recovery/header-writer.ts)
+   * while this controller is the primary.
+   */
+  attachHeaderWriter(io: HeaderWriterIo): void {
+    this.#headerWriter ??= new HeaderWriter({ state: this.replica.machine, io, logger: this.#log });
+  }
+
+  get headerWriter(): HeaderWriter | undefined {
+    return this.#headerWriter;
   }
 
   get mover(): Mover | undefined {
@@ -161,6 +188,7 @@ export class ControllerRole implements LocalController {
       ...(options.snapshotEveryEntries === undefined
         ? {}
         : { snapshotEveryEntries: options.snapshotEveryEntries }),
+      ...(options.observer?.raft === undefined ? {} : { onStateChange: options.observer.raft }),
       logger: options.logger,
     });
     closers.unshift(() => replica.stop());
@@ -179,6 +207,7 @@ export class ControllerRole implements LocalController {
     closers.unshift(() => service.stop());
     role.#timer = setInterval(() => void role.#duties(), DUTY_INTERVAL_MS);
     role.power.start();
+    await syncPinnedLeader(replica);
     return role;
   }
 
@@ -225,6 +254,7 @@ export class ControllerRole implements LocalController {
       voters: [...status.membership.voters],
       learners: [...status.membership.learners],
       progress: [...status.progress].map(([id, p]) => ({ id, matchIndex: p.matchIndex })),
+      pinnedLeader: status.pinnedLeader,
     };
   }
 
@@ -256,6 +286,10 @@ export class ControllerRole implements LocalController {
         commands.map((command) => this.replica.propose(withoutTime(command))),
       );
       return { results: { results } };
+    }
+    if (request.controller != null) {
+      const context = { id: this.id, replica: this.replica, directory: this.#directory, log: this.#log };
+      return { controllerAnswer: await controllerAction(context, request.controller) };
     }
     if (request.power != null) {
       const { serverUuid, action, force, reason } = request.power;
@@ -299,6 +333,7 @@ export class ControllerRole implements LocalController {
     if (read.servers !== undefined) return { servers: { servers: await machine.servers() } };
     if (read.members !== undefined) return { members: { members: await machine.members() } };
     if (read.tokens !== undefined) return { tokens: { tokens: await machine.tokens() } };
+    if (read.joinTokens != null) return { joinTokens: { tokens: await machine.joinTokens() } };
     if (read.chains != null) {
       const chains = await machine.chains();
       return chains === undefined ? { none: {} } : { chains };
@@ -328,6 +363,10 @@ export class ControllerRole implements LocalController {
   }
 
   async #duties(): Promise<void> {
+    if (this.#headerWriter !== undefined && !this.#stopped) {
+      if (this.replica.isLeader) this.#headerWriter.start();
+      else void this.#headerWriter.stop();
+    }
     if (this.#mover !== undefined && !this.#stopped) {
       if (this.replica.isLeader) {
         this.#mover.start();
@@ -337,6 +376,7 @@ export class ControllerRole implements LocalController {
         void this.#cache?.stop();
       }
     }
+    if (!this.#stopped) await syncPinnedLeader(this.replica).catch(() => {});
     if (this.#stopped || !this.replica.isLeader) return;
     try {
       const status = this.replica.status();
@@ -385,6 +425,7 @@ export class ControllerRole implements LocalController {
     clearInterval(this.#timer);
     this.power.stop();
     await this.#mover?.stop();
+    await this.#headerWriter?.stop();
     await this.#cache?.stop();
     await this.#refreshing;
     for (const close of this.#closers) {

@@ -16,11 +16,7 @@ import { AlreadyExistsError, UnavailableError } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
 import type { OpenToken } from '../metadata/records.ts';
 import type { ZhsmNode } from './node.ts';
-
-/** `/.zhsm/tokens` resolves the path of at most this many tokens (the rest show the object id only). */
-const TOKEN_PATHS_MAX = 256;
-/** ... walking up at most this many parents per object. */
-const PATH_DEPTH_MAX = 128;
+import { objectPaths } from './ops-admin.ts';
 
 export interface NodeMount {
   readonly mountpoint: string;
@@ -66,6 +62,7 @@ export async function mountNode(
   const mount: Mount = await mountFs(client, where, {
     ...(options.logger === undefined ? {} : { logger: options.logger }),
     replaceStaleMount: true,
+    onOperation: (operation, seconds, errno) => node.metrics.fuseOperation(operation, seconds, errno),
     virtualFiles: async (name) => {
       if (name === 'tokens') return formatTokens(node, await node.remote.tokens());
       if (name === 'servers') return `${JSON.stringify((await node.status()).servers, null, 2)}\n`;
@@ -83,41 +80,18 @@ export async function mountNode(
 }
 
 /**
- * One line per open token: object, path, mode, holder, expiry. Tokens carry the object id only;
- * the path comes from the object's parent/name links in the metadata (one read per level, cached
- * for this listing); an object whose chain cannot be followed (removed meanwhile) shows `-`.
+ * One line per open token: object, path, mode, holder, expiry (the paths come from the object's
+ * parent/name links: node/daemon/ops-admin.ts).
  */
 async function formatTokens(node: ZhsmNode, tokens: readonly OpenToken[]): Promise<string> {
   const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
-  const rootId = hex(await node.remote.metadata.root());
-  const links = new Map<string, { parent: string; name: string } | undefined>();
-  const pathOf = async (object: Uint8Array): Promise<string> => {
-    const names: string[] = [];
-    let current = hex(object);
-    for (let depth = 0; current !== rootId; depth++) {
-      if (depth >= PATH_DEPTH_MAX) return '-';
-      if (!links.has(current)) {
-        const inode = await node.remote.metadata.inode(Buffer.from(current, 'hex'));
-        links.set(
-          current,
-          inode === undefined || inode.parent.length === 0
-            ? undefined
-            : { parent: hex(inode.parent), name: inode.name },
-        );
-      }
-      const link = links.get(current);
-      if (link === undefined) return '-';
-      names.unshift(link.name);
-      current = link.parent;
-    }
-    return `/${names.join('/')}`;
-  };
-  const lines = await Promise.all(
-    tokens.map(async (t, index) => {
-      let path = '-';
-      if (index < TOKEN_PATHS_MAX) path = await pathOf(t.object).catch(() => '-');
-      return `${hex(t.object)} ${JSON.stringify(path)} ${t.mode} ${t.holder} expires ${new Date(t.expiresMs).toISOString()}`;
-    }),
+  const paths = await objectPaths(
+    node.remote,
+    tokens.map((t) => t.object),
+  );
+  const lines = tokens.map(
+    (t, index) =>
+      `${hex(t.object)} ${JSON.stringify(paths[index])} ${t.mode} ${t.holder} expires ${new Date(t.expiresMs).toISOString()}`,
   );
   return `${lines.join('\n')}\n`;
 }

@@ -32,6 +32,7 @@ import { createHost, type Host } from '../net/host.ts';
 import { loadOrCreateIdentity } from '../net/identity.ts';
 import { probeProtocol, serveProbe } from '../net/probe.ts';
 import { call, type Service, serve } from '../net/rpc.ts';
+import { RECOVERY_OPS, recoveryAdmin } from '../recovery/recovery-admin.ts';
 import {
   backendTagsOf,
   CONFIG_FORMAT_VERSION,
@@ -46,8 +47,13 @@ import {
   writeMembersCache,
 } from './config.ts';
 import { ControllerRole } from './controller.ts';
+import { reconcileControllerRole } from './controller-admin.ts';
 import { MemberDirectory, sameNetwork } from './directory.ts';
+import type { JobStatus } from './jobs.ts';
+import { JobRegistry } from './jobs.ts';
+import { NodeMetrics } from './metrics.ts';
 import type { NodeMount } from './mount.ts';
+import { OPS_ADMIN_OPS, opsAdmin, type ReplicationStatus, statusExtras } from './ops-admin.ts';
 import {
   type CellInfo,
   cellInfoMethod,
@@ -82,6 +88,8 @@ export interface StartOptions {
   readonly serverStaleMs?: number;
   /** Storage servers: re-register this often (30 s). */
   readonly storageHeartbeatMs?: number;
+  /** Serve Prometheus metrics: "HOST:PORT" or "off" (default: node.json's `metrics`, else off). */
+  readonly metrics?: string;
 }
 
 export interface ControllerStatus {
@@ -117,11 +125,21 @@ export interface StatusReport {
     wakeTimeoutMs?: number;
     backends: Array<{ uuid: string; path: string; capacityBytes: number; freeBytes: number }>;
   }>;
+  /** Per controller: membership, what the primary knows it holds, lag (ops-admin.ts). */
+  replication?: ReplicationStatus[];
+  /** Manual mode: the only controller that may lead (0: not pinned). */
+  pinnedLeader?: number;
+  /** Open file tokens in the cell (null: the metadata is not reachable). */
+  openTokens?: number | null;
+  /** Long operations of this node (jobs.ts). */
+  jobs?: JobStatus[];
   members: number;
   /** How this node reaches every other member right now (routing: direct or through a relay). */
   paths: PathStatus[];
   /** Members this node holds a relay reservation on (reachable through them from other subnets). */
   relayReservations: string[];
+  /** The URL of this node's Prometheus metrics, when it serves them. */
+  metrics?: string;
 }
 
 export interface RouteReport {
@@ -157,6 +175,10 @@ export class ZhsmNode {
   readonly controller: ControllerRole | undefined;
   storage: StorageRole | undefined;
   readonly log: Logger;
+  /** Prometheus metrics (metrics.ts); served when configured (`--metrics`, node.json). */
+  readonly metrics: NodeMetrics;
+  /** Long operations this node runs (rebuild, scrub, fsck): listed by `zhsm status`. */
+  readonly jobs = new JobRegistry();
   readonly #services: Service[] = [];
   #timers: Array<ReturnType<typeof setInterval>> = [];
   /** When a reservation on each relay was last attempted. */
@@ -177,6 +199,7 @@ export class ZhsmNode {
     remote: RemoteCell;
     controller: ControllerRole | undefined;
     log: Logger;
+    metrics: NodeMetrics;
   }) {
     this.data = init.data;
     this.config = init.config;
@@ -185,6 +208,8 @@ export class ZhsmNode {
     this.remote = init.remote;
     this.controller = init.controller;
     this.log = init.log;
+    this.metrics = init.metrics;
+    this.metrics.attach(this);
   }
 
   get peerId(): string {
@@ -215,6 +240,7 @@ export class ZhsmNode {
         config = { ...config, listen: bound };
         await writeConfig(data, config);
       }
+      const metrics = new NodeMetrics();
       let controller: ControllerRole | undefined;
       if (config.controllerId > 0) {
         controller = await ControllerRole.start({
@@ -228,6 +254,7 @@ export class ZhsmNode {
           tickMs: options.tickMs,
           snapshotEveryEntries: options.snapshotEveryEntries,
           serverStaleMs: options.serverStaleMs,
+          observer: metrics.controllerObserver,
           logger: log,
         });
         closeOnError.unshift(() => controller!.stop());
@@ -248,8 +275,12 @@ export class ZhsmNode {
           copyChunk: (from, to, id, size, hash) => remote.copyChunk(from, to, id, size, hash),
           nowMs: () => Date.now(),
         });
+        controller.attachHeaderWriter({
+          propose: (command) => replica.propose(command),
+          putMeta: (backend, objects) => remote.putMeta(backend, objects),
+        });
       }
-      node = new ZhsmNode({ data, config, host, directory, remote, controller, log });
+      node = new ZhsmNode({ data, config, host, directory, remote, controller, log, metrics });
       closeOnError.unshift(() => node!.stop());
       await node.#serve();
       if (config.backends.length > 0) {
@@ -262,6 +293,7 @@ export class ZhsmNode {
           host,
           remote,
           heartbeatMs: options.storageHeartbeatMs,
+          onBackendIo: (backend, kind, bytes) => metrics.backendIo(backend, kind, bytes),
           logger: log,
         });
       }
@@ -271,6 +303,7 @@ export class ZhsmNode {
       }
       node.#startLoops();
       await node.#startAdmin();
+      await metrics.serveConfigured(options.metrics ?? config.metrics, where.metricsUrl, log);
       log.info(
         {
           peerId: node.peerId,
@@ -401,6 +434,9 @@ export class ZhsmNode {
       }
       await this.#announceAddresses();
       await this.#reserveRelays();
+      await reconcileControllerRole(this).catch((error: unknown) =>
+        this.log.debug({ err: error }, "cannot check this node's controller role"),
+      );
     };
     this.#timers.push(setInterval(() => void loop(), DIRECTORY_REFRESH_MS));
     void loop();
@@ -515,6 +551,7 @@ export class ZhsmNode {
     let servers: StatusReport['servers'] = [];
     let voters: number[] = [];
     let learners: number[] = [];
+    let primaryInfo: CellInfo | undefined;
     try {
       const found = await this.remote.refreshServers();
       const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
@@ -548,6 +585,7 @@ export class ZhsmNode {
         );
         voters = info.voters;
         learners = info.learners;
+        primaryInfo = info;
       }
     } catch (error) {
       this.log.debug({ err: error }, 'status: the metadata is not reachable');
@@ -568,6 +606,7 @@ export class ZhsmNode {
       voters,
       learners,
       servers,
+      ...(await statusExtras(this, controllers, primaryInfo)),
       members: this.directory.all().length,
       paths: this.#paths(),
       relayReservations: this.host
@@ -576,6 +615,7 @@ export class ZhsmNode {
         .map((a) => /\/p2p\/([^/]+)\/p2p-circuit/.exec(a)?.[1])
         .filter((id): id is string => id !== undefined)
         .filter((id, i, all) => all.indexOf(id) === i),
+      ...(this.metrics.url === undefined ? {} : { metrics: this.metrics.url }),
     };
   }
 
@@ -733,6 +773,10 @@ export class ZhsmNode {
         (request.op.startsWith('chains-') || request.op === 'mover' || request.op === 'cache')
       )
         return { ok: true, ...(await placementAdmin(this.remote, request as Record<string, unknown>)) };
+      if (typeof request.op === 'string' && OPS_ADMIN_OPS.has(request.op))
+        return { ok: true, ...(await opsAdmin(this, request as Record<string, unknown>)) };
+      if (typeof request.op === 'string' && RECOVERY_OPS.has(request.op))
+        return { ok: true, ...(await recoveryAdmin(this, request as Record<string, unknown>)) };
       if (request.op === 'routes') return { ok: true, routes: this.routes() };
       if (request.op === 'token-create') {
         const ttlMs = typeof request.ttlMs === 'number' ? request.ttlMs : JOIN_TOKEN_TTL_MS_DEFAULT;
@@ -767,6 +811,7 @@ export class ZhsmNode {
       ),
     );
     for (const timer of this.#timers) clearInterval(timer);
+    await this.metrics.close();
     if (this.#admin !== undefined) {
       await new Promise<void>((resolve) => this.#admin!.close(() => resolve()));
       await rm(paths(this.data).adminSocket, { force: true }).catch(() => {});

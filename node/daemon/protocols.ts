@@ -20,6 +20,7 @@ import type {
   Command,
   InitCell,
   Inode,
+  JoinToken,
   Location,
   Member,
   OpenToken,
@@ -44,6 +45,8 @@ export interface ReadQuery {
   servers?: Empty;
   members?: Empty;
   tokens?: Empty;
+  /** Join tokens (every one, revoked and expired too). */
+  joinTokens?: Empty;
   cell?: Empty;
   /** Power management: servers, power configurations, the policy and the last `events` events. */
   power?: { events: number };
@@ -72,11 +75,30 @@ export interface PowerView {
   events: PowerEvent[];
 }
 
+/** Consensus membership and leadership at the primary (node/daemon/controller-admin.ts). */
+export interface ControllerRequest {
+  /** 'transfer', 'pin', 'unpin', 'add' (peerId), 'remove'. */
+  action: string;
+  controllerId?: number;
+  peerId?: string;
+}
+
+export interface ControllerAnswer {
+  done: boolean;
+  message: string;
+  leaderId: number;
+  pinnedLeader: number;
+  controllerId: number;
+  voters: number[];
+  learners: number[];
+}
+
 export interface MetaRequest {
   propose?: Command;
   read?: ReadQuery;
   proposeBatch?: { commands: Command[] };
   power?: PowerRequest;
+  controller?: ControllerRequest;
 }
 
 export interface MetaResponse {
@@ -98,6 +120,8 @@ export interface MetaResponse {
   cache?: CacheStatus;
   powerAnswer?: { server: ServerRecord; waitMs: number };
   power?: PowerView;
+  controllerAnswer?: ControllerAnswer;
+  joinTokens?: { tokens: JoinToken[] };
 }
 
 export interface CellInfo {
@@ -115,6 +139,8 @@ export interface CellInfo {
   voters: number[];
   learners: number[];
   progress: Array<{ id: number; matchIndex: number }>;
+  /** Manual mode: the only controller that may lead (0 or absent: not pinned). */
+  pinnedLeader?: number;
 }
 
 export interface JoinRequest {
@@ -188,14 +214,5 @@ export function secretHash(secret: Uint8Array): Uint8Array {
 
 // ---- durations ----------------------------------------------------------------------------------
 
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** "90s", "15m", "24h", "7d", "500ms" -> milliseconds. */
-export function parseDuration(text: string): number {
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(text.trim());
-  if (match === null)
-    throw new InvalidArgumentError(`invalid duration ${JSON.stringify(text)}: use e.g. 30s, 15m, 24h, 7d`);
-  const ms = Math.round(Number(match[1]) * UNIT_MS[match[2]!]!);
-  if (!Number.isSafeInteger(ms) || ms <= 0) throw new InvalidArgumentError(`duration out of range: ${text}`);
-  return ms;
-}
+/** "90s", "15m", "24h", "7d", "500ms" -> milliseconds (node/common/duration.ts). */
+export { parseDuration } from '../common/duration.ts';

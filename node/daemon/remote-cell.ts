@@ -25,7 +25,13 @@ import type { Host } from '../net/host.ts';
 import { call } from '../net/rpc.ts';
 import { openSession, type Session } from '../net/session.ts';
 import { StorageClient } from '../storage/client.ts';
-import { coalesce } from '../storage/service.ts';
+import {
+  coalesce,
+  type ListedObject,
+  listLimitMax,
+  type MetaObject,
+  verifyObjects,
+} from '../storage/service.ts';
 import type { Backend } from '../store/backend.ts';
 import type { MemberDirectory } from './directory.ts';
 import {
@@ -430,6 +436,37 @@ export class RemoteCell implements CellApi {
     );
   }
 
+  /** Store META objects (inode headers, node/recovery/) on one backend; returns how many were newer. */
+  async putMeta(backend: Uint8Array, objects: readonly MetaObject[]): Promise<number> {
+    const own = this.#ownBackend(backend);
+    if (own !== undefined) {
+      let stored = 0;
+      for (const { header, body } of objects) {
+        const { contentHash: _hash, bodySize: _size, blockChecksums: _crcs, ...init } = header;
+        if (await own.putMeta({ ...init, refcount: 1 }, body)) stored += 1;
+      }
+      return stored;
+    }
+    return this.storage.putMeta(await this.#storagePeer(backend), backend, objects);
+  }
+
+  /** One page of a backend's object headers (storage/list; rebuild, scrub, fsck). */
+  async listObjects(
+    backend: Uint8Array,
+    page: { after?: Uint8Array; limit?: number; metaOnly?: boolean },
+  ): Promise<{ objects: ListedObject[]; next: Uint8Array | undefined }> {
+    const own = this.#ownBackend(backend);
+    if (own !== undefined) return listOwnBackend(own, page);
+    return this.storage.list(await this.#storagePeer(backend), backend, page);
+  }
+
+  /** Re-hash objects on their backend's server (scrub); one result per id. */
+  async verifyObjects(backend: Uint8Array, ids: readonly Uint8Array[], bytesPerSecond: number) {
+    const own = this.#ownBackend(backend);
+    if (own !== undefined) return verifyObjects(own, ids, bytesPerSecond);
+    return this.storage.verify(await this.#storagePeer(backend), backend, ids, bytesPerSecond);
+  }
+
   async deleteObjects(ids: readonly Uint8Array[]): Promise<void> {
     if (ids.length === 0) return;
     if (this.#servers.size === 0) await this.refreshServers();
@@ -460,6 +497,44 @@ export class RemoteCell implements CellApi {
     this.#closed = true;
     await this.#session?.session.close().catch(() => {});
   }
+}
+
+/** storage/list on a backend of this node (the same page rules as the storage service). */
+async function listOwnBackend(
+  backend: Backend,
+  page: { after?: Uint8Array; limit?: number; metaOnly?: boolean },
+): Promise<{ objects: ListedObject[]; next: Uint8Array | undefined }> {
+  const limit = Math.min(page.limit || listLimitMax, listLimitMax);
+  const objects: ListedObject[] = [];
+  const empty = new Uint8Array(0);
+  for await (const entry of backend.scan(page.after === undefined ? {} : { after: page.after })) {
+    if (entry.kind === 'stray') continue;
+    if (objects.length >= limit) return { objects, next: objects.at(-1)!.id };
+    if (entry.kind === 'corrupt') {
+      objects.push({
+        id: entry.id,
+        header: null,
+        body: empty,
+        errorCode: entry.error.code,
+        error: entry.error.message,
+      });
+      continue;
+    }
+    if (page.metaOnly && entry.header.mainType !== 'META') continue;
+    let body: Uint8Array = empty;
+    if (entry.header.mainType === 'META' && entry.header.bodySize > 0) {
+      try {
+        body = await backend.readAll(entry.id, 'full');
+      } catch (error) {
+        if (error instanceof NotFoundError) continue;
+        if (!(error instanceof ZhsmError)) throw error;
+        objects.push({ id: entry.id, header: null, body, errorCode: error.code, error: error.message });
+        continue;
+      }
+    }
+    objects.push({ id: entry.id, header: entry.header, body, errorCode: '', error: '' });
+  }
+  return { objects, next: undefined };
 }
 
 function sleep(ms: number): Promise<void> {

@@ -18,7 +18,7 @@ import { type Logger, silentLogger } from '../common/log.ts';
 import type { BackendRecord } from '../metadata/records.ts';
 import type { Host } from '../net/host.ts';
 import { type StorageActivity, serveStorage } from '../storage/service.ts';
-import { Backend } from '../store/backend.ts';
+import { Backend, type BackendOptions } from '../store/backend.ts';
 import type { RemoteCell } from './remote-cell.ts';
 
 const CHECK_INTERVAL_MS = 1_000;
@@ -41,6 +41,8 @@ export interface StorageRoleOptions {
   /** Report data accesses between registrations at most this often; default 5 s. */
   readonly accessReportMs?: number;
   readonly logger?: Logger;
+  /** Bytes read from and written to each backend (metrics: node/daemon/metrics.ts). */
+  readonly onBackendIo?: BackendOptions['onIo'];
 }
 
 /** Open a backend directory of this cell, creating it if it is new (init / join). */
@@ -92,7 +94,11 @@ export class StorageRole {
     const backends = new Map<string, Backend>();
     try {
       for (const path of options.backendPaths) {
-        const backend = await Backend.open(path, { cell: options.cell, logger: options.logger });
+        const backend = await Backend.open(path, {
+          cell: options.cell,
+          logger: options.logger,
+          ...(options.onBackendIo === undefined ? {} : { onIo: options.onBackendIo }),
+        });
         backends.set(Buffer.from(backend.uuid).toString('hex'), backend);
       }
     } catch (error) {

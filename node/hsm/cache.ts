@@ -47,7 +47,14 @@ export interface CacheOptions {
   /** Admit a file on this open within `windowMs` (default 2; 1: every opened file). */
   readonly admitAfterOpens?: number;
   readonly windowMs?: number;
+  /**
+   * Every cache event (metrics: node/daemon/metrics.ts): an open of a cached file ('hit') or of
+   * one that is not cached ('miss'), a file admitted, a file evicted.
+   */
+  readonly onEvent?: (event: CacheEvent) => void;
 }
+
+export type CacheEvent = 'hit' | 'miss' | 'admit' | 'evict';
 
 export interface CacheStatus {
   active: boolean;
@@ -75,6 +82,7 @@ export class ControllerCache {
   readonly #log: Logger;
   readonly #admitAfterOpens: number;
   readonly #windowMs: number;
+  readonly #onEvent: (event: CacheEvent) => void;
   #policy: CachePolicy | undefined;
   #backend: Uint8Array | undefined;
   readonly #cached = new Map<string, Cached>();
@@ -95,6 +103,7 @@ export class ControllerCache {
     this.#log = (options.logger ?? silentLogger()).child({ module: 'cache' });
     this.#admitAfterOpens = options.admitAfterOpens ?? 2;
     this.#windowMs = options.windowMs ?? 60 * 60_000;
+    this.#onEvent = options.onEvent ?? (() => {});
   }
 
   /** This controller became primary: start empty. */
@@ -204,6 +213,7 @@ export class ControllerCache {
           this.#cached.delete(entry.id);
           this.#untrack(cached);
           this.#evictions.push(cached);
+          this.#onEvent('evict');
         },
       );
     }
@@ -218,6 +228,7 @@ export class ControllerCache {
     const { policy, backend, servers } = setUp;
     const key = hex(id);
     const lookup = policy.lookup(key, inode.version);
+    this.#onEvent(lookup === 'hit' ? 'hit' : 'miss');
     if (lookup === 'hit') {
       await this.#prewake(inode, servers);
       return;
@@ -228,6 +239,7 @@ export class ControllerCache {
         this.#admitHot(policy, key, inode)
       : policy.noteRead({ id: key, size: inode.size, version: inode.version }, this.#io.nowMs());
     if (!admitted) return;
+    this.#onEvent('admit');
     try {
       await this.#fill(inode, backend);
     } catch (error) {

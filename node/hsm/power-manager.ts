@@ -42,6 +42,16 @@ export interface PowerManagerOptions {
   /** Tests: another driver for a configuration. */
   readonly driverFor?: (config: PowerConfig, target: PowerTarget) => PowerDriver;
   readonly nowMs?: () => number;
+  /** Every power state this manager recorded (metrics: node/daemon/metrics.ts). */
+  readonly onStateChange?: (change: PowerStateChange) => void;
+}
+
+export interface PowerStateChange {
+  readonly server: string;
+  readonly from: PowerState;
+  readonly to: PowerState;
+  /** WAKING -> ON: ms from the wake request (or, after a failover, from WAKING) to ON. */
+  readonly wakeMs?: number;
 }
 
 export interface PowerAnswer {
@@ -68,6 +78,9 @@ export class PowerManager {
   /** Wakes that were asked for and not yet started or answered, per server: shared by callers. */
   readonly #wakes = new Map<string, Promise<PowerAnswer>>();
   readonly #abort = new AbortController();
+  readonly #onStateChange: PowerManagerOptions['onStateChange'];
+  /** When the running wake of each server (hex) was asked for (wake latency). */
+  readonly #wakeAsked = new Map<string, number>();
   #timer: ReturnType<typeof setInterval> | undefined;
   #ticking = false;
 
@@ -77,6 +90,7 @@ export class PowerManager {
     this.#log = (options.logger ?? silentLogger()).child({ component: 'power' });
     this.#driverFor = options.driverFor ?? powerDriverFor;
     this.#now = options.nowMs ?? Date.now;
+    this.#onStateChange = options.onStateChange;
   }
 
   start(): void {
@@ -211,7 +225,26 @@ export class PowerManager {
     if (result.code === 'STALE') return false;
     if (result.code !== 'OK') throw new ZhsmError('IO_ERROR', `cannot record power state: ${result.message}`);
     this.#log.info({ server: server.name, from: server.power, to: state, reason }, 'power state');
+    this.#observe(server, state);
     return true;
+  }
+
+  #observe(server: ServerRecord, to: PowerState): void {
+    const key = hex(server.uuid);
+    let wakeMs: number | undefined;
+    if (server.power === 'WAKING' && to === 'ON')
+      wakeMs = this.#now() - (this.#wakeAsked.get(key) ?? server.powerChangedMs ?? this.#now());
+    if (to !== 'WAKING') this.#wakeAsked.delete(key);
+    try {
+      this.#onStateChange?.({
+        server: server.name,
+        from: server.power,
+        to,
+        ...(wakeMs === undefined ? {} : { wakeMs: Math.max(0, wakeMs) }),
+      });
+    } catch (error) {
+      this.#log.warn({ err: error }, 'power state observer failed');
+    }
   }
 
   async #sleep(uuid: Uint8Array, reason: string, force: boolean): Promise<void> {
@@ -248,7 +281,7 @@ export class PowerManager {
     await this.#setState(going, 'SLEEPING', ['GOING_DOWN'], reason, 0);
   }
 
-  async #wake(uuid: Uint8Array, reason: string): Promise<void> {
+  async #wake(uuid: Uint8Array, reason: string, askedMs = this.#now()): Promise<void> {
     const server = await this.#server(uuid);
     const config = await this.#config(uuid);
     if (config === undefined) return;
@@ -261,6 +294,7 @@ export class PowerManager {
       return; // up already
     const expected: PowerState[] = ['SLEEPING', 'FAILED_TO_START', 'ON', 'FAILED_TO_STOP'];
     if (!(await this.#setState(server, 'WAKING', expected, reason, server.powerFailures ?? 0))) return;
+    this.#wakeAsked.set(hex(uuid), askedMs);
     const waking = { ...server, power: 'WAKING' as const };
     try {
       await this.#driver(server, config).on(this.#abort.signal);
@@ -330,6 +364,7 @@ export class PowerManager {
     if (shared !== undefined) return shared;
     const reason =
       options.reason ?? (action === 'wake' ? 'woken for a read' : 'powered on by an administrator');
+    const askedMs = this.#now();
     const answer = (async () => {
       // The wake is queued behind a running power-down; answer once WAKING is recorded.
       let recorded!: () => void;
@@ -338,7 +373,7 @@ export class PowerManager {
       });
       const done = this.#enqueue(key, async () => {
         const before = await this.#server(uuid);
-        const wake = this.#wake(uuid, reason);
+        const wake = this.#wake(uuid, reason, askedMs);
         // #wake records WAKING first: wait until the record says so (or the wake ended).
         for (;;) {
           const now = await this.#server(uuid);

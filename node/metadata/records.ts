@@ -72,6 +72,8 @@ export interface Inode {
   parent: Uint8Array;
   name: string;
   entries: number;
+  /** mtimes of the content versions this one replaced, newest first (at most 8). */
+  contentHistory: number[];
 }
 
 export interface ServerRecord {
@@ -269,6 +271,11 @@ export interface Command {
   placeCopy?: { object: Uint8Array; backend: Uint8Array; location?: Location; remove?: boolean };
   placementDone?: { files: Array<{ id: Uint8Array; queued: number }> };
   reportBadCopy?: { inode: Uint8Array; object: Uint8Array; backend: Uint8Array; reason?: string };
+  /** Recovery (node/recovery/). */
+  headersDone?: { files: Array<{ id: Uint8Array; queued: number }> };
+  restoreInodes?: { inodes: RestoredInode[] };
+  restoreMembers?: { members: Member[] };
+  logConflict?: { event: ConflictEvent };
   setPowerConfig?: { config: PowerConfig; remove?: boolean };
   setPowerPolicy?: { policy: PowerPolicy };
   setPowerState?: {
@@ -281,6 +288,30 @@ export interface Command {
     failures?: number;
   };
   reportAccess?: { serverUuid: Uint8Array; lastAccessMs: number };
+  /** Manual leadership (`zhsm controllers pin`; 0: unpin). */
+  setPinnedLeader?: { controllerId: number };
+  /** The member stops being a controller (`zhsm controllers remove`). */
+  retireController?: { peerId: string };
+}
+
+/** An inode recovered from the META headers on the backends (rebuild). */
+export interface RestoredInode {
+  inode: Inode;
+  locations: Array<{ object: Uint8Array; backend: Uint8Array; location: Location }>;
+  changeIndex: number;
+}
+
+/** A split-brain conflict: two versions of one file; the loser was saved at `kept`. */
+export interface ConflictEvent {
+  sequence: number;
+  timeMs: number;
+  inode: Uint8Array;
+  path: string;
+  winnerMtimeMs: number;
+  winnerServer: string;
+  loserMtimeMs: number;
+  loserServer: string;
+  kept: string;
 }
 
 export interface Result {
@@ -293,6 +324,7 @@ export interface Result {
 }
 
 export const inodeCodec = codec<Inode>('zhsm.metadata.Inode');
+export const conflictEventCodec = codec<ConflictEvent>('zhsm.metadata.ConflictEvent');
 export const serverCodec = codec<ServerRecord>('zhsm.metadata.ServerRecord');
 export const backendCodec = codec<BackendRecord>('zhsm.metadata.BackendRecord');
 export const locationCodec = codec<Location>('zhsm.metadata.Location');

@@ -45,9 +45,11 @@ import {
   type BackendRecord,
   backendCodec,
   type Command,
+  type ConflictEvent,
   chainsCodec,
   clientSessionCodec,
   commandCodec,
+  conflictEventCodec,
   type InitCell,
   type Inode,
   initCellCodec,
@@ -117,8 +119,20 @@ export const keys = {
   powerConfig: (server: Uint8Array) => `p:${hex(server)}`,
   powerPolicy: 'meta:power',
   powerLogNext: 'meta:powerlog',
+  pinnedLeader: 'meta:pin',
   powerEvent: (sequence: number) => `pl:${String(sequence).padStart(16, '0')}`,
+  /** The inode changed at this log index; its META objects are not written yet (node/recovery/). */
+  header: (id: Uint8Array) => `h:${hex(id)}`,
+  conflictNext: 'meta:conflicts',
+  conflict: (sequence: number) => `x:${String(sequence).padStart(16, '0')}`,
 };
+
+/** Split-brain conflict events kept. */
+export const CONFLICT_EVENTS_MAX = 1000;
+/** Content versions an inode remembers (content_history). */
+export const CONTENT_HISTORY_MAX = 8;
+/** Inodes per RestoreInodes command at most. */
+export const RESTORE_INODES_MAX = 512;
 
 /** Power events kept (older ones are dropped as new ones are logged). */
 export const POWER_EVENTS_MAX = 1000;
@@ -408,6 +422,9 @@ export class MetadataStateMachine {
    * Entries whose data is empty (no-ops, config changes) only advance the applied index.
    * Returns one Result per entry.
    */
+  /** The log index of the command being applied (META header marks carry it). */
+  #applyingIndex = 0;
+
   async apply(
     entries: ReadonlyArray<{ index: number; data: Uint8Array }>,
     options: { sync?: boolean } = {},
@@ -430,6 +447,7 @@ export class MetadataStateMachine {
         results.push({ code: 'INVALID_ARGUMENT', message: (error as Error).message, releasedObjects: [] });
         continue;
       }
+      this.#applyingIndex = index;
       results.push(await this.#applyOnce(transaction, command));
     }
     transaction.put(keys.applied, encoder.encode(String(index)));
@@ -523,7 +541,11 @@ export class MetadataStateMachine {
     if (command.createJoinToken !== undefined)
       return this.#createJoinToken(tx, command.createJoinToken.token);
     if (command.revokeJoinToken !== undefined) return this.#revokeJoinToken(tx, command.revokeJoinToken.id);
-    if (command.admitMember !== undefined || command.setMemberAddresses !== undefined)
+    if (
+      command.admitMember !== undefined ||
+      command.setMemberAddresses !== undefined ||
+      command.retireController != null
+    )
       this.#membersVersion += 1;
     if (command.admitMember !== undefined) return this.#admitMember(tx, command.admitMember, time);
     if (command.setMemberAddresses !== undefined)
@@ -536,6 +558,16 @@ export class MetadataStateMachine {
     if (command.placeCopy !== undefined) return this.#placeCopy(tx, command.placeCopy);
     if (command.placementDone !== undefined) return this.#placementDone(tx, command.placementDone);
     if (command.reportBadCopy !== undefined) return this.#reportBadCopy(tx, command.reportBadCopy);
+    if (command.setPinnedLeader != null)
+      return this.#setPinnedLeader(tx, command.setPinnedLeader.controllerId);
+    if (command.retireController != null) return this.#retireController(tx, command.retireController.peerId);
+    if (command.headersDone != null) return this.#headersDone(tx, command.headersDone);
+    if (command.restoreInodes != null) return this.#restoreInodes(tx, command.restoreInodes.inodes);
+    if (command.restoreMembers != null) {
+      this.#membersVersion += 1;
+      return this.#restoreMembers(tx, command.restoreMembers.members);
+    }
+    if (command.logConflict != null) return this.#logConflict(tx, command.logConflict.event, time);
     fail('INVALID_ARGUMENT', 'command has no operation');
   }
 
@@ -559,6 +591,9 @@ export class MetadataStateMachine {
 
   #putInode(tx: Transaction, inode: Inode): void {
     tx.put(keys.inode(inode.id), inodeCodec.encode(inode));
+    // Every change of an inode is written to its META objects on the backends (the header
+    // writer on the primary drains these marks; node/recovery/header-writer.ts).
+    tx.put(keys.header(inode.id), encoder.encode(String(this.#applyingIndex)));
   }
 
   // ---- namespace -----------------------------------------------------------------------------
@@ -691,6 +726,7 @@ export class MetadataStateMachine {
 
   async #deleteInode(tx: Transaction, inode: Inode): Promise<Uint8Array[]> {
     tx.del(keys.inode(inode.id));
+    tx.del(keys.header(inode.id));
     tx.del(keys.orphan(inode.id));
     tx.del(keys.access(inode.id));
     return this.#forget(tx, [inode.id, ...inode.chunks.map((chunk) => chunk.id)]);
@@ -852,6 +888,8 @@ export class MetadataStateMachine {
     const kept = new Set(op.chunks.map((chunk) => hex(chunk.id)));
     const releasedObjects = inode.chunks.filter((chunk) => !kept.has(hex(chunk.id))).map((chunk) => chunk.id);
     const known = new Set(inode.chunks.map((chunk) => hex(chunk.id)));
+    if (inode.version > 0 || inode.size > 0)
+      inode.contentHistory = [inode.mtimeMs, ...(inode.contentHistory ?? [])].slice(0, CONTENT_HISTORY_MAX);
     inode.chunks = op.chunks;
     inode.inlineData = inlineData;
     inode.size = op.size;
@@ -883,6 +921,144 @@ export class MetadataStateMachine {
         keys.location(op.object, op.backend),
         locationCodec.encode(op.location ?? { outdated: false, current: false, target: false, mtimeMs: 0 }),
       );
+    return {};
+  }
+
+  // ---- recovery: META headers, rebuild, split brain (node/recovery/) ---------------------------
+
+  async #headersDone(tx: Transaction, op: NonNullable<Command['headersDone']>): Promise<Partial<Result>> {
+    for (const file of op.files) {
+      const key = keys.header(checkId(file.id, 'inode'));
+      const mark = await tx.get(key);
+      if (mark !== undefined && Number(Buffer.from(mark).toString('utf8')) === file.queued) tx.del(key);
+    }
+    return {};
+  }
+
+  /**
+   * Inodes recovered from the backends' META headers, parents before children. One is skipped
+   * when the cell has it at the same or a newer change (ctime): a rebuild can run again, and a
+   * live cell keeps what is newer. A name taken by another inode puts the recovered one into
+   * lost+found as NAME.<id prefix>.
+   */
+  async #restoreInodes(
+    tx: Transaction,
+    restored: NonNullable<Command['restoreInodes']>['inodes'],
+  ): Promise<Partial<Result>> {
+    if (restored.length > RESTORE_INODES_MAX)
+      fail('INVALID_ARGUMENT', `at most ${RESTORE_INODES_MAX} inodes per restore`);
+    const cellBytes = await tx.get(keys.cell);
+    if (cellBytes === undefined) fail('NOT_FOUND', 'the cell is not initialized');
+    const cell = initCellCodec.decode(cellBytes);
+    const releasedObjects: Uint8Array[] = [];
+    for (const item of restored) {
+      const inode = item.inode;
+      if (inode == null) fail('INVALID_ARGUMENT', 'restored inode missing');
+      const id = checkId(inode.id, 'restored inode id');
+      if (!NODE_TYPES.has(inode.type)) fail('INVALID_ARGUMENT', `invalid node type ${inode.type}`);
+      if (sameId(id, cell.rootId) || sameId(id, cell.lostFoundId)) {
+        // The root and lost+found keep their ids (a fresh cell's); only their attributes come back.
+        const existing = await this.#inode(tx, id);
+        Object.assign(existing, pick(inode, ['mode', 'uid', 'gid', 'atimeMs', 'mtimeMs', 'xattrs']));
+        // ctime only moves forward (the META objects on the backends order versions by it).
+        existing.ctimeMs = Math.max(existing.ctimeMs, inode.ctimeMs);
+        this.#putInode(tx, existing);
+        continue;
+      }
+      const existingBytes = await tx.get(keys.inode(id));
+      const existing = existingBytes === undefined ? undefined : inodeCodec.decode(existingBytes);
+      if (existing !== undefined && existing.ctimeMs >= inode.ctimeMs) continue;
+      let parent = await this.#directory(tx, checkId(inode.parent, 'restored parent'));
+      let name = inode.name;
+      checkName(name);
+      const taken = await this.#child(tx, parent.id, name);
+      if (taken !== undefined && !sameId(taken, id)) {
+        parent = await this.#directory(tx, cell.lostFoundId);
+        name = `${name}.${hex(id).slice(0, 8)}`;
+        if ((await this.#child(tx, parent.id, name)) !== undefined) continue;
+      }
+      const next: Inode = {
+        ...inode,
+        id,
+        mode: inode.mode & 0o7777,
+        parent: parent.id,
+        name,
+        nlink: inode.type === 'DIRECTORY' ? 2 : 1,
+        entries: 0,
+        skipCount: 0,
+        latestAcceptedMtimeMs: inode.mtimeMs,
+        contentHistory: (inode.contentHistory ?? []).slice(0, CONTENT_HISTORY_MAX),
+      };
+      if (existing !== undefined) {
+        next.nlink = existing.nlink;
+        next.entries = existing.entries;
+        // Moved: drop the old name.
+        if (!sameId(existing.parent, parent.id) || existing.name !== name) {
+          const oldEntry = await this.#child(tx, existing.parent, existing.name);
+          if (oldEntry !== undefined && sameId(oldEntry, id)) {
+            tx.del(keys.entry(existing.parent, existing.name));
+            const oldParent = await this.#directory(tx, existing.parent);
+            oldParent.entries--;
+            if (existing.type === 'DIRECTORY') oldParent.nlink--;
+            this.#putInode(tx, oldParent);
+            if (sameId(oldParent.id, parent.id)) parent = oldParent;
+          }
+        }
+        const kept = new Set(next.chunks.map((chunk) => hex(chunk.id)));
+        const gone = existing.chunks.filter((chunk) => !kept.has(hex(chunk.id))).map((chunk) => chunk.id);
+        releasedObjects.push(...(await this.#forget(tx, gone)));
+      }
+      const entry = await this.#child(tx, parent.id, name);
+      if (entry === undefined) {
+        tx.put(keys.entry(parent.id, name), id);
+        parent.entries++;
+        if (inode.type === 'DIRECTORY') parent.nlink++;
+        this.#putInode(tx, parent);
+      }
+      this.#putInode(tx, next);
+      for (const { object, backend, location } of item.locations) {
+        tx.put(
+          keys.location(checkId(object, 'object'), checkId(backend, 'backend')),
+          locationCodec.encode(location ?? { outdated: false, current: true, target: true, mtimeMs: 0 }),
+        );
+      }
+      if (next.type === 'FILE') await this.#enqueue(tx, id);
+    }
+    return { releasedObjects };
+  }
+
+  /** Members a recovering controller knew (its members cache), stored as they were. */
+  async #restoreMembers(tx: Transaction, members: Member[]): Promise<Partial<Result>> {
+    let highest = 0;
+    for (const member of members) {
+      if (member.peerId.length === 0) fail('INVALID_ARGUMENT', 'peer id missing');
+      if (!Number.isSafeInteger(member.controllerId) || member.controllerId < 0)
+        fail('INVALID_ARGUMENT', 'bad controller id');
+      highest = Math.max(highest, member.controllerId);
+      if ((await tx.get(keys.member(member.peerId))) !== undefined) continue;
+      const stored: Member = {
+        peerId: member.peerId,
+        controllerId: member.controllerId,
+        joinedMs: member.joinedMs,
+        joinToken: member.joinToken ?? EMPTY,
+        addresses: checkAddresses(member.addresses ?? []),
+      };
+      if (member.network != null) stored.network = checkNetwork(member.network);
+      tx.put(keys.member(member.peerId), memberCodec.encode(stored));
+    }
+    const bytes = await tx.get(keys.controllers);
+    const next = bytes === undefined ? 1 : Number(Buffer.from(bytes).toString('utf8'));
+    if (highest + 1 > next) tx.put(keys.controllers, encoder.encode(String(highest + 1)));
+    return {};
+  }
+
+  async #logConflict(tx: Transaction, event: ConflictEvent, time: number): Promise<Partial<Result>> {
+    if (event == null) fail('INVALID_ARGUMENT', 'conflict event missing');
+    const bytes = await tx.get(keys.conflictNext);
+    const sequence = bytes === undefined ? 1 : Number(Buffer.from(bytes).toString('utf8'));
+    tx.put(keys.conflictNext, encoder.encode(String(sequence + 1)));
+    tx.put(keys.conflict(sequence), conflictEventCodec.encode({ ...event, sequence, timeMs: time }));
+    if (sequence > CONFLICT_EVENTS_MAX) tx.del(keys.conflict(sequence - CONFLICT_EVENTS_MAX));
     return {};
   }
 
@@ -1013,6 +1189,25 @@ export class MetadataStateMachine {
     const found: Array<{ id: Uint8Array; queued: number }> = [];
     for await (const [key, value] of this.#kv.range({ gte: 'q:', lt: rangeEnd('q:'), limit }))
       found.push({ id: fromHex(key.slice(2)), queued: Number(Buffer.from(value).toString('utf8')) });
+    return found;
+  }
+
+  /** Inodes whose META objects are not written yet, with the log index of their last change. */
+  async headerMarks(limit: number): Promise<Array<{ id: Uint8Array; queued: number }>> {
+    const found: Array<{ id: Uint8Array; queued: number }> = [];
+    for await (const [key, value] of this.#kv.range({ gte: 'h:', lt: rangeEnd('h:'), limit }))
+      found.push({ id: fromHex(key.slice(2)), queued: Number(Buffer.from(value).toString('utf8')) });
+    return found;
+  }
+
+  /** The split-brain conflicts logged (newest last), up to `limit`. */
+  async conflicts(limit: number): Promise<ConflictEvent[]> {
+    const bytes = await this.#kv.get(keys.conflictNext);
+    const next = bytes === undefined ? 1 : Number(Buffer.from(bytes).toString('utf8'));
+    const first = Math.max(1, next - Math.min(limit, CONFLICT_EVENTS_MAX));
+    const found: ConflictEvent[] = [];
+    for await (const [, value] of this.#kv.range({ gte: keys.conflict(first), lt: rangeEnd('x:') }))
+      found.push(conflictEventCodec.decode(value));
     return found;
   }
 
@@ -1332,6 +1527,26 @@ export class MetadataStateMachine {
     return { member };
   }
 
+  /** Manual mode (node/daemon/controller-admin.ts checks that the id is a voter): 0 unpins. */
+  #setPinnedLeader(tx: Transaction, controllerId: number): Partial<Result> {
+    if (!Number.isSafeInteger(controllerId) || controllerId < 0)
+      fail('INVALID_ARGUMENT', 'bad controller id');
+    if (controllerId === 0) tx.del(keys.pinnedLeader);
+    else tx.put(keys.pinnedLeader, encoder.encode(String(controllerId)));
+    return {};
+  }
+
+  /** The member is no controller any more (its id is not reused: ids come from a counter). */
+  async #retireController(tx: Transaction, peerId: string): Promise<Partial<Result>> {
+    const bytes = await tx.get(keys.member(peerId));
+    if (bytes === undefined) fail('NOT_FOUND', 'no such member');
+    const member = memberCodec.decode(bytes);
+    if (member.controllerId === 0) fail('INVALID_ARGUMENT', 'the member is not a controller');
+    member.controllerId = 0;
+    tx.put(keys.member(peerId), memberCodec.encode(member));
+    return { member };
+  }
+
   async #nextControllerId(tx: Transaction): Promise<number> {
     const bytes = await tx.get(keys.controllers);
     const next = bytes === undefined ? 1 : Number(Buffer.from(bytes).toString('utf8'));
@@ -1430,6 +1645,12 @@ export class MetadataStateMachine {
     }
   }
 
+  /** Manual mode: the only controller that may lead (0: not pinned). */
+  async pinnedLeader(): Promise<number> {
+    const bytes = await this.#kv.get(keys.pinnedLeader);
+    return bytes === undefined ? 0 : Number(Buffer.from(bytes).toString('utf8'));
+  }
+
   async joinTokens(): Promise<JoinToken[]> {
     return this.#all('j:', joinTokenCodec.decode);
   }
@@ -1525,6 +1746,7 @@ function newInode(init: {
     xattrs: [],
     inlineData: EMPTY,
     chunks: [],
+    contentHistory: [],
     version: 0,
     latestAcceptedMtimeMs: init.time,
     skipCount: 0,
@@ -1541,4 +1763,10 @@ function truncate(inode: Inode, size: number): Uint8Array[] {
   if (inode.inlineData.length > size) inode.inlineData = inode.inlineData.subarray(0, size);
   inode.size = size;
   return released;
+}
+
+function pick<T extends object, K extends keyof T>(from: T, fields: readonly K[]): Pick<T, K> {
+  const picked = {} as Pick<T, K>;
+  for (const field of fields) picked[field] = from[field];
+  return picked;
 }

@@ -93,6 +93,11 @@ export interface Host {
    * first). libp2p dials one address after another in its sorter's order; this ranks them.
    */
   setDialOrder(peerId: string, addresses: readonly string[]): void;
+  /**
+   * Called when an inbound call of a zhsm method (node/net/rpc.ts `serve`/`serveStream`) ends:
+   * the method name, 'OK' or the error code sent back, and the seconds it took (metrics).
+   */
+  onInboundCall?: ((method: string, code: string, seconds: number) => void) | undefined;
   stop(): Promise<void>;
 }
 

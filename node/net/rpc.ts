@@ -479,6 +479,8 @@ async function handleInbound<Request, Response>(
   const frames = readFrameLists(stream, { frameBytesMax: method.frameBytesMax });
   let requestId = 0;
   const state: InboundState = { inboundFinished: false };
+  const startedMs = performance.now();
+  let code = 'OK';
   try {
     const requestTimeoutMs = spec.options.requestTimeoutMs ?? requestTimeoutMsDefault;
     const timer = setTimeout(() => {
@@ -507,6 +509,7 @@ async function handleInbound<Request, Response>(
     await finish(stream, { resetNow: !state.inboundFinished });
   } catch (error) {
     const { record, expected } = errorToRemote(error);
+    code = record.code;
     if (expected)
       host.log.debug({ peer: peerId, protocol: method.protocol, code: record.code }, record.message);
     else host.log.error({ peer: peerId, protocol: method.protocol, err: error }, 'handler failed');
@@ -527,6 +530,11 @@ async function handleInbound<Request, Response>(
       error instanceof ZhsmError && (error.code === 'FRAME_TOO_LARGE' || error.code === 'DECODE_ERROR');
     await finish(stream, { resetNow: framingError || !state.inboundFinished });
   } finally {
+    try {
+      host.onInboundCall?.(method.name, code, (performance.now() - startedMs) / 1000);
+    } catch {
+      // metrics never fail a call
+    }
     stream.removeEventListener('close', onClose);
     await frames.return(undefined).catch(() => {});
   }

@@ -21,13 +21,19 @@ import {
   checkCount,
   contentHashBytes,
   type HeadResponse,
+  type ListedObject,
+  type MetaObject,
   objectIdBytes,
   storageDelete,
   storageFetch,
   storageHead,
+  storageList,
+  storageMeta,
   storageRead,
   storageSpace,
+  storageVerify,
   storageWrite,
+  type VerifyResult,
 } from './service.ts';
 
 /** Ids per delete call (each removal costs the server a directory fsync). */
@@ -354,6 +360,66 @@ export class StorageClient {
     if (response.size !== size)
       throw new IoError(`the server stored ${response.size} bytes of a ${size}-byte object`, { size });
     return { size: response.size, mtimeMs: response.mtimeMs };
+  }
+
+  /** Store META objects on one backend (each only if newer than the stored one). */
+  async putMeta(
+    peer: PeerTarget,
+    backend: Uint8Array,
+    objects: readonly MetaObject[],
+    options: StorageCallOptions = {},
+  ): Promise<number> {
+    checkBytes(backend, backendUuidBytes, 'backend uuid');
+    const response = await call(
+      this.#host,
+      peer,
+      storageMeta,
+      { backend, objects: [...objects] },
+      callOptions({ timeoutMs: 120_000, ...options }),
+    );
+    return response.stored;
+  }
+
+  /** Re-hash objects on one backend, on its server (scrub). */
+  async verify(
+    peer: PeerTarget,
+    backend: Uint8Array,
+    ids: readonly Uint8Array[],
+    bytesPerSecond: number,
+    options: StorageCallOptions = {},
+  ): Promise<VerifyResult[]> {
+    checkBytes(backend, backendUuidBytes, 'backend uuid');
+    const response = await call(
+      this.#host,
+      peer,
+      storageVerify,
+      { backend, ids: [...ids], bytesPerSecond },
+      callOptions({ timeoutMs: 600_000, ...options }),
+    );
+    return response.results;
+  }
+
+  /** One page of a backend's object headers (META ones with their bodies), in id order. */
+  async list(
+    peer: PeerTarget,
+    backend: Uint8Array,
+    page: { after?: Uint8Array; limit?: number; metaOnly?: boolean },
+    options: StorageCallOptions = {},
+  ): Promise<{ objects: ListedObject[]; next: Uint8Array | undefined }> {
+    checkBytes(backend, backendUuidBytes, 'backend uuid');
+    const response = await call(
+      this.#host,
+      peer,
+      storageList,
+      {
+        backend,
+        after: page.after ?? new Uint8Array(0),
+        limit: page.limit ?? 0,
+        metaOnly: page.metaOnly ?? false,
+      },
+      callOptions({ timeoutMs: 120_000, ...options }),
+    );
+    return { objects: response.objects, next: response.next.length === 0 ? undefined : response.next };
   }
 
   async head(

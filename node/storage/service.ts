@@ -39,6 +39,7 @@ import { Semaphore } from '../common/semaphore.ts';
 import type { Host } from '../net/host.ts';
 import { defineMethod, type Method, type Service, serve, serveStream } from '../net/rpc.ts';
 import type { Backend } from '../store/backend.ts';
+import type { ObjectHeader } from '../store/format.ts';
 import { PiecePool } from '../store/piece-pool.ts';
 
 export const backendUuidBytes = 16;
@@ -46,6 +47,8 @@ export const objectIdBytes = 16;
 export const contentHashBytes = 32;
 /** Writes one server runs at once (each one streams into an ingest and ends with fsyncs). */
 export const writesMaxDefault = 16;
+/** META bodies (inline file content, symlink targets) at most. */
+export const metaBodyBytesMax = 64 * 1024;
 /** Object ids one delete call may carry (the client splits longer lists). */
 export const deleteIdsMax = 65_536;
 /**
@@ -153,6 +156,103 @@ export const storageFetch: Method<FetchRequest, FetchResponse> = defineMethod({
   requestCodec: codec<FetchRequest>('zhsm.storage.FetchRequest'),
   responseCodec: codec<FetchResponse>('zhsm.storage.FetchResponse'),
 });
+export interface MetaObject {
+  header: ObjectHeader;
+  body: Uint8Array;
+}
+export interface MetaRequest {
+  backend: Uint8Array;
+  objects: MetaObject[];
+}
+export interface MetaResponse {
+  stored: number;
+}
+export interface ListRequest {
+  backend: Uint8Array;
+  after: Uint8Array;
+  limit: number;
+  metaOnly: boolean;
+}
+export interface ListedObject {
+  id: Uint8Array;
+  /** null when the object is damaged (see errorCode/error). */
+  header: ObjectHeader | null;
+  body: Uint8Array;
+  errorCode: string;
+  error: string;
+}
+export interface ListResponse {
+  objects: ListedObject[];
+  next: Uint8Array;
+}
+/** Objects per storage/meta request at most. */
+export const metaObjectsMax = 1024;
+/** Objects per storage/list page at most, and the bytes a page carries at most (about). */
+export const listLimitMax = 4096;
+const listPageBytesMax = 4 * 1024 * 1024;
+export const storageMeta: Method<MetaRequest, MetaResponse> = defineMethod({
+  name: 'storage/meta',
+  requestCodec: codec<MetaRequest>('zhsm.storage.MetaRequest'),
+  responseCodec: codec<MetaResponse>('zhsm.storage.MetaResponse'),
+});
+export const storageList: Method<ListRequest, ListResponse> = defineMethod({
+  name: 'storage/list',
+  requestCodec: codec<ListRequest>('zhsm.storage.ListRequest'),
+  responseCodec: codec<ListResponse>('zhsm.storage.ListResponse'),
+});
+export interface VerifyRequest {
+  backend: Uint8Array;
+  ids: Uint8Array[];
+  bytesPerSecond: number;
+}
+export interface VerifyResult {
+  id: Uint8Array;
+  errorCode: string;
+  error: string;
+  bytes: number;
+}
+export interface VerifyResponse {
+  results: VerifyResult[];
+}
+/** Ids per storage/verify request at most. */
+export const verifyIdsMax = 1024;
+export const storageVerify: Method<VerifyRequest, VerifyResponse> = defineMethod({
+  name: 'storage/verify',
+  requestCodec: codec<VerifyRequest>('zhsm.storage.VerifyRequest'),
+  responseCodec: codec<VerifyResponse>('zhsm.storage.VerifyResponse'),
+});
+
+/** Re-hash objects of a backend (storage/verify, and scrub on a node's own backends). */
+export async function verifyObjects(
+  backend: Backend,
+  ids: readonly Uint8Array[],
+  bytesPerSecond: number,
+  signal?: AbortSignal,
+): Promise<VerifyResult[]> {
+  const results: VerifyResult[] = [];
+  const started = performance.now();
+  let total = 0;
+  for (const id of ids) {
+    let bytes = 0;
+    try {
+      for await (const part of backend.read(id, { verify: 'full' })) {
+        bytes += part.length;
+        total += part.length;
+        if (bytesPerSecond > 0) {
+          const aheadMs = (total / bytesPerSecond) * 1000 - (performance.now() - started);
+          if (aheadMs > 1) await new Promise((resolve) => setTimeout(resolve, aheadMs));
+        }
+        if (signal?.aborted) throw signal.reason;
+      }
+      results.push({ id, errorCode: '', error: '', bytes });
+    } catch (error) {
+      if (!(error instanceof ZhsmError)) throw error;
+      results.push({ id, errorCode: error.code, error: error.message, bytes });
+    }
+  }
+  return results;
+}
+
 export const storageHead: Method<HeadRequest, HeadResponse> = defineMethod({
   name: 'storage/head',
   requestCodec: codec<HeadRequest>('zhsm.storage.HeadRequest'),
@@ -444,6 +544,114 @@ export async function serveStorage(host: Host, options: StorageServiceOptions): 
             throw new InvalidArgumentError('the source backend is on this server (copy it locally)');
           const body = options.fetch(source, id, bodySize);
           return ingest('fetch', backend, { id, bodySize, contentHash, mtimeMs: 0 }, body, context.signal);
+        },
+      }),
+    );
+    services.push(
+      await serve(host, {
+        ...storageMeta,
+        async handler(request, context) {
+          const backend = backendFor(request.backend);
+          if (request.objects.length > metaObjectsMax)
+            throw new InvalidArgumentError(`at most ${metaObjectsMax} objects per request`);
+          const objects = request.objects.map(({ header, body }) => {
+            if (header == null) throw new InvalidArgumentError('META object without a header');
+            checkBytes(header.id, objectIdBytes, 'object id');
+            if (header.mainType !== 'META') throw new InvalidArgumentError('not a META object header');
+            if (body.length > metaBodyBytesMax)
+              throw new InvalidArgumentError(`META body larger than ${metaBodyBytesMax} bytes`);
+            return { header, body };
+          });
+          accessed();
+          const release = await writeSlots.hold(context.signal);
+          let stored = 0;
+          try {
+            for (const { header, body } of objects) {
+              const { contentHash: _hash, bodySize: _size, blockChecksums: _crcs, ...init } = header;
+              if (await backend.putMeta({ ...init, refcount: 1 }, body)) stored += 1;
+            }
+          } catch (error) {
+            throw typed(error, 'META write', log);
+          } finally {
+            release();
+            accessed();
+          }
+          return { stored };
+        },
+      }),
+    );
+    services.push(
+      await serve(host, {
+        ...storageList,
+        async handler(request) {
+          const backend = backendFor(request.backend);
+          const after =
+            request.after.length === 0 ? undefined : checkBytes(request.after, objectIdBytes, 'after');
+          const limit = Math.min(checkCount(request.limit, 'limit') || listLimitMax, listLimitMax);
+          const objects: ListedObject[] = [];
+          let bytes = 0;
+          let last: Uint8Array | undefined;
+          let more = false;
+          try {
+            for await (const entry of backend.scan(after === undefined ? {} : { after })) {
+              if (entry.kind === 'stray') continue;
+              if (objects.length >= limit || bytes >= listPageBytesMax) {
+                more = true;
+                break;
+              }
+              last = entry.id;
+              if (entry.kind === 'corrupt') {
+                objects.push({
+                  id: entry.id,
+                  header: null,
+                  body: new Uint8Array(0),
+                  errorCode: entry.error.code,
+                  error: entry.error.message,
+                });
+                continue;
+              }
+              if (request.metaOnly && entry.header.mainType !== 'META') continue;
+              let body: Uint8Array = new Uint8Array(0);
+              if (entry.header.mainType === 'META' && entry.header.bodySize > 0) {
+                try {
+                  body = await backend.readAll(entry.id, 'full');
+                } catch (error) {
+                  if (error instanceof NotFoundError) continue;
+                  if (!(error instanceof ZhsmError)) throw error;
+                  objects.push({
+                    id: entry.id,
+                    header: null,
+                    body,
+                    errorCode: error.code,
+                    error: error.message,
+                  });
+                  continue;
+                }
+              }
+              bytes += 256 + body.length + entry.header.xattrs.reduce((sum, x) => sum + x.value.length, 0);
+              objects.push({ id: entry.id, header: entry.header, body, errorCode: '', error: '' });
+            }
+          } catch (error) {
+            throw typed(error, `list of backend ${hex(backend.uuid)}`, log);
+          }
+          return { objects, next: more && last !== undefined ? last : new Uint8Array(0) };
+        },
+      }),
+    );
+    services.push(
+      await serve(host, {
+        ...storageVerify,
+        async handler(request, context) {
+          const backend = backendFor(request.backend);
+          if (request.ids.length > verifyIdsMax)
+            throw new InvalidArgumentError(`at most ${verifyIdsMax} ids per verify`);
+          const ids = request.ids.map((id) => checkBytes(id, objectIdBytes, 'object id'));
+          const bytesPerSecond = checkCount(request.bytesPerSecond, 'bytes per second');
+          try {
+            return { results: await verifyObjects(backend, ids, bytesPerSecond, context.signal) };
+          } catch (error) {
+            throw typed(error, 'verify', log);
+          }
         },
       }),
     );

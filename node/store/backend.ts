@@ -68,6 +68,14 @@ import {
 } from './object-id.ts';
 import { SparseBodyWriter } from './sparse-writer.ts';
 
+/** Errors of a damaged object (as opposed to a missing one or a failing disk). */
+const DAMAGE_CODES: ReadonlySet<string> = new Set([
+  'CORRUPT_OBJECT',
+  'HASH_MISMATCH',
+  'SIZE_MISMATCH',
+  'DECODE_ERROR',
+]);
+
 export const IDENTITY_FILE = 'zhsm-backend.id';
 export const IDENTITY_MAGIC = 'zhsm-backend';
 export const TEMP_DIRECTORY = 'tmp';
@@ -157,6 +165,8 @@ export interface BackendOptions {
   readonly fs?: FileSystem;
   readonly clock?: Clock;
   readonly logger?: Logger;
+  /** Body bytes read (verified spans, scrubs too) and ingested (metrics: node/daemon/metrics.ts). */
+  readonly onIo?: (backend: Backend, kind: 'read' | 'write', bytes: number) => void;
 }
 
 interface LoadedHeader {
@@ -227,6 +237,7 @@ export class Backend {
   readonly #fs: FileSystem;
   readonly #clock: Clock;
   readonly #log: Logger;
+  readonly #onIo: BackendOptions['onIo'];
   readonly #locks = new KeyedMutex();
   #closed = false;
   #space: { atMs: number; availableBytes: number } | undefined;
@@ -248,6 +259,7 @@ export class Backend {
     this.#fs = options.fs ?? nodeFileSystem;
     this.#clock = options.clock ?? systemClock;
     this.#log = (options.logger ?? silentLogger()).child({ backend: uuidToString(identity.backendUuid) });
+    this.#onIo = options.onIo;
   }
 
   get uuidString(): string {
@@ -370,7 +382,9 @@ export class Backend {
    */
   async ingest(init: HeaderInit, body: Body, options: IngestOptions = {}): Promise<ObjectHeader> {
     this.#checkOpen();
-    return this.#ingest(init, body, true, options.release);
+    const header = await this.#ingest(init, body, true, options.release);
+    this.#onIo?.(this, 'write', header.bodySize);
+    return header;
   }
 
   async #ingest(
@@ -493,6 +507,34 @@ export class Backend {
     }
   }
 
+  /**
+   * Store a META object (an inode's namespace header, node/recovery/) unless the stored one is
+   * newer (ctime, then change index) or the same change. Returns whether it was written.
+   */
+  async putMeta(init: HeaderInit, body: Uint8Array): Promise<boolean> {
+    this.#checkOpen();
+    if (init.mainType !== 'META') throw new InvalidArgumentError('putMeta stores META objects only');
+    const hex = objectIdToHex(init.id);
+    return this.#locks.run(hex, async () => {
+      try {
+        const stored = (await this.info(init.id)).header;
+        if (stored.mainType !== 'META')
+          throw new InvalidArgumentError(`object ${hex} is not a META object`, { objectId: hex });
+        const order = (init.ctimeMs ?? 0) - stored.ctimeMs || (init.changeIndex ?? 0) - stored.changeIndex;
+        if (order <= 0) return false;
+      } catch (error) {
+        // Missing: store it. Damaged: replace it (this copy is whole and at least as new as any).
+        if (
+          !(error instanceof NotFoundError) &&
+          !(error instanceof ZhsmError && DAMAGE_CODES.has(error.code))
+        )
+          throw error;
+      }
+      await this.#ingest({ ...init, bodySize: body.length }, body, false);
+      return true;
+    });
+  }
+
   /** The current header of an object. */
   async head(id: ObjectId): Promise<ObjectHeader> {
     return (await this.info(id)).header;
@@ -611,6 +653,7 @@ export class Backend {
         fill();
         for (let item = queue.shift(); item !== undefined; item = queue.shift()) {
           const span = await item.data;
+          this.#onIo?.(this, 'read', span.length);
           fill();
           if (span.length !== item.end - item.start) {
             throw new CorruptObjectError(
@@ -757,8 +800,14 @@ export class Backend {
    * Stream the header of every object. Damaged objects and files that do not belong in the tree
    * are reported as entries of their own; the scan never stops at one.
    */
-  async *scan(): AsyncGenerator<ScanEntry> {
+  async *scan(options: { after?: ObjectId } = {}): AsyncGenerator<ScanEntry> {
     this.#checkOpen();
+    // Resume after an id: skip the directories wholly before it (names sort like the ids' hex).
+    const after = options.after === undefined ? undefined : objectIdToHex(options.after);
+    const skipFirst = (name: string) => after !== undefined && name < after.slice(0, 2);
+    const skipSecond = (first: string, name: string) =>
+      after !== undefined && `${first}${name}` < after.slice(0, 4);
+    const skipLeaf = (hex: string) => after !== undefined && hex <= after;
     const stray = (path: string, what: string): ScanEntry => ({
       kind: 'stray',
       path,
@@ -768,22 +817,25 @@ export class Backend {
       const firstPath = join(this.root, first.name);
       if (first.name === IDENTITY_FILE || first.name === TEMP_DIRECTORY) continue;
       if (!first.isDirectory || !hexByte.test(first.name)) {
-        yield stray(firstPath, first.isDirectory ? 'directory' : 'file');
+        if (after === undefined) yield stray(firstPath, first.isDirectory ? 'directory' : 'file');
         continue;
       }
+      if (skipFirst(first.name)) continue;
       for (const second of await this.#sortedEntries(firstPath)) {
         const secondPath = join(firstPath, second.name);
         if (!second.isDirectory || !hexByte.test(second.name)) {
-          yield stray(secondPath, second.isDirectory ? 'directory' : 'file');
+          if (after === undefined) yield stray(secondPath, second.isDirectory ? 'directory' : 'file');
           continue;
         }
+        if (skipSecond(first.name, second.name)) continue;
         for (const leaf of await this.#sortedEntries(secondPath)) {
           const leafPath = join(secondPath, leaf.name);
           const id = leaf.isFile ? objectIdFromPathParts(first.name, second.name, leaf.name) : undefined;
           if (id === undefined) {
-            yield stray(leafPath, leaf.isDirectory ? 'directory' : 'file');
+            if (after === undefined) yield stray(leafPath, leaf.isDirectory ? 'directory' : 'file');
             continue;
           }
+          if (skipLeaf(`${first.name}${second.name}${leaf.name}`)) continue;
           try {
             const header = await this.head(id);
             yield { kind: 'object', id, header, path: leafPath };

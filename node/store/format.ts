@@ -98,6 +98,12 @@ export interface ObjectHeader {
   nlink: number;
   /** Block checksums (xxh32) of small bodies (at most HEADER_BLOCKS_MAX blocks); empty otherwise. */
   blockChecksums: number[];
+  /** META: the log index of the change this header describes (node/recovery/). */
+  changeIndex: number;
+  /** META: mtimes of the content versions this one replaced, newest first (at most 8). */
+  contentHistory: number[];
+  /** META SYMLINK: the link's target. */
+  symlinkTarget: Uint8Array;
 }
 
 export interface BackendIdentity {
@@ -146,6 +152,9 @@ export function emptyHeader(): ObjectHeader {
     rdev: 0,
     nlink: 0,
     blockChecksums: [],
+    changeIndex: 0,
+    contentHistory: [],
+    symlinkTarget: new Uint8Array(0),
   };
 }
 

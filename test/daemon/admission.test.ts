@@ -55,6 +55,9 @@ const EXPECTED_PROTOCOLS = [
   '/zhsm/storage/space/1.0.0',
   '/zhsm/storage/head/1.0.0',
   '/zhsm/storage/fetch/1.0.0',
+  '/zhsm/storage/meta/1.0.0',
+  '/zhsm/storage/list/1.0.0',
+  '/zhsm/storage/verify/1.0.0',
 ];
 /** zhsm protocols on raw streams (no frames, so no error trailer): a non-member is reset. */
 const UNFRAMED_PROTOCOLS = new Set(['/zhsm/probe/1.0.0']);

@@ -28,10 +28,14 @@ import {
   storageDelete,
   storageFetch,
   storageHead,
+  storageList,
+  storageMeta,
   storageRead,
   storageSpace,
+  storageVerify,
   storageWrite,
 } from '../../node/storage/service.ts';
+import { emptyHeader } from '../../node/store/format.ts';
 import { newObjectId as newId } from '../../node/store/object-id.ts';
 import {
   admitHost,
@@ -209,6 +213,37 @@ test('fuzz: every protocol decoder of a running daemon, by a member', { timeout:
         contentHash: new Uint8Array(32),
         sourceBackend: newId(),
       }),
+    },
+    {
+      protocol: storageMeta.protocol,
+      kind: 'unary',
+      frameBytesMax: storageMeta.frameBytesMax,
+      sample: storageMeta.requestCodec.encode({
+        backend,
+        objects: [
+          {
+            header: { ...emptyHeader(), id: newId(), mainType: 'META', subType: 'FILE' },
+            body: new Uint8Array(3),
+          },
+        ],
+      }),
+    },
+    {
+      protocol: storageList.protocol,
+      kind: 'unary',
+      frameBytesMax: storageList.frameBytesMax,
+      sample: storageList.requestCodec.encode({
+        backend,
+        after: new Uint8Array(0),
+        limit: 10,
+        metaOnly: false,
+      }),
+    },
+    {
+      protocol: storageVerify.protocol,
+      kind: 'unary',
+      frameBytesMax: storageVerify.frameBytesMax,
+      sample: storageVerify.requestCodec.encode({ backend, ids: [newId()], bytesPerSecond: 0 }),
     },
   ];
   // Every framed zhsm protocol the daemon serves is fuzzed here (a new one needs its target).
@@ -795,6 +830,52 @@ test('fuzz: every protocol decoder of a running daemon, by a member', { timeout:
       'IO_ERROR',
     ]);
     await rejects('fetch: nothing stored', unary(storageHead, { backend, id }), 'NOT_FOUND');
+
+    // meta, list, verify: bad fields are clear errors
+    const metaHeader = { ...emptyHeader(), id: newId(), mainType: 'META' as const, subType: 'FILE' as const };
+    await rejects(
+      'meta: a DATA header',
+      unary(storageMeta, {
+        backend,
+        objects: [{ header: { ...metaHeader, mainType: 'DATA' }, body: new Uint8Array(0) }],
+      }),
+      'INVALID_ARGUMENT',
+    );
+    await rejects(
+      'meta: 15-byte id',
+      unary(storageMeta, {
+        backend,
+        objects: [{ header: { ...metaHeader, id: new Uint8Array(15) }, body: new Uint8Array(0) }],
+      }),
+      'INVALID_ARGUMENT',
+    );
+    await rejects(
+      'meta: body over 64 KiB',
+      unary(storageMeta, { backend, objects: [{ header: metaHeader, body: new Uint8Array(65 * 1024) }] }),
+      'INVALID_ARGUMENT',
+    );
+    await rejects(
+      'meta: unknown backend',
+      unary(storageMeta, { backend: unknownBackend, objects: [] }),
+      'NOT_FOUND',
+    );
+    await rejects(
+      'list: 3-byte after',
+      unary(storageList, { backend, after: new Uint8Array(3), limit: 1, metaOnly: false }),
+      'INVALID_ARGUMENT',
+    );
+    await rejects(
+      'verify: 2,000 ids',
+      unary(storageVerify, { backend, ids: Array.from({ length: 2000 }, () => newId()), bytesPerSecond: 0 }),
+      'INVALID_ARGUMENT',
+    );
+    await rejects(
+      'verify: 0-byte id',
+      unary(storageVerify, { backend, ids: [new Uint8Array(0)], bytesPerSecond: 0 }),
+      'INVALID_ARGUMENT',
+    );
+    const verified = await unary(storageVerify, { backend, ids: [newId()], bytesPerSecond: 0 });
+    assert.equal((verified as { results: Array<{ errorCode: string }> }).results[0]!.errorCode, 'NOT_FOUND');
 
     // write
     const good = { backend, id, size: body.byteLength, contentHash: hash, mtimeMs: 0 };

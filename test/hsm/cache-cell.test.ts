@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
@@ -27,18 +27,13 @@ import {
   waitFor,
   zhsmCli,
 } from '../daemon/_cell.ts';
-import { patternBytes, tempDirectory } from '../helpers.ts';
+import { dataObjects, patternBytes, tempDirectory } from '../helpers.ts';
 import { simProcesses } from './_power.ts';
 
 const run = promisify(execFile);
 
-/** Object files on a backend directory (32-hex names under ab/cd/). */
-function objects(root: string): string[] {
-  const found: string[] = [];
-  for (const a of readdirSync(root).filter((n) => /^[0-9a-f]{2}$/.test(n)))
-    for (const b of readdirSync(join(root, a))) found.push(...readdirSync(join(root, a, b)));
-  return found;
-}
+/** DATA object files on a backend directory (META objects are left out). */
+const objects = dataObjects;
 
 test('a cached file reads while its server sleeps, without waking it; pre-wake for its folder', {
   timeout: 240_000,

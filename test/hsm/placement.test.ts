@@ -7,12 +7,13 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { initCell, joinNode, newNode, startNode, stopNode, waitFor, zhsmCli } from '../daemon/_cell.ts';
+import { dataObjects } from '../helpers.ts';
 
 const run = promisify(execFile);
 
@@ -21,18 +22,9 @@ async function zhsm(args: string[]): Promise<string> {
   return stdout;
 }
 
-/** Object files on a backend directory (their paths: ab/cd/<the rest of the id>). */
+/** DATA object files on a backend directory (their paths: ab/cd/<the rest of the id>). */
 async function objects(root: string): Promise<string[]> {
-  const found: string[] = [];
-  const walk = async (dir: string, depth: number) => {
-    for (const entry of await readdir(dir, { withFileTypes: true })) {
-      if (entry.isDirectory() && depth < 2 && /^[0-9a-f]{2}$/.test(entry.name))
-        await walk(join(dir, entry.name), depth + 1);
-      else if (entry.isFile() && depth === 2) found.push(join(dir, entry.name));
-    }
-  };
-  await walk(root, 0);
-  return found.sort();
+  return dataObjects(root);
 }
 
 test('chains place files on the backends they name; new chains migrate the data while reads go on', async (t) => {

@@ -1,0 +1,201 @@
+/**
+ * The header writer (on the primary): keeps every inode's META objects on the backends current,
+ * so that the metadata can be rebuilt from the backends alone (`zhsm rebuild`).
+ *
+ * The state machine marks an inode (`h:<inode>` = the log index of its change) whenever it
+ * changes; this loop drains the marks in batches: it writes the inode's META object (header with
+ * the namespace fields, body = inline content) to `copies` backends chosen by rendezvous hashing
+ * over the awake, non-cache backends (the same backends for one inode while the set of backends
+ * is stable), then clears the marks it wrote (HeadersDone; a mark set again since stays).
+ * Deleted inodes need nothing here: their META objects are released objects like their chunks.
+ *
+ * Writes never wake a sleeping server: they go to awake ones. A backend's store keeps the newer
+ * of two META objects of one inode (ctime, then change index), so late or repeated writes are
+ * harmless.
+ */
+import { createHash } from 'node:crypto';
+import { type Logger, silentLogger } from '../common/log.ts';
+import { CACHE_TAG } from '../hsm/chains.ts';
+import type { Command, Result } from '../metadata/records.ts';
+import type { MetadataStateMachine } from '../metadata/state-machine.ts';
+import type { MetaObject } from '../storage/service.ts';
+import { metaObjectOf } from './meta-header.ts';
+
+export interface HeaderWriterIo {
+  propose(command: Omit<Command, 'timeMs'>): Promise<Result>;
+  putMeta(backend: Uint8Array, objects: readonly MetaObject[]): Promise<number>;
+}
+
+export interface HeaderWriterOptions {
+  readonly state: MetadataStateMachine;
+  readonly io: HeaderWriterIo;
+  readonly logger?: Logger;
+  /** META copies per inode (default: the chains' copies, else 2). */
+  readonly copies?: number;
+  readonly intervalMs?: number;
+  /** Marks per pass at most. */
+  readonly batch?: number;
+}
+
+export interface HeaderWriterStatus {
+  active: boolean;
+  /** Marks seen pending in the last pass (at most one batch). */
+  pending: number;
+  written: number;
+  failed: number;
+  lastError: string;
+}
+
+const DEFAULT_COPIES = 2;
+const OBJECTS_PER_REQUEST = 256;
+
+const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
+
+/** The `count` backends an inode's META objects go to: highest rendezvous weight first. */
+export function metaBackends(id: Uint8Array, backends: readonly Uint8Array[], count: number): Uint8Array[] {
+  const weighted = backends.map((backend) => ({
+    backend,
+    weight: createHash('sha256').update(id).update(backend).digest().readBigUInt64BE(0),
+  }));
+  weighted.sort((a, b) => (a.weight < b.weight ? 1 : a.weight > b.weight ? -1 : 0));
+  return weighted.slice(0, count).map((entry) => entry.backend);
+}
+
+export class HeaderWriter {
+  readonly #state: MetadataStateMachine;
+  readonly #io: HeaderWriterIo;
+  readonly #log: Logger;
+  readonly #copies: number | undefined;
+  readonly #intervalMs: number;
+  readonly #batch: number;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #stopped = true;
+  #busy: Promise<void> = Promise.resolve();
+  #lastWarnMs = 0;
+  readonly #status: HeaderWriterStatus = { active: false, pending: 0, written: 0, failed: 0, lastError: '' };
+
+  constructor(options: HeaderWriterOptions) {
+    this.#state = options.state;
+    this.#io = options.io;
+    this.#log = (options.logger ?? silentLogger()).child({ module: 'header-writer' });
+    this.#copies = options.copies;
+    this.#intervalMs = options.intervalMs ?? 1_000;
+    this.#batch = options.batch ?? 1024;
+  }
+
+  start(): void {
+    if (!this.#stopped) return;
+    this.#stopped = false;
+    this.#status.active = true;
+    this.#schedule(0);
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#status.active = false;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.#busy;
+  }
+
+  status(): HeaderWriterStatus {
+    return { ...this.#status };
+  }
+
+  #schedule(delayMs: number): void {
+    if (this.#stopped) return;
+    this.#timer = setTimeout(() => {
+      this.#busy = this.pass()
+        .catch((error: unknown) => {
+          this.#status.lastError = (error as Error).message;
+          this.#warn(error, 'META header pass failed');
+          return { pending: 0 };
+        })
+        // A full batch: go on at once; otherwise wait for more changes.
+        .then((result) => this.#schedule(result.pending >= this.#batch ? 0 : this.#intervalMs));
+    }, delayMs);
+  }
+
+  #warn(error: unknown, message: string): void {
+    const now = Date.now();
+    if (now - this.#lastWarnMs < 30_000) return;
+    this.#lastWarnMs = now;
+    this.#log.warn({ err: error }, message);
+  }
+
+  /** Write the META objects of (up to a batch of) the marked inodes. */
+  async pass(): Promise<{ pending: number; written: number }> {
+    const marks = await this.#state.headerMarks(this.#batch);
+    this.#status.pending = marks.length;
+    if (marks.length === 0) return { pending: 0, written: 0 };
+    const [servers, backends, chains] = await Promise.all([
+      this.#state.servers(),
+      this.#state.backends(),
+      this.#state.chains(),
+    ]);
+    const awake = new Set(
+      servers
+        .filter(
+          (server) => server.online && (server.power === 'ON' || server.power === 'POWER_STATE_UNSPECIFIED'),
+        )
+        .map((server) => hex(server.uuid)),
+    );
+    const eligible = backends
+      .filter((backend) => awake.has(hex(backend.serverUuid)) && !backend.tags.includes(CACHE_TAG))
+      .map((backend) => backend.uuid)
+      .sort(Buffer.compare);
+    if (eligible.length === 0) return { pending: marks.length, written: 0 };
+    const copies = Math.min(eligible.length, this.#copies ?? (chains?.copies || DEFAULT_COPIES));
+
+    const perBackend = new Map<string, { backend: Uint8Array; objects: MetaObject[]; marks: string[] }>();
+    const targetsOf = new Map<string, number>();
+    const done: Array<{ id: Uint8Array; queued: number }> = [];
+    const byId = new Map<string, { id: Uint8Array; queued: number }>();
+    for (const mark of marks) {
+      const inode = await this.#state.inode(mark.id);
+      if (inode === undefined) {
+        done.push(mark); // deleted since: its META objects are released objects
+        continue;
+      }
+      const key = hex(mark.id);
+      byId.set(key, mark);
+      const object = metaObjectOf(inode, mark.queued);
+      const targets = metaBackends(mark.id, eligible, copies);
+      targetsOf.set(key, targets.length);
+      for (const backend of targets) {
+        const backendKey = hex(backend);
+        let group = perBackend.get(backendKey);
+        if (group === undefined) {
+          group = { backend, objects: [], marks: [] };
+          perBackend.set(backendKey, group);
+        }
+        group.objects.push(object);
+        group.marks.push(key);
+      }
+    }
+    const succeeded = new Map<string, number>();
+    let written = 0;
+    await Promise.all(
+      [...perBackend.values()].map(async (group) => {
+        for (let start = 0; start < group.objects.length; start += OBJECTS_PER_REQUEST) {
+          if (this.#stopped) return;
+          const objects = group.objects.slice(start, start + OBJECTS_PER_REQUEST);
+          try {
+            written += await this.#io.putMeta(group.backend, objects);
+            for (const key of group.marks.slice(start, start + OBJECTS_PER_REQUEST))
+              succeeded.set(key, (succeeded.get(key) ?? 0) + 1);
+          } catch (error) {
+            this.#status.failed += objects.length;
+            this.#status.lastError = (error as Error).message;
+            this.#warn(error, `cannot write META objects to backend ${hex(group.backend)}`);
+          }
+        }
+      }),
+    );
+    for (const [key, count] of succeeded) if (count >= (targetsOf.get(key) ?? 0)) done.push(byId.get(key)!);
+    this.#status.written += written;
+    for (let start = 0; start < done.length; start += 1024)
+      await this.#io.propose({ headersDone: { files: done.slice(start, start + 1024) } });
+    return { pending: marks.length, written };
+  }
+}
