@@ -6,11 +6,13 @@
  *   npm run sim -- --scenario all --seeds 20 --json       the summary as one JSON object
  *   npm run sim -- hsm --seeds 50                  HSM scenarios (sim/hsm/cli.ts)
  *   npm run sim -- energy [--seed N] [--json]      the HSM energy report
+ *   npm run sim -- split-brain --seeds 200         split brain and rebuild (sim/recovery/)
  *
  * Exit code 1 on any violation, 2 on bad usage.
  */
 import { parseArgs } from 'node:util';
 import { energyMain, hsmMain } from './hsm/cli.ts';
+import { splitBrainMain } from './recovery/split-brain.ts';
 import { describeParams, type RunOptions, type RunResult, runScenario } from './runner.ts';
 import { findScenario, SCENARIOS } from './scenarios.ts';
 import type { CoreFaults } from './simulation.ts';
@@ -31,8 +33,9 @@ Usage: npm run sim -- [options]
   --list                     list the scenarios
   --help                     this text
 
-Subcommands: \`hsm\` (HSM scenarios: npm run sim -- hsm --help) and \`energy\` (the energy
-report: npm run sim -- energy --help).
+Subcommands: \`hsm\` (HSM scenarios: npm run sim -- hsm --help), \`energy\` (the energy
+report: npm run sim -- energy --help) and \`split-brain\` (split brain and rebuild:
+npm run sim -- split-brain --help).
 
 Every run prints nothing but its row unless --seed is given; a replay prints the seed and all
 parameters first, then (with --trace) every event, then the trace hash. The same seed gives the
@@ -56,6 +59,8 @@ async function main(argv: string[]): Promise<number> {
   const write = (stream: NodeJS.WriteStream) => (text: string) => void stream.write(text);
   if (argv[0] === 'hsm') return hsmMain(argv.slice(1), write(process.stdout), write(process.stderr));
   if (argv[0] === 'energy') return energyMain(argv.slice(1), write(process.stdout), write(process.stderr));
+  if (argv[0] === 'split-brain')
+    return splitBrainMain(argv.slice(1), write(process.stdout), write(process.stderr));
   let values: ReturnType<typeof parse>['values'];
   try {
     values = parse(argv).values;

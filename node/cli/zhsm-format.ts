@@ -91,6 +91,13 @@ export function formatStatus(status: StatusReport): string {
   if (status.openTokens !== undefined)
     lines.push(`open tokens: ${status.openTokens === null ? 'unknown (no primary)' : status.openTokens}`);
   if (status.jobs !== undefined) lines.push(...formatJobs(status.jobs));
+  if (status.conflicts !== undefined && status.conflicts.count > 0) {
+    lines.push(`split-brain conflicts: ${status.conflicts.count} (zhsm conflicts lists them)`);
+    for (const conflict of status.conflicts.recent)
+      lines.push(
+        `  ${conflict.path}: ${conflict.winnerServer}'s version won; ${conflict.loserServer}'s kept as ${conflict.kept}`,
+      );
+  }
   lines.push('');
   lines.push(...serverLines(status));
   lines.push('');

@@ -110,6 +110,7 @@ export function registerRecoveryCommands(program: Command): void {
     .option('--expect-servers <n>', 'wait until at least this many storage servers are registered and online')
     .option('--wait <seconds>', 'how long to wait for servers to wake and register (default 120)')
     .option('--partial', 'go on without the storage servers that stay offline (their copies are not found)')
+    .option('--batch <n>', 'inodes per restore step (default 256; 1-512)')
     .option('--detach', 'start the job and return (follow it with the same command, or zhsm status)')
     .option('--json', 'print JSON')
     .addHelpText(
@@ -132,6 +133,7 @@ Exit: 0 done; 1 failed; 4 done, but chunks with no copy anywhere were found.`,
         expectServers: count(options.expectServers, '--expect-servers'),
         waitMs: seconds(options.wait, '--wait'),
         partial: options.partial === true,
+        batch: count(options.batch, '--batch'),
       };
       const job = await runJob(options.data, 'rebuild', start, options);
       if (options.detach)

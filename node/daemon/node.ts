@@ -32,7 +32,12 @@ import { createHost, type Host } from '../net/host.ts';
 import { loadOrCreateIdentity } from '../net/identity.ts';
 import { probeProtocol, serveProbe } from '../net/probe.ts';
 import { call, type Service, serve } from '../net/rpc.ts';
-import { RECOVERY_OPS, recoveryAdmin } from '../recovery/recovery-admin.ts';
+import {
+  type ConflictsSummary,
+  conflictsSummary,
+  RECOVERY_OPS,
+  recoveryAdmin,
+} from '../recovery/recovery-admin.ts';
 import {
   backendTagsOf,
   CONFIG_FORMAT_VERSION,
@@ -133,6 +138,8 @@ export interface StatusReport {
   openTokens?: number | null;
   /** Long operations of this node (jobs.ts). */
   jobs?: JobStatus[];
+  /** Split-brain conflicts logged (on a controller: its copy of the metadata). */
+  conflicts?: ConflictsSummary;
   members: number;
   /** How this node reaches every other member right now (routing: direct or through a relay). */
   paths: PathStatus[];
@@ -607,6 +614,9 @@ export class ZhsmNode {
       learners,
       servers,
       ...(await statusExtras(this, controllers, primaryInfo)),
+      ...(this.controller === undefined
+        ? {}
+        : { conflicts: await conflictsSummary(this.controller.replica.machine).catch(() => undefined) }),
       members: this.directory.all().length,
       paths: this.#paths(),
       relayReservations: this.host

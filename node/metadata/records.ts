@@ -72,7 +72,7 @@ export interface Inode {
   parent: Uint8Array;
   name: string;
   entries: number;
-  /** mtimes of the content versions this one replaced, newest first (at most 8). */
+  /** mtimes of the content versions this one replaced, newest first (at most 16). */
   contentHistory: number[];
 }
 

@@ -123,6 +123,8 @@ export const keys = {
   powerEvent: (sequence: number) => `pl:${String(sequence).padStart(16, '0')}`,
   /** The inode changed at this log index; its META objects are not written yet (node/recovery/). */
   header: (id: Uint8Array) => `h:${hex(id)}`,
+  /** A deleted inode as it was, until its META objects are replaced by tombstones. */
+  deleted: (id: Uint8Array) => `dl:${hex(id)}`,
   conflictNext: 'meta:conflicts',
   conflict: (sequence: number) => `x:${String(sequence).padStart(16, '0')}`,
 };
@@ -130,7 +132,7 @@ export const keys = {
 /** Split-brain conflict events kept. */
 export const CONFLICT_EVENTS_MAX = 1000;
 /** Content versions an inode remembers (content_history). */
-export const CONTENT_HISTORY_MAX = 8;
+export const CONTENT_HISTORY_MAX = 16;
 /** Inodes per RestoreInodes command at most. */
 export const RESTORE_INODES_MAX = 512;
 
@@ -726,10 +728,16 @@ export class MetadataStateMachine {
 
   async #deleteInode(tx: Transaction, inode: Inode): Promise<Uint8Array[]> {
     tx.del(keys.inode(inode.id));
-    tx.del(keys.header(inode.id));
     tx.del(keys.orphan(inode.id));
     tx.del(keys.access(inode.id));
-    return this.#forget(tx, [inode.id, ...inode.chunks.map((chunk) => chunk.id)]);
+    // The header writer replaces the inode's META objects with tombstones (a rebuild must not
+    // bring it back from a stale copy); the chunks are released.
+    tx.put(keys.deleted(inode.id), inodeCodec.encode(inode));
+    tx.put(keys.header(inode.id), encoder.encode(String(this.#applyingIndex)));
+    return this.#forget(
+      tx,
+      inode.chunks.map((chunk) => chunk.id),
+    );
   }
 
   /** Objects no longer referenced: drop their locations; the caller deletes them from backends. */
@@ -888,8 +896,7 @@ export class MetadataStateMachine {
     const kept = new Set(op.chunks.map((chunk) => hex(chunk.id)));
     const releasedObjects = inode.chunks.filter((chunk) => !kept.has(hex(chunk.id))).map((chunk) => chunk.id);
     const known = new Set(inode.chunks.map((chunk) => hex(chunk.id)));
-    if (inode.version > 0 || inode.size > 0)
-      inode.contentHistory = [inode.mtimeMs, ...(inode.contentHistory ?? [])].slice(0, CONTENT_HISTORY_MAX);
+    inode.contentHistory = [inode.mtimeMs, ...(inode.contentHistory ?? [])].slice(0, CONTENT_HISTORY_MAX);
     inode.chunks = op.chunks;
     inode.inlineData = inlineData;
     inode.size = op.size;
@@ -930,7 +937,10 @@ export class MetadataStateMachine {
     for (const file of op.files) {
       const key = keys.header(checkId(file.id, 'inode'));
       const mark = await tx.get(key);
-      if (mark !== undefined && Number(Buffer.from(mark).toString('utf8')) === file.queued) tx.del(key);
+      if (mark !== undefined && Number(Buffer.from(mark).toString('utf8')) === file.queued) {
+        tx.del(key);
+        tx.del(keys.deleted(file.id));
+      }
     }
     return {};
   }
@@ -1198,6 +1208,12 @@ export class MetadataStateMachine {
     for await (const [key, value] of this.#kv.range({ gte: 'h:', lt: rangeEnd('h:'), limit }))
       found.push({ id: fromHex(key.slice(2)), queued: Number(Buffer.from(value).toString('utf8')) });
     return found;
+  }
+
+  /** A deleted inode whose tombstones are not written yet. */
+  async deletedInode(id: Uint8Array): Promise<Inode | undefined> {
+    const bytes = await this.#kv.get(keys.deleted(id));
+    return bytes === undefined ? undefined : inodeCodec.decode(bytes);
   }
 
   /** The split-brain conflicts logged (newest last), up to `limit`. */

@@ -42,6 +42,8 @@ export interface FsckReport {
   repaired: number;
   /** Inodes whose META objects were still being written (not counted as differences). */
   pendingHeaders: number;
+  /** Deleted inodes whose tombstones are on the backends (not differences). */
+  tombstones: number;
 }
 
 const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
@@ -56,6 +58,7 @@ export async function fsck(ctx: RecoveryContext, job: JobStatus, options: FsckOp
     inodes: 0,
     differences: [],
     counts: {},
+    tombstones: 0,
     repaired: 0,
     pendingHeaders: 0,
   };
@@ -215,13 +218,16 @@ export async function fsck(ctx: RecoveryContext, job: JobStatus, options: FsckOp
         });
     }
   }
-  for (const key of newestMeta.keys())
-    if (!inodes.has(key))
+  for (const [key, header] of newestMeta) {
+    if (inodes.has(key)) continue;
+    if (header.flags?.deleted === true) report.tombstones += 1;
+    else
       add({
         kind: 'meta-orphan',
         object: key,
-        detail: `META object of an inode the metadata does not have (${newestMeta.get(key)!.name})`,
+        detail: `META object of an inode the metadata does not have (${header.name})`,
       });
+  }
   for (const [key, where] of present) {
     if (chunkOwner.has(key)) continue;
     for (const backendKey of where.keys())

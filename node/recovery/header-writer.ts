@@ -7,7 +7,8 @@
  * the namespace fields, body = inline content) to `copies` backends chosen by rendezvous hashing
  * over the awake, non-cache backends (the same backends for one inode while the set of backends
  * is stable), then clears the marks it wrote (HeadersDone; a mark set again since stays).
- * Deleted inodes need nothing here: their META objects are released objects like their chunks.
+ * A deleted inode's META objects are replaced by tombstones (its header as it was, flagged
+ * deleted), so that a rebuild does not bring it back from a stale copy on a server that slept.
  *
  * Writes never wake a sleeping server: they go to awake ones. A backend's store keeps the newer
  * of two META objects of one inode (ctime, then change index), so late or repeated writes are
@@ -153,13 +154,16 @@ export class HeaderWriter {
     const byId = new Map<string, { id: Uint8Array; queued: number }>();
     for (const mark of marks) {
       const inode = await this.#state.inode(mark.id);
-      if (inode === undefined) {
-        done.push(mark); // deleted since: its META objects are released objects
+      // Deleted: its META objects become tombstones.
+      const dead = inode === undefined ? await this.#state.deletedInode(mark.id) : undefined;
+      if (inode === undefined && dead === undefined) {
+        done.push(mark);
         continue;
       }
       const key = hex(mark.id);
       byId.set(key, mark);
-      const object = metaObjectOf(inode, mark.queued);
+      const object =
+        inode !== undefined ? metaObjectOf(inode, mark.queued) : metaObjectOf(dead!, mark.queued, true);
       const targets = metaBackends(mark.id, eligible, copies);
       targetsOf.set(key, targets.length);
       for (const backend of targets) {

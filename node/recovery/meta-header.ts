@@ -56,9 +56,16 @@ export function nodeTypeOf(header: Pick<ObjectHeader, 'mainType' | 'subType' | '
   return undefined;
 }
 
-/** The META object of an inode as of the change at log index `changeIndex`. */
-export function metaObjectOf(inode: Inode, changeIndex: number): { header: ObjectHeader; body: Uint8Array } {
-  const body = inode.type === 'FILE' ? inode.inlineData : EMPTY;
+/**
+ * The META object of an inode as of the change at log index `changeIndex`; `deleted`: its
+ * tombstone (the inode as it was when deleted, flagged; no body).
+ */
+export function metaObjectOf(
+  inode: Inode,
+  changeIndex: number,
+  deleted = false,
+): { header: ObjectHeader; body: Uint8Array } {
+  const body = inode.type === 'FILE' && !deleted ? inode.inlineData : EMPTY;
   const header: ObjectHeader = {
     id: inode.id,
     mainType: 'META',
@@ -72,7 +79,7 @@ export function metaObjectOf(inode: Inode, changeIndex: number): { header: Objec
       hash: chunk.hash,
     })),
     xattrs: inode.xattrs.map((xattr) => ({ name: xattr.name, value: xattr.value })),
-    flags: { outdated: false, hot: false, fragmentsMeta: false },
+    flags: { outdated: false, hot: false, fragmentsMeta: false, deleted },
     refcount: 1,
     mtimeMs: inode.mtimeMs,
     hashAlgorithm: 'SHA256',
@@ -150,6 +157,25 @@ export function compareChanges(
   return a.ctimeMs - b.ctimeMs || a.mtimeMs - b.mtimeMs || a.changeIndex - b.changeIndex;
 }
 
+/**
+ * Which of two versions of one inode (from META headers) a rebuild keeps: > 0 when `a` wins.
+ * - The same content version (same mtime): the later change (ctime, then log index) wins — an
+ *   attribute change, a rename.
+ * - One replaced the other in the normal course (the other's mtime is in its content history):
+ *   the descendant wins, whatever the mtimes say (cp -p and rsync -a set mtimes back).
+ * - Otherwise the two were changed apart (a split brain, or a version older than the history
+ *   remembers): the newest content (mtime) wins, then the later change.
+ */
+export function compareVersions(
+  a: Pick<ObjectHeader, 'ctimeMs' | 'mtimeMs' | 'changeIndex' | 'contentHistory'>,
+  b: Pick<ObjectHeader, 'ctimeMs' | 'mtimeMs' | 'changeIndex' | 'contentHistory'>,
+): number {
+  if (a.mtimeMs === b.mtimeMs) return a.ctimeMs - b.ctimeMs || a.changeIndex - b.changeIndex;
+  if (a.contentHistory.includes(b.mtimeMs)) return 1;
+  if (b.contentHistory.includes(a.mtimeMs)) return -1;
+  return a.mtimeMs - b.mtimeMs || a.ctimeMs - b.ctimeMs || a.changeIndex - b.changeIndex;
+}
+
 /** Whether two versions of a file have the same content (same chunks, or same inline bytes). */
 export function sameContent(a: Inode, b: Inode): boolean {
   if (a.size !== b.size || a.chunks.length !== b.chunks.length) return false;
@@ -165,10 +191,9 @@ export function sameContent(a: Inode, b: Inode): boolean {
 
 /**
  * Whether `loser` is a version `winner` replaced in the normal course (its content mtime is in
- * the winner's history, or older than all of it): a stale copy, not a split-brain conflict.
+ * the winner's content history): a stale copy, not a split-brain conflict. A version older than
+ * the history remembers (CONTENT_HISTORY_MAX) counts as a conflict: kept, never dropped.
  */
 export function superseded(winner: Inode, loser: Inode): boolean {
-  const history = winner.contentHistory ?? [];
-  if (history.includes(loser.mtimeMs) || loser.mtimeMs === winner.mtimeMs) return true;
-  return history.length >= 8 && loser.mtimeMs < history[history.length - 1]!;
+  return loser.mtimeMs === winner.mtimeMs || (winner.contentHistory ?? []).includes(loser.mtimeMs);
 }

@@ -2,12 +2,14 @@
  * The rebuild plan (pure): from the object headers found on the backends to the inodes,
  * names and copies to restore.
  *
- * - Every inode's versions are its META objects on the backends; the newest change wins
- *   (meta-header.ts compareChanges). A losing version with other content that the winner did not
+ * - Every inode's versions are its META objects on the backends; the newest wins (meta-header.ts
+ *   compareVersions: a descendant beats what it replaced, else the newest content). A losing version with other content that the winner did not
  *   replace in the normal course (its mtime is not in the winner's content history) is a
  *   split-brain conflict: it is kept (the rebuild job saves it in lost+found).
  * - The old root (the directory that is its own parent) and the old lost+found map to the new
  *   cell's; every other id is kept.
+ * - An inode whose newest version is a tombstone (its META objects after a delete) is not
+ *   restored: a stale copy on a server that slept through the delete does not bring it back.
  * - Inodes are restored parents first (breadth first from the root; newest first among names
  *   that collide). Inodes whose parent is missing, and cycles left by stale renames, go to
  *   lost+found.
@@ -16,7 +18,7 @@
  */
 import type { Inode, Location, RestoredInode } from '../metadata/records.ts';
 import type { ObjectHeader } from '../store/format.ts';
-import { compareChanges, inodeOfMeta, sameContent, superseded } from './meta-header.ts';
+import { compareChanges, compareVersions, inodeOfMeta, sameContent, superseded } from './meta-header.ts';
 
 export interface FoundMeta {
   /** Backend uuid (hex) and the name of its server. */
@@ -63,6 +65,8 @@ export interface RebuildPlan {
   readonly outdatedCopies: number;
   /** The old root and lost+found: their META objects are replaced by the new cell's. */
   readonly replacedIds: Uint8Array[];
+  /** Inodes whose newest version is a tombstone (deleted; not restored). */
+  readonly deleted: number;
 }
 
 const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
@@ -71,6 +75,8 @@ interface Version {
   readonly meta: FoundMeta;
   readonly inode: Inode;
 }
+
+const isTombstone = (version: Version) => version.meta.header.flags?.deleted === true;
 
 export function planRebuild(input: PlanInput): RebuildPlan {
   let invalid = 0;
@@ -93,15 +99,31 @@ export function planRebuild(input: PlanInput): RebuildPlan {
   const winners = new Map<string, Version>();
   const conflicts: PlannedConflict[] = [];
   for (const [key, list] of versions) {
+    // The winner beats every other version (compareVersions need not be transitive: one pass
+    // keeps the best so far, from a fixed order).
     list.sort(
       (a, b) => compareChanges(b.meta.header, a.meta.header) || a.meta.backend.localeCompare(b.meta.backend),
     );
-    const winner = list[0]!;
+    let winner = list[0]!;
+    for (const version of list.slice(1))
+      if (compareVersions(version.meta.header, winner.meta.header) > 0) winner = version;
     winners.set(key, winner);
     const keptContents: Inode[] = [];
-    for (const version of list.slice(1)) {
-      if (winner.inode.type !== 'FILE' || version.inode.type !== 'FILE') continue;
+    for (const version of list) {
+      if (version === winner) continue;
+      if (winner.inode.type !== 'FILE' || version.inode.type !== 'FILE' || isTombstone(version)) continue;
       if (sameContent(winner.inode, version.inode) || superseded(winner.inode, version.inode)) continue;
+      // An ancestor of another version found (a stale copy of one side's history) is not kept:
+      // that side's later version is (or it won).
+      if (
+        list.some(
+          (other) =>
+            other !== version &&
+            other.inode.mtimeMs !== version.inode.mtimeMs &&
+            superseded(other.inode, version.inode),
+        )
+      )
+        continue;
       if (keptContents.some((kept) => sameContent(kept, version.inode))) continue;
       keptContents.push(version.inode);
       conflicts.push({
@@ -113,6 +135,14 @@ export function planRebuild(input: PlanInput): RebuildPlan {
       });
     }
   }
+
+  // Inodes whose newest version is a tombstone stay deleted (their conflicting losers are kept).
+  let deleted = 0;
+  for (const [key, winner] of winners)
+    if (isTombstone(winner)) {
+      winners.delete(key);
+      deleted += 1;
+    }
 
   // The old root and lost+found (a rebuild that ran before, or the new cell's header writer, may
   // have left more than one root: every directory that is its own parent maps to the new root).
@@ -222,5 +252,5 @@ export function planRebuild(input: PlanInput): RebuildPlan {
   const replacedIds = [...translate.keys()]
     .filter((key) => key !== rootKey && key !== lostFoundKey)
     .map((key) => new Uint8Array(Buffer.from(key, 'hex')));
-  return { restores, conflicts, orphans, missingChunks, invalid, outdatedCopies, replacedIds };
+  return { restores, conflicts, orphans, missingChunks, invalid, outdatedCopies, replacedIds, deleted };
 }

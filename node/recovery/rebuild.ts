@@ -29,6 +29,8 @@ export interface RebuildOptions {
   readonly waitMs?: number;
   /** Go on without the servers that stay offline (their copies are not found). */
   readonly partial?: boolean;
+  /** Inodes per RestoreInodes command (default 256). */
+  readonly batch?: number;
 }
 
 export interface RebuildReport {
@@ -38,6 +40,8 @@ export interface RebuildReport {
   inodes: number;
   restored: number;
   orphans: number;
+  /** Inodes found deleted (their newest version is a tombstone). */
+  deleted: number;
   conflicts: Array<{ path: string; kept: string; winnerServer: string; loserServer: string }>;
   missingChunks: number;
   outdatedCopies: number;
@@ -58,6 +62,7 @@ export async function rebuild(ctx: RecoveryContext, job: JobStatus, options: Reb
     inodes: 0,
     restored: 0,
     orphans: 0,
+    deleted: 0,
     conflicts: [],
     missingChunks: 0,
     outdatedCopies: 0,
@@ -170,6 +175,7 @@ export async function rebuild(ctx: RecoveryContext, job: JobStatus, options: Reb
   const plan = planRebuild({ metas, data, rootId: cell.rootId, lostFoundId: cell.lostFoundId });
   report.inodes = plan.restores.length;
   report.orphans = plan.orphans;
+  report.deleted = plan.deleted;
   report.missingChunks = plan.missingChunks.length;
   report.outdatedCopies = plan.outdatedCopies;
   report.invalidHeaders = plan.invalid;
@@ -181,8 +187,9 @@ export async function rebuild(ctx: RecoveryContext, job: JobStatus, options: Reb
   jobs.update(job, { phase: 'restore', done: 0, total: plan.restores.length, unit: 'inodes' });
   // Chunks of versions the restore replaced: deleted once the losers are saved (below).
   const released: Uint8Array[] = [];
-  for (let start = 0; start < plan.restores.length; start += RESTORE_BATCH) {
-    const batch = plan.restores.slice(start, start + RESTORE_BATCH);
+  const batchSize = Math.max(1, Math.min(options.batch ?? RESTORE_BATCH, RESTORE_INODES_MAX));
+  for (let start = 0; start < plan.restores.length; start += batchSize) {
+    const batch = plan.restores.slice(start, start + batchSize);
     const result = await remote.propose({ restoreInodes: { inodes: batch } });
     if (result.code !== 'OK')
       throw new ZhsmError(

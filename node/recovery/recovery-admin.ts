@@ -12,6 +12,7 @@
 import { CellClient } from '../client/cell-client.ts';
 import { InvalidArgumentError } from '../common/errors.ts';
 import type { ZhsmNode } from '../daemon/node.ts';
+import { CONFLICT_EVENTS_MAX, type MetadataStateMachine } from '../metadata/state-machine.ts';
 import type { RecoveryContext } from './context.ts';
 import { fsck } from './fsck.ts';
 import { rebuild } from './rebuild.ts';
@@ -58,6 +59,27 @@ function contextOf(node: ZhsmNode): RecoveryContext & { dataDir: string } {
   };
 }
 
+export interface ConflictsSummary {
+  /** Conflicts logged (the last CONFLICT_EVENTS_MAX are kept). */
+  count: number;
+  recent: Array<{ timeMs: number; path: string; kept: string; winnerServer: string; loserServer: string }>;
+}
+
+/** For `zhsm status`: how many split-brain conflicts, and the last few. */
+export async function conflictsSummary(machine: MetadataStateMachine): Promise<ConflictsSummary> {
+  const events = await machine.conflicts(CONFLICT_EVENTS_MAX);
+  return {
+    count: events.length,
+    recent: events.slice(-3).map(({ timeMs, path, kept, winnerServer, loserServer }) => ({
+      timeMs,
+      path,
+      kept,
+      winnerServer,
+      loserServer,
+    })),
+  };
+}
+
 export async function recoveryAdmin(
   node: ZhsmNode,
   request: Record<string, unknown>,
@@ -97,7 +119,9 @@ export async function recoveryAdmin(
   if (op === 'recovery-rebuild') {
     const expectServers = optionalCount(request, 'expectServers');
     const waitMs = optionalCount(request, 'waitMs');
+    const batch = optionalCount(request, 'batch');
     const options = {
+      ...(batch === undefined ? {} : { batch }),
       ...(expectServers === undefined ? {} : { expectServers }),
       ...(waitMs === undefined ? {} : { waitMs }),
       partial: request.partial === true,

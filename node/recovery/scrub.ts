@@ -8,7 +8,9 @@
  *   damaged bytes: every read is checked against the chunk's sha256).
  * - A damaged META object (an inode's header copy) is rewritten from the metadata.
  * - A META object of an inode the metadata does not have (no directory references it) is
- *   restored into /lost+found once it has been seen unreferenced for the grace period.
+ *   restored into /lost+found once it has been seen unreferenced for the grace period — unless
+ *   its newest copy is a tombstone (the inode was deleted): then the stale copies are deleted,
+ *   and the tombstones too once older than TOMBSTONE_KEEP_MS.
  * - DATA objects no file references are deleted once seen unreferenced for the grace period
  *   (uploads in flight are not yet referenced; the grace period covers them). First sightings
  *   are kept in the node's data directory (`scrub-orphans.json`) from one scrub to the next.
@@ -17,8 +19,9 @@ import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { JobStatus } from '../daemon/jobs.ts';
 import type { Inode, Location, RestoredInode } from '../metadata/records.ts';
+import type { ObjectHeader } from '../store/format.ts';
 import { allInodes, awakeBackends, pathOf, type RecoveryContext, sleep } from './context.ts';
-import { inodeOfMeta, metaObjectOf } from './meta-header.ts';
+import { compareVersions, inodeOfMeta, metaObjectOf } from './meta-header.ts';
 
 export interface ScrubOptions {
   /** Re-hash throughput per backend at most (0: unthrottled); default 64 MiB/s. */
@@ -52,11 +55,19 @@ export interface ScrubReport {
   orphanDataDeleted: number;
   orphanMeta: number;
   restoredToLostFound: string[];
+  /** Stale META copies of deleted inodes removed, and tombstones older than TOMBSTONE_KEEP_MS. */
+  staleMetaDeleted: number;
+  tombstonesCollected: number;
 }
 
 const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
 const VERIFY_GROUP = 64;
 const ORPHANS_FILE = 'scrub-orphans.json';
+/**
+ * Tombstones (META objects of deleted inodes) are kept this long: a server asleep for longer may
+ * still hold a stale copy that a rebuild would bring back (run scrub with every server awake).
+ */
+export const TOMBSTONE_KEEP_MS = 30 * 24 * 3_600_000;
 
 export async function scrub(
   ctx: RecoveryContext & { dataDir: string },
@@ -79,6 +90,8 @@ export async function scrub(
     orphanDataDeleted: 0,
     orphanMeta: 0,
     restoredToLostFound: [],
+    staleMetaDeleted: 0,
+    tombstonesCollected: 0,
   };
   job.result = report as unknown as Record<string, unknown>;
 
@@ -108,7 +121,7 @@ export async function scrub(
   const sightings = await loadSightings(ctx.dataDir);
   const seenNow = new Map<string, number>();
   const now = Date.now();
-  const orphanMetas: Array<{ backend: Uint8Array; inode: Inode; changeIndex: number }> = [];
+  const orphanMetas: Array<{ backend: Uint8Array; inode: Inode; header: ObjectHeader }> = [];
   const dataWhere = new Map<string, Array<{ backend: Uint8Array; hash: Uint8Array; size: number }>>();
   const reported: Array<{ backend: Uint8Array; object: Uint8Array; problem: ScrubProblem }> = [];
 
@@ -154,12 +167,12 @@ export async function scrub(
         if (object.header.mainType === 'META') {
           // (A root, its own parent, is never put into lost+found: a former cell's root.)
           if (!inodes.has(key) && Buffer.compare(object.header.parent, object.id) !== 0) {
-            report.orphanMeta += 1;
+            if (object.header.flags?.deleted !== true) report.orphanMeta += 1;
             try {
               orphanMetas.push({
                 backend: backend.uuid,
                 inode: inodeOfMeta(object.header, object.body),
-                changeIndex: object.header.changeIndex,
+                header: object.header,
               });
             } catch {
               // not a valid META header: nothing to restore
@@ -231,15 +244,36 @@ export async function scrub(
     }
   }
 
-  // META objects no directory references: into lost+found after the grace period.
+  // META objects of inodes the metadata does not have. Deleted ones (the newest copy is a
+  // tombstone): stale copies go at once, tombstones after TOMBSTONE_KEEP_MS. The others (no
+  // directory references them): into lost+found after the grace period.
   if (orphanMetas.length > 0 && !options.dryRun) {
     jobs.update(job, { phase: 'lost+found' });
     const cell = await machine.cell();
-    const newest = new Map<string, (typeof orphanMetas)[number]>();
+    const byInode = new Map<string, Array<(typeof orphanMetas)[number]>>();
     for (const orphan of orphanMetas) {
       const key = hex(orphan.inode.id);
-      const other = newest.get(key);
-      if (other === undefined || other.inode.ctimeMs < orphan.inode.ctimeMs) newest.set(key, orphan);
+      byInode.set(key, [...(byInode.get(key) ?? []), orphan]);
+    }
+    const newest = new Map<string, (typeof orphanMetas)[number]>();
+    for (const [key, copies] of byInode) {
+      let best = copies[0]!;
+      for (const copy of copies.slice(1)) if (compareVersions(copy.header, best.header) > 0) best = copy;
+      if (best.header.flags?.deleted !== true) {
+        newest.set(key, best);
+        continue;
+      }
+      for (const copy of copies) {
+        const tombstone = copy.header.flags?.deleted === true;
+        if (tombstone && now - copy.header.ctimeMs < TOMBSTONE_KEEP_MS) continue;
+        await remote.deleteChunk(copy.backend, copy.inode.id).then(
+          () => {
+            if (tombstone) report.tombstonesCollected += 1;
+            else report.staleMetaDeleted += 1;
+          },
+          (error: unknown) => ctx.log.warn({ err: error, inode: key }, 'scrub: cannot delete a META copy'),
+        );
+      }
     }
     const restores: RestoredInode[] = [];
     for (const [key, orphan] of newest) {
@@ -266,7 +300,7 @@ export async function scrub(
           });
         }
       }
-      restores.push({ inode, locations, changeIndex: orphan.changeIndex });
+      restores.push({ inode, locations, changeIndex: orphan.header.changeIndex });
       report.restoredToLostFound.push(`/lost+found/${inode.name}`);
     }
     for (let start = 0; start < restores.length; start += 256) {

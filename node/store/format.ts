@@ -67,6 +67,8 @@ export interface ObjectFlags {
   outdated: boolean;
   hot: boolean;
   fragmentsMeta: boolean;
+  /** META: a tombstone (the inode was deleted at ctime). */
+  deleted?: boolean;
 }
 
 /** The object header (proto/object.proto ObjectHeader), all fields present after decode. */
@@ -100,7 +102,7 @@ export interface ObjectHeader {
   blockChecksums: number[];
   /** META: the log index of the change this header describes (node/recovery/). */
   changeIndex: number;
-  /** META: mtimes of the content versions this one replaced, newest first (at most 8). */
+  /** META: mtimes of the content versions this one replaced, newest first (at most 16). */
   contentHistory: number[];
   /** META SYMLINK: the link's target. */
   symlinkTarget: Uint8Array;

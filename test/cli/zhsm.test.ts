@@ -7,11 +7,9 @@
  * that is not running (exit 3).
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { promisify } from 'node:util';
 import { CellClient } from '../../node/client/cell-client.ts';
 import { adminRequest } from '../../node/daemon/admin-client.ts';
 import { ZhsmNode } from '../../node/daemon/node.ts';
@@ -31,11 +29,10 @@ import {
   startNode,
   stopNode,
   waitFor,
-  zhsmCli,
+  zhsmOutcome,
 } from '../daemon/_cell.ts';
 import { tempDirectory } from '../helpers.ts';
 
-const run = promisify(execFile);
 
 interface Outcome {
   code: number;
@@ -45,14 +42,7 @@ interface Outcome {
 
 /** Run zhsm; never throws for a nonzero exit. */
 async function zhsm(...args: string[]): Promise<Outcome> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [zhsmCli, ...args], { timeout: 60_000 });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code?: number; stdout?: string; stderr?: string };
-    if (typeof failed.code !== 'number') throw error;
-    return { code: failed.code, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
-  }
+  return zhsmOutcome(args);
 }
 
 /** Run zhsm, expect exit 0, return stdout. */

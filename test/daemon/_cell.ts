@@ -36,6 +36,24 @@ export async function zhsm(args: string[]): Promise<string> {
   return stdout;
 }
 
+/** Run `zhsm ARGS` and report how it ended (a nonzero exit is an outcome, not a rejection). */
+export async function zhsmOutcome(
+  args: string[],
+  timeoutMs = 60_000,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [zhsmCli, ...args], {
+      timeout: timeoutMs,
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code?: number; stdout?: string; stderr?: string };
+    if (typeof failed.code !== 'number') throw error;
+    return { code: failed.code, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
+  }
+}
+
 /** Start `zhsm-node start --data` and wait for its "started" line. */
 export async function startNode(t: TestContext, node: NodeProcess, extra: string[] = []): Promise<void> {
   const child = spawn(

@@ -3,10 +3,8 @@
  * processes, a client node in the test process (its CellClient is fast to drive), and `zhsm`
  * runs that report their exit code. Everything is stopped when the test ends.
  */
-import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import { promisify } from 'node:util';
 import { CellClient } from '../../node/client/cell-client.ts';
 import { ZhsmNode } from '../../node/daemon/node.ts';
 import {
@@ -17,24 +15,34 @@ import {
   startNode,
   stopNode,
   waitFor,
-  zhsmCli,
+  zhsmOutcome,
 } from '../daemon/_cell.ts';
 import { tempDirectory } from '../helpers.ts';
 
-const run = promisify(execFile);
-
 /** Run `zhsm ARGS`; the exit code instead of a rejection (the output is stdout, then stderr). */
 export async function zhsmRun(args: string[], timeout = 180_000): Promise<{ stdout: string; code: number }> {
+  const outcome = await zhsmOutcome(args, timeout);
+  return { stdout: `${outcome.stdout}${outcome.stderr}`, code: outcome.code };
+}
+
+const caller = { uid: 0, gid: 0 };
+
+/** Write a whole file (created or truncated). */
+export async function putFile(fs: CellClient, path: string, bytes: Buffer, mode = 0o644): Promise<void> {
+  const handle = await fs.create(path, mode, caller, { mode: 'write' });
+  await handle.truncate(0);
+  await handle.write(0, bytes);
+  await handle.close();
+}
+
+/** Read a whole file. */
+export async function getFile(fs: CellClient, path: string): Promise<Buffer> {
+  const inode = await fs.resolve(path);
+  const handle = await fs.open(path, { mode: 'read' });
   try {
-    const { stdout } = await run(process.execPath, [zhsmCli, ...args], {
-      timeout,
-      maxBuffer: 64 * 1024 * 1024,
-    });
-    return { stdout, code: 0 };
-  } catch (error) {
-    const failed = error as { stdout?: string; stderr?: string; code?: number };
-    if (typeof failed.code !== 'number') throw error;
-    return { stdout: `${failed.stdout ?? ''}${failed.stderr ?? ''}`, code: failed.code };
+    return Buffer.from(await handle.read(0, inode.size));
+  } finally {
+    await handle.close();
   }
 }
 

@@ -9,7 +9,9 @@ import { createHash } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { test } from 'node:test';
 import type { CellClient } from '../../node/client/cell-client.ts';
+import { adminRequest } from '../../node/daemon/admin-client.ts';
 import { paths } from '../../node/daemon/config.ts';
+import type { JobStatus } from '../../node/daemon/jobs.ts';
 import { startNode, stopNode, waitFor } from '../daemon/_cell.ts';
 import { patternBytes } from '../helpers.ts';
 import { headersWritten, jsonOf, recoveryCell, zhsmRun } from './_recovery.ts';
@@ -144,6 +146,35 @@ test('rebuild: 1,000 files come back from the backends after every controller lo
   for (const server of servers) await startNode(t, server);
 
   phase('restarted without metadata');
+  // A first rebuild is interrupted in its restore phase (SIGKILL of the controller running it)...
+  const started = await zhsmRun([
+    'rebuild',
+    '--data',
+    c1.data,
+    '--expect-servers',
+    '2',
+    '--batch',
+    '1',
+    '--detach',
+    '--json',
+  ]);
+  assert.equal(started.code, 0, started.stdout);
+  const interruptedAt = await waitFor(
+    'the first rebuild restoring',
+    async () => {
+      const { job } = await adminRequest<{ job: JobStatus | null }>(c1.data, {
+        op: 'recovery-job',
+        kind: 'rebuild',
+      });
+      if (job?.state === 'failed') throw new Error(`rebuild failed: ${job.error}`);
+      return job?.phase === 'restore' && job.done >= 100 ? job.done : undefined;
+    },
+    120_000,
+  );
+  await stopNode(c1, 'SIGKILL');
+  await startNode(t, c1);
+  t.diagnostic(`the first rebuild was killed after ${interruptedAt} inodes`);
+  // ... and run again: it resumes (what is restored already is skipped).
   const rebuilt = await zhsmRun(['rebuild', '--data', c1.data, '--expect-servers', '2', '--json'], 600_000);
   assert.equal(rebuilt.code, 0, rebuilt.stdout);
   const report = jsonOf<{

@@ -7,28 +7,14 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { open, rm } from 'node:fs/promises';
 import { test } from 'node:test';
-import type { CellClient } from '../../node/client/cell-client.ts';
+import type { Inode } from '../../node/metadata/records.ts';
+import { metaObjectOf } from '../../node/recovery/meta-header.ts';
+import { newObjectId } from '../../node/store/object-id.ts';
 import { waitFor } from '../daemon/_cell.ts';
 import { patternBytes } from '../helpers.ts';
-import { headersWritten, jsonOf, objectFile, recoveryCell, zhsmRun } from './_recovery.ts';
+import { getFile, headersWritten, jsonOf, objectFile, putFile, recoveryCell, zhsmRun } from './_recovery.ts';
 
-const caller = { uid: 0, gid: 0 };
-
-async function write(fs: CellClient, path: string, bytes: Buffer): Promise<void> {
-  const handle = await fs.create(path, 0o644, caller, { mode: 'write', exclusive: true });
-  await handle.write(0, bytes);
-  await handle.close();
-}
-
-async function readAll(fs: CellClient, path: string): Promise<Buffer> {
-  const inode = await fs.resolve(path);
-  const handle = await fs.open(path, { mode: 'read' });
-  try {
-    return Buffer.from(await handle.read(0, inode.size));
-  } finally {
-    await handle.close();
-  }
-}
+const _caller = { uid: 0, gid: 0 };
 
 /**
  * Flip one byte of an object file: by default in its body (near its end: the body is at the end
@@ -65,11 +51,11 @@ test('scrub repairs a corrupt copy from a good one and reports a corrupt single 
   const fs = cell.fs;
   const twice = patternBytes(300_000, 1);
   const once = patternBytes(200_000, 2);
-  await write(fs, '/twice.bin', twice);
+  await putFile(fs, '/twice.bin', twice);
   // A file with one copy only.
   await cell.stopClient();
   const single = await cell.restartClient(1);
-  await write(single, '/once.bin', once);
+  await putFile(single, '/once.bin', once);
   await headersWritten(c1);
   const backendOf = async (object: Uint8Array) =>
     (await single.cell.metadata.locations(object)).map((copy) => Buffer.from(copy.backend).toString('hex'));
@@ -124,7 +110,7 @@ test('scrub repairs a corrupt copy from a good one and reports a corrupt single 
   assert.equal(jsonOf<ScrubJson>(again.stdout).report.damaged.length, 0);
   assert.equal(
     createHash('sha256')
-      .update(await readAll(single, '/twice.bin'))
+      .update(await getFile(single, '/twice.bin'))
       .digest('hex'),
     createHash('sha256').update(twice).digest('hex'),
   );
@@ -140,7 +126,7 @@ test('scrub repairs a corrupt copy from a good one and reports a corrupt single 
     left.unrepaired.map((problem) => problem.path),
     ['/once.bin'],
   );
-  await assert.rejects(readAll(single, '/once.bin'), (error: Error & { code?: string }) => {
+  await assert.rejects(getFile(single, '/once.bin'), (error: Error & { code?: string }) => {
     assert.match(error.code ?? '', /CORRUPT_OBJECT|HASH_MISMATCH|IO_ERROR|UNAVAILABLE/);
     return true;
   });
@@ -160,5 +146,56 @@ test('scrub repairs a corrupt copy from a good one and reports a corrupt single 
     const now = jsonOf<{ report: { counts: Record<string, number> } }>(result.stdout).report.counts;
     return now['copy-missing'] === undefined ? true : undefined;
   });
+
+  // Unreferenced objects (here without a grace period): a DATA object no file references is
+  // collected; a META object of an inode the metadata does not have goes to lost+found.
+  const backend = (await single.cell.metadata.backends())[0]!.uuid;
+  const strayBytes = patternBytes(5000, 9);
+  await single.cell.writeChunk(
+    backend,
+    newObjectId(),
+    strayBytes,
+    createHash('sha256').update(strayBytes).digest(),
+  );
+  const lost: Inode = {
+    ...twiceInode,
+    id: newObjectId(),
+    name: 'lost.txt',
+    chunks: [],
+    size: 5,
+    inlineData: Buffer.from('hello'),
+  };
+  await cell.client!.remote.putMeta(backend, [metaObjectOf(lost, 1)]);
+  const collected = await zhsmRun([
+    'scrub',
+    '--data',
+    c1.data,
+    '--json',
+    '--grace',
+    '0',
+    '--repair-wait',
+    '1',
+  ]);
+  const after = jsonOf<ScrubJson & { report: { orphanDataDeleted: number; restoredToLostFound: string[] } }>(
+    collected.stdout,
+  ).report;
+  assert.equal(after.orphanDataDeleted, 1, collected.stdout);
+  const lostPath = `/lost+found/lost.txt.${Buffer.from(lost.id).toString('hex').slice(0, 8)}`;
+  assert.deepEqual(after.restoredToLostFound, [lostPath]);
+  assert.equal((await getFile(single, lostPath)).toString(), 'hello');
+
+  // Bad arguments are usage errors; the jobs run on controllers only.
+  for (const args of [
+    ['scrub', '--rate', 'fast'],
+    ['scrub', '--grace', '-1'],
+    ['rebuild', '--expect-servers', 'two'],
+    ['conflicts', '--limit', 'x'],
+  ]) {
+    const bad = await zhsmRun([...args, '--data', c1.data]);
+    assert.equal(bad.code, 2, `${args.join(' ')}: ${bad.stdout}`);
+  }
+  const notController = await zhsmRun(['fsck', '--data', cell.client!.data]);
+  assert.equal(notController.code, 1);
+  assert.match(notController.stdout, /recovery jobs run on a controller/);
   await cell.stopClient();
 });
