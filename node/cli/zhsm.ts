@@ -6,7 +6,7 @@
  */
 import { Command } from 'commander';
 import { ZhsmError } from '../common/errors.ts';
-import { adminRequest, DaemonUnreachableError } from '../daemon/admin-client.ts';
+import { adminRequest, DaemonUnreachableError, useRemoteAdmin } from '../daemon/admin-client.ts';
 import type { RouteReport, StatusReport } from '../daemon/node.ts';
 import { NotDoneError, registerCellCommands, UsageError } from './zhsm-cell.ts';
 import { registerChainsCommands } from './zhsm-chains.ts';
@@ -27,7 +27,10 @@ const program = new Command()
     'after',
     `
 Every command talks to the running zhsm-node daemon of --data DIR (its admin socket DIR/admin.sock),
-which forwards to the primary controller. Human tables by default; --json prints JSON on stdout
+which forwards to the primary controller. With --node MULTIADDR it asks that node of the cell over
+the network instead (encrypted; the identity key in DIR is the credential: DIR must be the data
+directory of a member, e.g. one joined with 'zhsm-node join' for an operator's workstation; the
+node's own mount, unmount and pid are local only). Human tables by default; --json prints JSON on stdout
 (on failure: {"error": {"code", "message"}}). Errors go to stderr.
 
 Exit codes:
@@ -92,6 +95,25 @@ registerCellCommands(program);
 registerPowerCommands(program);
 registerChainsCommands(program);
 registerRecoveryCommands(program);
+
+// Every command that talks to a daemon can ask another node of the cell over the network.
+const withNodeOption = (command: Command) => {
+  for (const sub of command.commands) {
+    if (sub.options.some((option) => option.long === '--data'))
+      sub.option(
+        '--node <multiaddr>',
+        'ask this node (a multiaddr ending in /p2p/<peer id>) over the network; --data is then the data directory of a member whose identity is the credential',
+      );
+    withNodeOption(sub);
+  }
+};
+withNodeOption(program);
+program.hook('preAction', (_program, action) => {
+  const node = action.opts().node as string | undefined;
+  if (node !== undefined && !/^\/.+\/p2p\/[1-9A-HJ-NP-Za-km-z]+$/.test(node))
+    throw new UsageError(`--node must be a multiaddr ending in /p2p/<peer id>, not ${JSON.stringify(node)}`);
+  useRemoteAdmin(node);
+});
 
 /** With --json, failures are also a JSON object on stdout. */
 function jsonError(code: string, message: string): void {

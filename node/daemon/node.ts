@@ -60,6 +60,7 @@ import { NodeMetrics } from './metrics.ts';
 import type { NodeMount } from './mount.ts';
 import { OPS_ADMIN_OPS, opsAdmin, type ReplicationStatus, statusExtras } from './ops-admin.ts';
 import {
+  adminMethod,
   type CellInfo,
   cellInfoMethod,
   formatJoinToken,
@@ -76,6 +77,8 @@ export const LISTEN_DEFAULT = '/ip4/0.0.0.0/tcp/0';
 export const JOIN_TOKEN_TTL_MS_DEFAULT = 24 * 3_600_000;
 /** Non-controllers refresh the member list from the primary this often. */
 const DIRECTORY_REFRESH_MS = 2_000;
+/** Admin ops that act on this machine itself: served on the local admin socket only. */
+const LOCAL_ADMIN_OPS: ReadonlySet<string> = new Set(['mount', 'unmount', 'mounts', 'pid']);
 /** A failed relay reservation is retried after this long. */
 const RESERVATION_RETRY_MS = 10_000;
 /** An unknown peer makes this node re-check the members at most this often. */
@@ -335,6 +338,14 @@ export class ZhsmNode {
       await serve(this.host, {
         ...cellInfoMethod,
         handler: async () => this.info(),
+      }),
+    );
+    this.#services.push(
+      await serve(this.host, {
+        ...adminMethod,
+        handler: async (request, context) => ({
+          json: JSON.stringify(await this.#adminRequest(request.json, context.peerId)),
+        }),
       }),
     );
     this.#services.push(
@@ -758,7 +769,11 @@ export class ZhsmNode {
     });
   }
 
-  async #adminRequest(line: string): Promise<Record<string, unknown>> {
+  /**
+   * One admin request (a JSON line): from the local socket, or from member `remote` over the
+   * network (`zhsm --node`; the ops that act on this machine itself are refused then).
+   */
+  async #adminRequest(line: string, remote?: string): Promise<Record<string, unknown>> {
     try {
       const request = JSON.parse(line) as {
         op?: unknown;
@@ -766,6 +781,11 @@ export class ZhsmNode {
         token?: unknown;
         mountpoint?: unknown;
       };
+      if (remote !== undefined) {
+        if (typeof request.op === 'string' && LOCAL_ADMIN_OPS.has(request.op))
+          throw new PermissionDeniedError(`${request.op} is only served on the node's own admin socket`);
+        this.log.info({ peer: remote, op: request.op }, 'admin request from a member');
+      }
       if (request.op === 'status') return { ok: true, status: await this.status() };
       if (request.op === 'mount' || request.op === 'unmount') {
         if (typeof request.mountpoint !== 'string' || !isAbsolute(request.mountpoint))

@@ -172,6 +172,13 @@ export const cellInfoMethod = defineMethod<Empty, CellInfo>({
   responseCodec: codec<CellInfo>('zhsm.daemon.CellInfo'),
 });
 
+/** The admin socket's requests from another member (`zhsm --node MULTIADDR`). */
+export const adminMethod = defineMethod<{ json: string }, { json: string }>({
+  name: 'admin',
+  requestCodec: codec<{ json: string }>('zhsm.daemon.AdminRequest'),
+  responseCodec: codec<{ json: string }>('zhsm.daemon.AdminResponse'),
+});
+
 export const joinMethod = defineMethod<JoinRequest, JoinResponse>({
   name: 'join',
   requestCodec: codec<JoinRequest>('zhsm.daemon.JoinRequest'),

@@ -20,6 +20,7 @@ import {
   CorruptObjectError,
   IoError,
   isSystemError,
+  NotFoundError,
   PermissionDeniedError,
   UnsupportedFormatError,
   ZhsmError,
@@ -189,6 +190,15 @@ async function writeIdentityExclusive(directory: string, path: string, bytes: Ui
     await fsp.rm(temporaryPath, { force: true });
     await syncDirectory(directory);
   }
+}
+
+/** Load the identity of `dataDirectory`; NotFoundError when it has none (never creates one). */
+export async function loadIdentity(dataDirectory: string): Promise<Identity> {
+  const path = join(dataDirectory, identityFileName);
+  const existing = await readIdentity(path);
+  if (existing === undefined)
+    throw new NotFoundError(`no identity key in ${dataDirectory} (not a node's data directory?)`, { path });
+  return { privateKey: existing, peerId: peerIdFromPrivateKey(existing).toString(), created: false, path };
 }
 
 /**

@@ -33,7 +33,6 @@ import {
 } from '../daemon/_cell.ts';
 import { tempDirectory } from '../helpers.ts';
 
-
 interface Outcome {
   code: number;
   stdout: string;

@@ -46,6 +46,7 @@ const zhsmNodeBin = join(root, 'bin', 'zhsm-node');
 const caller = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
 /** The protocols every controller + storage server serves besides join (more may be added). */
 const EXPECTED_PROTOCOLS = [
+  '/zhsm/admin/1.0.0',
   '/zhsm/cell-info/1.0.0',
   '/zhsm/meta/1.0.0',
   '/zhsm/raft/1.0.0',

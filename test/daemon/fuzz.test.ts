@@ -19,7 +19,13 @@ import type { Message } from '../../consensus/types.ts';
 import { CellClient } from '../../node/client/cell-client.ts';
 import type { ErrorCode } from '../../node/common/errors.ts';
 import { encodeRaftBatch, raftMethod } from '../../node/controller/net-transport.ts';
-import { cellInfoMethod, joinMethod, type MetaRequest, metaMethod } from '../../node/daemon/protocols.ts';
+import {
+  adminMethod,
+  cellInfoMethod,
+  joinMethod,
+  type MetaRequest,
+  metaMethod,
+} from '../../node/daemon/protocols.ts';
 import { encodeFrame, encodeVarint } from '../../node/net/frames.ts';
 import { call, callStream, type Method } from '../../node/net/rpc.ts';
 import { openSession } from '../../node/net/session.ts';
@@ -138,6 +144,12 @@ test('fuzz: every protocol decoder of a running daemon, by a member', { timeout:
       kind: 'unary',
       frameBytesMax: cellInfoMethod.frameBytesMax,
       sample: new Uint8Array(0),
+    },
+    {
+      protocol: adminMethod.protocol,
+      kind: 'unary',
+      frameBytesMax: adminMethod.frameBytesMax,
+      sample: adminMethod.requestCodec.encode({ json: '{"op":"pid"}' }),
     },
     {
       protocol: metaMethod.protocol,

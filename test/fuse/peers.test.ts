@@ -343,7 +343,8 @@ test('two peers mount one cell of zhsm-node daemons', { skip, timeout: 720_000 }
     });
     const exited = new Promise<number | null>((resolve) => loop.once('exit', (code) => resolve(code)));
     try {
-      await visibleWithin('20 acknowledged operations', () => acks.length >= 20, 30_000);
+      // (Generous: the loop's first operations wait for the new controllers' catch-up on a loaded box.)
+      await visibleWithin('20 acknowledged operations', () => acks.length >= 20, 90_000);
       const primary = await cell.primary();
       const killedAt = Date.now();
       await stopNode(primary, 'SIGKILL');

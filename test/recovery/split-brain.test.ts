@@ -113,9 +113,11 @@ test('split brain: the newest version wins, the other is kept in lost+found, not
     (await zhsmRun(['status', '--data', c1.data, '--json'])).stdout,
   );
   assert.equal(status.conflicts?.count, 2);
-  // A second merge finds nothing new to keep.
-  const again = await zhsmRun(['rebuild', '--data', c1.data, '--json']);
+  // A second merge (human output) finds nothing new to keep.
+  const again = await zhsmRun(['rebuild', '--data', c1.data]);
   assert.equal(again.code, 0, again.stdout);
+  assert.match(again.stdout, /rebuild done in [\d.]+ s/);
+  assert.match(again.stdout, /split-brain conflicts\s+0\n/);
   assert.deepEqual(await getFile(fs, kept('big.bin')), versions.x.big);
   await cell.stopClient();
 });
