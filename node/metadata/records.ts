@@ -232,7 +232,8 @@ export interface Command {
     rdev?: number;
     symlinkTarget?: Uint8Array;
   };
-  link?: { id: Uint8Array; parent: Uint8Array; name: string };
+  /** restore: a rebuild restoring a hard link (the file's and the directory's times are kept). */
+  link?: { id: Uint8Array; parent: Uint8Array; name: string; restore?: boolean };
   unlink?: { parent: Uint8Array; name: string; directory: boolean };
   rename?: { parent: Uint8Array; name: string; newParent: Uint8Array; newName: string; noReplace?: boolean };
   setAttributes?: { id: Uint8Array; attributes: Attributes };

@@ -123,6 +123,9 @@ export const keys = {
   powerEvent: (sequence: number) => `pl:${String(sequence).padStart(16, '0')}`,
   /** The inode changed at this log index; its META objects are not written yet (node/recovery/). */
   header: (id: Uint8Array) => `h:${hex(id)}`,
+  /** Every name of a file (not of directories: they have one): its META objects list them all. */
+  name: (id: Uint8Array, parent: Uint8Array, name: string) => `nm:${hex(id)}:${hex(parent)}:${name}`,
+  names: (id: Uint8Array) => `nm:${hex(id)}:`,
   /** A deleted inode as it was, until its META objects are replaced by tombstones. */
   deleted: (id: Uint8Array) => `dl:${hex(id)}`,
   conflictNext: 'meta:conflicts',
@@ -135,6 +138,8 @@ export const CONFLICT_EVENTS_MAX = 1000;
 export const CONTENT_HISTORY_MAX = 16;
 /** Inodes per RestoreInodes command at most. */
 export const RESTORE_INODES_MAX = 512;
+/** Names of one file listed at most (its META objects carry them). */
+export const NAMES_MAX = 1024;
 
 /** Power events kept (older ones are dropped as new ones are logged). */
 export const POWER_EVENTS_MAX = 1000;
@@ -661,6 +666,7 @@ export class MetadataStateMachine {
     }
     this.#putInode(tx, inode);
     tx.put(keys.entry(parent.id, op.name), id);
+    if (op.type !== 'DIRECTORY') tx.put(keys.name(id, parent.id, op.name), EMPTY);
     parent.entries++;
     if (op.type === 'DIRECTORY') parent.nlink++;
     parent.mtimeMs = time;
@@ -677,12 +683,15 @@ export class MetadataStateMachine {
     if ((await this.#child(tx, parent.id, op.name)) !== undefined)
       fail('ALREADY_EXISTS', `${op.name} exists`);
     tx.put(keys.entry(parent.id, op.name), inode.id);
+    tx.put(keys.name(inode.id, parent.id, op.name), EMPTY);
     inode.nlink++;
-    inode.ctimeMs = time;
+    if (!op.restore) inode.ctimeMs = time;
     this.#putInode(tx, inode);
     parent.entries++;
-    parent.mtimeMs = time;
-    parent.ctimeMs = time;
+    if (!op.restore) {
+      parent.mtimeMs = time;
+      parent.ctimeMs = time;
+    }
     this.#putInode(tx, parent);
     return { inode };
   }
@@ -699,6 +708,7 @@ export class MetadataStateMachine {
     if (child.type === 'DIRECTORY' && sameId(child.id, await this.#rootId(tx)))
       fail('NOT_PERMITTED', 'cannot remove the root');
     tx.del(keys.entry(parent.id, op.name));
+    await this.#dropName(tx, child, parent.id, op.name);
     parent.entries--;
     if (child.type === 'DIRECTORY') parent.nlink--;
     parent.mtimeMs = time;
@@ -706,6 +716,21 @@ export class MetadataStateMachine {
     this.#putInode(tx, parent);
     const releasedObjects = await this.#dropLink(tx, child, time);
     return { releasedObjects };
+  }
+
+  /**
+   * The name (parent, name) of a file is gone: drop it from the names index, and when it was the
+   * name the inode records (its META objects' parent and name), record another of its names.
+   */
+  async #dropName(tx: Transaction, inode: Inode, parent: Uint8Array, name: string): Promise<void> {
+    if (inode.type === 'DIRECTORY') return;
+    tx.del(keys.name(inode.id, parent, name));
+    if (!sameId(inode.parent, parent) || inode.name !== name) return;
+    const [other] = await tx.keysWithPrefix(keys.names(inode.id), 1);
+    if (other === undefined) return;
+    const rest = other.slice(keys.names(inode.id).length);
+    inode.parent = fromHex(rest.slice(0, 32));
+    inode.name = rest.slice(33);
   }
 
   /** One name of `inode` is gone: delete it when no name and no open token is left. */
@@ -733,6 +758,7 @@ export class MetadataStateMachine {
     // The header writer replaces the inode's META objects with tombstones (a rebuild must not
     // bring it back from a stale copy); the chunks are released.
     tx.put(keys.deleted(inode.id), inodeCodec.encode(inode));
+    for (const key of await tx.keysWithPrefix(keys.names(inode.id), NAMES_MAX)) tx.del(key);
     tx.put(keys.header(inode.id), encoder.encode(String(this.#applyingIndex)));
     return this.#forget(
       tx,
@@ -786,6 +812,7 @@ export class MetadataStateMachine {
       if (target.type === 'DIRECTORY' && target.entries > 0) fail('NOT_EMPTY', `${op.newName} is not empty`);
       newParent.entries--;
       if (target.type === 'DIRECTORY') newParent.nlink--;
+      await this.#dropName(tx, target, newParent.id, op.newName);
       releasedObjects = await this.#dropLink(tx, target, time);
     }
     tx.del(keys.entry(parent.id, op.name));
@@ -800,6 +827,10 @@ export class MetadataStateMachine {
       directory.mtimeMs = time;
       directory.ctimeMs = time;
       this.#putInode(tx, directory);
+    }
+    if (source.type !== 'DIRECTORY') {
+      tx.del(keys.name(source.id, parent.id, op.name));
+      tx.put(keys.name(source.id, newParent.id, op.newName), EMPTY);
     }
     source.parent = newParent.id;
     source.name = op.newName;
@@ -1007,6 +1038,7 @@ export class MetadataStateMachine {
           const oldEntry = await this.#child(tx, existing.parent, existing.name);
           if (oldEntry !== undefined && sameId(oldEntry, id)) {
             tx.del(keys.entry(existing.parent, existing.name));
+            if (existing.type !== 'DIRECTORY') tx.del(keys.name(id, existing.parent, existing.name));
             const oldParent = await this.#directory(tx, existing.parent);
             oldParent.entries--;
             if (existing.type === 'DIRECTORY') oldParent.nlink--;
@@ -1026,6 +1058,7 @@ export class MetadataStateMachine {
         this.#putInode(tx, parent);
       }
       this.#putInode(tx, next);
+      if (next.type !== 'DIRECTORY') tx.put(keys.name(id, parent.id, name), EMPTY);
       for (const { object, backend, location } of item.locations) {
         tx.put(
           keys.location(checkId(object, 'object'), checkId(backend, 'backend')),
@@ -1207,6 +1240,17 @@ export class MetadataStateMachine {
     const found: Array<{ id: Uint8Array; queued: number }> = [];
     for await (const [key, value] of this.#kv.range({ gte: 'h:', lt: rangeEnd('h:'), limit }))
       found.push({ id: fromHex(key.slice(2)), queued: Number(Buffer.from(value).toString('utf8')) });
+    return found;
+  }
+
+  /** Every name of a file (parent, name), up to NAMES_MAX. */
+  async names(id: Uint8Array): Promise<Array<{ parent: Uint8Array; name: string }>> {
+    const prefix = keys.names(id);
+    const found: Array<{ parent: Uint8Array; name: string }> = [];
+    for await (const [key] of this.#kv.range({ gte: prefix, lt: rangeEnd(prefix), limit: NAMES_MAX })) {
+      const rest = key.slice(prefix.length);
+      found.push({ parent: fromHex(rest.slice(0, 32)), name: rest.slice(33) });
+    }
     return found;
   }
 

@@ -162,8 +162,11 @@ export class HeaderWriter {
       }
       const key = hex(mark.id);
       byId.set(key, mark);
+      const names = inode !== undefined && inode.nlink > 1 ? await this.#state.names(inode.id) : [];
       const object =
-        inode !== undefined ? metaObjectOf(inode, mark.queued) : metaObjectOf(dead!, mark.queued, true);
+        inode !== undefined
+          ? metaObjectOf(inode, mark.queued, false, names)
+          : metaObjectOf(dead!, mark.queued, true);
       const targets = metaBackends(mark.id, eligible, copies);
       targetsOf.set(key, targets.length);
       for (const backend of targets) {

@@ -64,6 +64,7 @@ export function metaObjectOf(
   inode: Inode,
   changeIndex: number,
   deleted = false,
+  names: ReadonlyArray<{ parent: Uint8Array; name: string }> = [],
 ): { header: ObjectHeader; body: Uint8Array } {
   const body = inode.type === 'FILE' && !deleted ? inode.inlineData : EMPTY;
   const header: ObjectHeader = {
@@ -101,6 +102,10 @@ export function metaObjectOf(
     changeIndex,
     contentHistory: [...(inode.contentHistory ?? [])],
     symlinkTarget: inode.type === 'SYMLINK' ? inode.symlinkTarget : EMPTY,
+    // Hard links: every name but the one in `parent` and `name`.
+    links: names
+      .filter((link) => Buffer.compare(link.parent, inode.parent) !== 0 || link.name !== inode.name)
+      .map((link) => ({ parent: link.parent, name: link.name })),
   };
   return { header, body };
 }

@@ -67,6 +67,8 @@ export interface RebuildPlan {
   readonly replacedIds: Uint8Array[];
   /** Inodes whose newest version is a tombstone (deleted; not restored). */
   readonly deleted: number;
+  /** The other names of restored files with hard links (to link once every inode is restored). */
+  readonly links: Array<{ id: Uint8Array; parent: Uint8Array; name: string }>;
 }
 
 const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
@@ -252,5 +254,21 @@ export function planRebuild(input: PlanInput): RebuildPlan {
   const replacedIds = [...translate.keys()]
     .filter((key) => key !== rootKey && key !== lostFoundKey)
     .map((key) => new Uint8Array(Buffer.from(key, 'hex')));
-  return { restores, conflicts, orphans, missingChunks, invalid, outdatedCopies, replacedIds, deleted };
+  const links: RebuildPlan['links'] = [];
+  for (const [key, version] of winners) {
+    if (!placed.has(key) || version.inode.type === 'DIRECTORY') continue;
+    for (const link of version.meta.header.links ?? [])
+      links.push({ id: version.inode.id, parent: tr(link.parent), name: link.name });
+  }
+  return {
+    restores,
+    conflicts,
+    orphans,
+    missingChunks,
+    invalid,
+    outdatedCopies,
+    replacedIds,
+    deleted,
+    links,
+  };
 }

@@ -42,6 +42,8 @@ export interface RebuildReport {
   orphans: number;
   /** Inodes found deleted (their newest version is a tombstone). */
   deleted: number;
+  /** Hard links restored (names of files besides the first). */
+  links: number;
   conflicts: Array<{ path: string; kept: string; winnerServer: string; loserServer: string }>;
   missingChunks: number;
   outdatedCopies: number;
@@ -63,6 +65,7 @@ export async function rebuild(ctx: RecoveryContext, job: JobStatus, options: Reb
     restored: 0,
     orphans: 0,
     deleted: 0,
+    links: 0,
     conflicts: [],
     missingChunks: 0,
     outdatedCopies: 0,
@@ -199,6 +202,19 @@ export async function rebuild(ctx: RecoveryContext, job: JobStatus, options: Reb
     released.push(...result.releasedObjects);
     report.restored += batch.length;
     jobs.update(job, { done: report.restored });
+  }
+
+  // The other names of files with hard links, now that every directory is back.
+  for (const link of plan.links) {
+    const result = await remote.propose({
+      link: { id: link.id, parent: link.parent, name: link.name, restore: true },
+    });
+    if (result.code === 'OK') report.links += 1;
+    else if (result.code !== 'ALREADY_EXISTS')
+      ctx.log.warn(
+        { inode: hex(link.id), name: link.name, code: result.code },
+        'rebuild: cannot restore a hard link',
+      );
   }
 
   // The old root's and lost+found's META objects: the new cell's replace them.

@@ -106,6 +106,8 @@ export interface ObjectHeader {
   contentHistory: number[];
   /** META SYMLINK: the link's target. */
   symlinkTarget: Uint8Array;
+  /** META of a file with hard links: its other names. */
+  links: Array<{ parent: Uint8Array; name: string }>;
 }
 
 export interface BackendIdentity {
@@ -157,6 +159,7 @@ export function emptyHeader(): ObjectHeader {
     changeIndex: 0,
     contentHistory: [],
     symlinkTarget: new Uint8Array(0),
+    links: [],
   };
 }
 

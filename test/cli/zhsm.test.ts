@@ -245,14 +245,18 @@ test('zhsm: every command, human and JSON; controllers by hand; errors', { timeo
     const pinned = await ok('controllers', 'pin', '2', ...data);
     assert.match(pinned, /leadership is pinned to controller 2/);
     assert.match(pinned, /primary: controller 2;.*pinned to controller 2/);
+    // Every controller applies the stored pin to its core within a duty round (500 ms): the
+    // primary reports it then.
+    const whilePinned = await waitFor('the primary reports the pin', async () => {
+      const report = await view();
+      return report.primary?.id === 2 && report.pinnedLeader === 2 ? report : undefined;
+    });
+    assert.equal(whilePinned.pinnedLeader, 2);
     // A pin holds: a transfer elsewhere is refused.
-    const [whilePinned, pinnedStatus, refused] = await Promise.all([
-      view(),
+    const [pinnedStatus, refused] = await Promise.all([
       ok('status', ...data),
       zhsm('controllers', 'transfer', '1', ...data, '--json'),
     ]);
-    assert.equal(whilePinned.primary?.id, 2);
-    assert.equal(whilePinned.pinnedLeader, 2);
     assert.match(pinnedStatus, /pinned to controller 2 \(manual\)/);
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /pinned to controller 2: unpin it first/);

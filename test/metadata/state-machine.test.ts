@@ -97,11 +97,48 @@ test('hard links keep the inode until the last name goes', async () => {
   );
   assert.equal(await h.machine.inode(file.id), undefined);
   // Its META objects on the backends become tombstones: the header writer finds it marked.
-  assert.equal((await h.machine.deletedInode(file.id))?.name, 'a');
+  assert.equal((await h.machine.deletedInode(file.id))?.name, 'b', 'its last name (a went first)');
   const mark = (await h.machine.headerMarks(100)).find((m) => hex(m.id) === hex(file.id));
   assert.ok(mark !== undefined, 'marked for the header writer');
   await h.run({ headersDone: { files: [mark] } });
   assert.equal(await h.machine.deletedInode(file.id), undefined, 'tombstones written: the record goes');
+});
+
+test('every name of a file is indexed; the recorded name moves to another when it goes', async () => {
+  const h = await Harness.create();
+  const d = (await h.mkdir(h.rootId, 'd')).inode!.id;
+  const file = (await h.createFile(h.rootId, 'a')).inode!;
+  const names = async () =>
+    (await h.machine.names(file.id))
+      .map((n) => `${hex(n.parent) === hex(h.rootId) ? '/' : '/d/'}${n.name}`)
+      .sort();
+  const recorded = async () => {
+    const inode = (await h.machine.inode(file.id))!;
+    return `${hex(inode.parent) === hex(h.rootId) ? '/' : '/d/'}${inode.name}`;
+  };
+  assert.deepEqual(await names(), ['/a']);
+  await h.run({ link: { id: file.id, parent: d, name: 'b' } });
+  await h.run({ link: { id: file.id, parent: h.rootId, name: 'c' } });
+  assert.deepEqual(await names(), ['/a', '/c', '/d/b']);
+  // The recorded name (the META objects' parent and name) goes: another name is recorded.
+  await h.run({ unlink: { parent: h.rootId, name: 'a', directory: false } });
+  assert.deepEqual(await names(), ['/c', '/d/b']);
+  assert.ok(['/c', '/d/b'].includes(await recorded()), await recorded());
+  // A rename of a name moves it in the index; a rename over a name of the file's removes it.
+  await h.run({ rename: { parent: d, name: 'b', newParent: h.rootId, newName: 'e' } });
+  assert.deepEqual(await names(), ['/c', '/e']);
+  assert.equal(await recorded(), '/e');
+  const other = (await h.createFile(h.rootId, 'x')).inode!;
+  await h.run({ rename: { parent: h.rootId, name: 'x', newParent: h.rootId, newName: 'e' } });
+  assert.deepEqual(await names(), ['/c']);
+  assert.equal(await recorded(), '/c');
+  assert.deepEqual(
+    (await h.machine.names(other.id)).map((n) => n.name),
+    ['e'],
+  );
+  await h.run({ unlink: { parent: h.rootId, name: 'c', directory: false } });
+  assert.deepEqual(await names(), []);
+  assert.equal(await h.machine.inode(file.id), undefined);
 });
 
 test('rename: over files, over empty directories, into itself, no-replace, across directories', async () => {

@@ -23,6 +23,7 @@ interface Entry {
   gid: number;
   size: number;
   mtimeMs: number;
+  nlink: number;
   sha256?: string;
   target?: string;
   /** Backends (sorted) holding current copies of each chunk. */
@@ -45,6 +46,7 @@ async function listing(client: CellClient): Promise<Map<string, Entry>> {
         gid: inode.gid,
         size: inode.size,
         mtimeMs: inode.mtimeMs,
+        nlink: inode.nlink,
       };
       if (inode.type === 'FILE') {
         // The content straight from the chunks (no open token: faster; the same bytes).
@@ -130,9 +132,15 @@ test('rebuild: 1,000 files come back from the backends after every controller lo
   await fs.symlink('/nowhere', '/dangling', caller);
   await fs.chown('/d3/f3.bin', 1234, 5678);
   await fs.rename('/d19', '/renamed');
+  // Hard links: three names of one file (its first name removed), two of another.
+  await fs.link('/d4/f4.bin', '/d5/hard-a');
+  await fs.link('/d4/f4.bin', '/renamed/hard-b');
+  await fs.unlink('/d4/f4.bin');
+  await fs.link('/d6/f6.bin', '/hard-c');
   const before = await listing(fs);
   phase('listed them');
-  assert.equal([...before.values()].filter((entry) => entry.type === 'FILE').length, 1000);
+  assert.equal([...before.values()].filter((entry) => entry.type === 'FILE').length, 1002);
+  assert.equal(before.get('/d5/hard-a')?.nlink, 2);
 
   // Every META object is written before the cell stops (the header writer drains its marks).
   await headersWritten(c1);
@@ -184,6 +192,7 @@ test('rebuild: 1,000 files come back from the backends after every controller lo
       missingChunks: number;
       orphans: number;
       backends: number;
+      links: number;
     };
   }>(rebuilt.stdout);
   phase('rebuild');
@@ -192,6 +201,11 @@ test('rebuild: 1,000 files come back from the backends after every controller lo
   assert.equal(report.report.conflicts.length, 0);
   assert.equal(report.report.missingChunks, 0);
   assert.equal(report.report.orphans, 0);
+  assert.equal(
+    report.report.links,
+    2,
+    'hard links: one name besides the recorded one, for each of two files',
+  );
 
   fs = await cell.restartClient();
   const after = await listing(fs);
