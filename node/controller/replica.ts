@@ -279,6 +279,9 @@ export class ControllerReplica {
     if (this.#running) return;
     this.#running = true;
     this.#processing = (async () => {
+      // One microtask later: commands proposed together (a batch, concurrent callers in one
+      // task) go into one Ready, so one log write.
+      await undefined;
       try {
         while (this.#again && !this.#stopped) {
           this.#again = false;
