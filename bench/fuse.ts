@@ -28,6 +28,8 @@
  * after it, three times, the fastest counting (cached stat: within the mounts' 1 s attribute and
  * entry timeouts), then a second pass over all N (cached only where the first pass took < 1 s).
  */
+// Its child processes run as a daemon would (see node/common/v8-tuning.ts).
+import '../node/common/v8-tuning.ts';
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import * as fs from 'node:fs';

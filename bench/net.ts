@@ -7,6 +7,8 @@
  *   no limits).
  * The parent process is the client; `node bench/net.ts child <role> ...` is a server or relay.
  */
+// Its child processes run as a daemon would (see node/common/v8-tuning.ts).
+import '../node/common/v8-tuning.ts';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';

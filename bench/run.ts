@@ -3,6 +3,8 @@
  * exports `run()`, prints its own table, and returns figures and ratios; this prints the last line,
  * one JSON object `{"bench": NAME, "figures": {...}, "ratios": {...}}`.
  */
+// Cell clients and raw baselines in this process run as in a daemon (see node/common/v8-tuning.ts).
+import '../node/common/v8-tuning.ts';
 import { readdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';

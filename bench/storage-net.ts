@@ -8,6 +8,8 @@
  * (c) the same chunks read back (`StorageClient.read`) with k reads in flight.
  * Usage: `node bench/storage-net.ts [k,k,...]` (default 1,2,4,8).
  */
+// Its child processes run as a daemon would (see node/common/v8-tuning.ts).
+import '../node/common/v8-tuning.ts';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';

@@ -2,6 +2,7 @@
  * zhsm-node: the peer daemon's command line (init, join, start, mount/unmount, token create/revoke).
  * See `zhsm-node --help` and the README.
  */
+import '../common/v8-tuning.ts';
 import { resolve } from 'node:path';
 import { Command, InvalidArgumentError as CommanderArgumentError, Option } from 'commander';
 import { ZhsmError } from '../common/errors.ts';
