@@ -73,7 +73,10 @@ export interface OpenOptions {
 export interface FileHandle {
   readonly path: string;
   read(offset: number, length: number): Promise<Uint8Array>;
-  /** Writes at `offset` (ignored for append handles: they write at the end). Returns bytes written. */
+  /**
+   * Writes at `offset` (ignored for append handles: they write at the end). Returns bytes written.
+   * `data` is the caller's again once the promise settles (the mount reuses it): keep a copy.
+   */
   write(offset: number, data: Uint8Array): Promise<number>;
   truncate(size: number): Promise<void>;
   /** Make written data visible to other clients (commit to the cell). */

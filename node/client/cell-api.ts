@@ -20,6 +20,11 @@ export interface MetadataReader {
   root(): Promise<Uint8Array>;
   inode(id: Uint8Array): Promise<Inode | undefined>;
   lookup(parent: Uint8Array, name: string): Promise<Inode | undefined>;
+  /**
+   * A path walk in one round trip: from the inode `start` along `names`, the deepest inode
+   * reached (undefined: `start` is gone) and how many names it took.
+   */
+  resolve?(start: Uint8Array, names: readonly string[]): Promise<{ inode?: Inode; depth: number }>;
   readdir(parent: Uint8Array, options: { after?: string; limit?: number }): Promise<ReaddirEntry[]>;
   locations(object: Uint8Array): Promise<Array<{ backend: Uint8Array; location: Location }>>;
   backends(): Promise<BackendRecord[]>;
@@ -33,6 +38,11 @@ export interface CellApi {
   readonly clientId: string;
   /** Propose a metadata command through the primary (retried across failovers). */
   propose(command: Omit<Command, 'timeMs'>): Promise<Result>;
+  /**
+   * Several commands in one round trip, each its own log entry, applied in order (results in
+   * order). Optional: without it the client proposes one command at a time.
+   */
+  proposeBatch?(commands: ReadonlyArray<Omit<Command, 'timeMs'>>): Promise<Result[]>;
   readonly metadata: MetadataReader;
   /** Store a chunk object on one backend (verified against `hash`, durable when it resolves). */
   writeChunk(backend: Uint8Array, id: Uint8Array, bytes: Uint8Array, hash: Uint8Array): Promise<void>;

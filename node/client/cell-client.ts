@@ -36,6 +36,7 @@ import {
 } from '../hsm/power-policy.ts';
 import type {
   Chunk,
+  Command,
   Inode,
   Attributes as InodeAttributes,
   NodeType,
@@ -64,8 +65,28 @@ export interface CellClientOptions {
   readonly writeBufferBytesMax?: number;
   /** Lifetime of an open token; renewed at a third of it (default 60 s). */
   readonly tokenLifetimeMs?: number;
+  /**
+   * How long a directory's path -> inode id is remembered for creating, removing and renaming in
+   * it (default 0: resolved every time). A mount sets its entry timeout: the kernel's own dentry
+   * cache already lets a path name a directory renamed elsewhere that long. Renames and rmdirs
+   * through this client forget every remembered path at once.
+   */
+  readonly directoryCacheMs?: number;
+  /**
+   * How long a closed file's token release may wait to go to the primary with the next create
+   * (one log write for both; default 0: at once). close() still resolves only once the token is
+   * released. A mount sets a few ms: the kernel's release of one file and the create of the next
+   * then cost one round trip and one log write.
+   */
+  readonly releaseDelayMs?: number;
 }
 
+/** The extended attribute holding file capabilities (setcap). */
+const CAPABILITY_XATTR = 'security.capability';
+/** A handle's inode, as the primary just answered it, serves attributes this long (ms). */
+const HANDLE_FRESH_MS = 100;
+/** Directory paths remembered per client (directoryCacheMs). */
+const directoryCacheEntriesMax = 4096;
 /** Chunk locations remembered per client. */
 const locationCacheEntriesMax = 100_000;
 /** Chunks of one file stored at once (each on every replica backend in parallel). */
@@ -167,13 +188,39 @@ export class CellClient implements FsClient {
   /** Bad copies reported lately (object:backend). */
   readonly #reported = new LRUCache<string, true>({ max: 10_000 });
   #rootId: Uint8Array | undefined;
+  readonly #releaseDelayMs: number;
+  /** Token releases waiting for the next create or the release timer (releaseDelayMs). */
+  #releases: Array<{ id: Uint8Array; done: (result: Result | undefined) => void }> = [];
+  #releaseTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Sets and removals of security.capability through this client (see getxattr). */
+  #capabilityChanges = 0;
+  /** closeAll() was called: no more deferred releases. */
+  #releaseAtOnce = false;
+  /** Directory path -> inode id (directoryCacheMs). */
+  readonly #directories: LRUCache<string, Uint8Array> | undefined;
+  /**
+   * Directory path -> the directory as this client's last change in it left it (the primary's
+   * answer to a create, link or unlink; directoryCacheMs): the kernel asks a directory's
+   * attributes again after every change in it.
+   */
+  readonly #changedDirectories: LRUCache<string, Inode> | undefined;
 
   constructor(cell: CellApi, options: CellClientOptions = {}) {
+    const directoryCacheMs = options.directoryCacheMs ?? 0;
+    if (!Number.isFinite(directoryCacheMs) || directoryCacheMs < 0)
+      throw new InvalidArgumentError(`directoryCacheMs must be >= 0, not ${directoryCacheMs}`);
+    if (directoryCacheMs > 0) {
+      this.#directories = new LRUCache({ max: directoryCacheEntriesMax, ttl: directoryCacheMs });
+      this.#changedDirectories = new LRUCache({ max: directoryCacheEntriesMax, ttl: directoryCacheMs });
+    }
     this.#cell = cell;
     this.#replicas = options.replicas ?? 2;
     this.#chunkBytes = options.chunkBytes ?? CHUNK_BYTES_DEFAULT;
     this.#writeBufferBytesMax = options.writeBufferBytesMax ?? 64 * 1024 * 1024;
     this.#tokenLifetimeMs = options.tokenLifetimeMs ?? 60_000;
+    this.#releaseDelayMs = options.releaseDelayMs ?? 0;
+    if (!Number.isFinite(this.#releaseDelayMs) || this.#releaseDelayMs < 0)
+      throw new InvalidArgumentError(`releaseDelayMs must be >= 0, not ${this.#releaseDelayMs}`);
   }
 
   get cell(): CellApi {
@@ -184,6 +231,11 @@ export class CellClient implements FsClient {
     return this.#chunkBytes;
   }
 
+  /** How many times security.capability was set or removed through this client. */
+  get capabilityChanges(): number {
+    return this.#capabilityChanges;
+  }
+
   get tokenLifetimeMs(): number {
     return this.#tokenLifetimeMs;
   }
@@ -192,6 +244,9 @@ export class CellClient implements FsClient {
     return this.#writeBufferBytesMax;
   }
 
+  /** Path walks go to the primary in one request (until a controller turns that down). */
+  #walkInOneTrip = true;
+
   async #root(): Promise<Uint8Array> {
     this.#rootId ??= await this.#cell.metadata.root();
     return this.#rootId;
@@ -199,9 +254,25 @@ export class CellClient implements FsClient {
 
   /** Resolve a path to its inode (symlinks are not followed: the kernel does that). */
   async resolve(path: string): Promise<Inode> {
-    let inode = await this.#cell.metadata.inode(await this.#root());
+    const parts = splitPath(path);
+    const metadata = this.#cell.metadata;
+    if (metadata.resolve !== undefined && this.#walkInOneTrip) {
+      try {
+        const { inode, depth } = await metadata.resolve(await this.#root(), parts);
+        if (inode === undefined) throw new NotFoundError('the cell has no root');
+        if (depth === parts.length) return inode;
+        if (inode.type !== 'DIRECTORY')
+          throw new ZhsmError('NOT_A_DIRECTORY', `${path}: not a directory`, { path });
+        throw new NotFoundError(`${path}: no such file or directory`, { path });
+      } catch (error) {
+        // A controller of an earlier version does not know the path walk: one lookup per name.
+        if (!(error instanceof ZhsmError) || error.code !== 'INVALID_ARGUMENT') throw error;
+        this.#walkInOneTrip = false;
+      }
+    }
+    let inode = await metadata.inode(await this.#root());
     if (inode === undefined) throw new NotFoundError('the cell has no root');
-    for (const part of splitPath(path)) {
+    for (const part of parts) {
       if (inode.type !== 'DIRECTORY')
         throw new ZhsmError('NOT_A_DIRECTORY', `${path}: not a directory`, { path });
       const child: Inode | undefined = await this.#cell.metadata.lookup(inode.id, part);
@@ -212,13 +283,17 @@ export class CellClient implements FsClient {
   }
 
   /** The parent directory's inode and the last name of a path. */
-  async #parentOf(path: string): Promise<{ parent: Inode; name: string }> {
+  async #parentOf(path: string): Promise<{ parent: { id: Uint8Array }; name: string }> {
     const parts = splitPath(path);
     const name = parts.pop();
     if (name === undefined) throw new ZhsmError('NOT_PERMITTED', 'the root has no parent');
-    const parent = await this.resolve(`/${parts.join('/')}`);
+    const parentPath = `/${parts.join('/')}`;
+    const known = this.#directories?.get(parentPath);
+    if (known !== undefined) return { parent: { id: known }, name };
+    const parent = await this.resolve(parentPath);
     if (parent.type !== 'DIRECTORY')
       throw new ZhsmError('NOT_A_DIRECTORY', `${path}: not a directory`, { path });
+    this.#directories?.set(parentPath, parent.id);
     return { parent, name };
   }
 
@@ -246,7 +321,29 @@ export class CellClient implements FsClient {
   }
 
   async getattr(path: string): Promise<Attributes> {
-    return this.attributesOf(await this.resolve(path));
+    const changed = this.#changedDirectories?.get(`/${splitPath(path).join('/')}`);
+    return this.attributesOf(changed ?? (await this.resolve(path)));
+  }
+
+  /** A create, link or unlink in the directory of `path` answered with the directory. */
+  #noteDirectory(path: string, result: Result): void {
+    if (result.parent == null || this.#directories === undefined) return;
+    const parentPath = `/${splitPath(path).slice(0, -1).join('/')}`;
+    this.#directories.set(parentPath, result.parent.id);
+    // Answers to concurrent changes may arrive out of order: keep the later change.
+    const known = this.#changedDirectories?.get(parentPath);
+    if (
+      known === undefined ||
+      Buffer.compare(known.id, result.parent.id) !== 0 ||
+      known.ctimeMs <= result.parent.ctimeMs
+    )
+      this.#changedDirectories?.set(parentPath, result.parent);
+  }
+
+  /** Every remembered directory path (a rename or rmdir may have changed what they name). */
+  #forgetDirectories(): void {
+    this.#directories?.clear();
+    this.#changedDirectories?.clear();
   }
 
   async readdir(path: string): Promise<string[]> {
@@ -286,6 +383,7 @@ export class CellClient implements FsClient {
       }),
       { path },
     );
+    this.#noteDirectory(path, result);
     return result.inode!;
   }
 
@@ -304,8 +402,36 @@ export class CellClient implements FsClient {
     options: OpenOptions & { exclusive?: boolean },
   ): Promise<FileHandle> {
     try {
-      const inode = await this.#createNode(path, 'FILE', mode, caller);
-      return this.#openInode(path, inode, { ...options, truncate: false });
+      if (this.#cell.proposeBatch === undefined) {
+        const inode = await this.#createNode(path, 'FILE', mode, caller);
+        return await this.#openInode(path, inode, { ...options, truncate: false });
+      }
+      // The create and the open token in one round trip (and one log write): the token names the
+      // new inode's id, chosen here. A failed create fails the open too (no such inode).
+      const { parent, name } = await this.#parentOf(path);
+      const id = newId();
+      const tokenId = newId();
+      const releases = this.#takeReleases();
+      let answers: Result[];
+      try {
+        answers = await this.#cell.proposeBatch([
+          ...releases.map(({ id }) => ({ release: { id } })),
+          { create: { parent: parent.id, name, id, type: 'FILE', mode, uid: caller.uid, gid: caller.gid } },
+          this.#openCommand(id, tokenId, options.mode, false),
+        ]);
+      } catch (error) {
+        // The releases go on their own then (the primary may have applied them: a release of a
+        // released token is a harmless NOT_FOUND).
+        void this.#proposeReleases(releases);
+        throw error;
+      }
+      for (const [i, { done }] of releases.entries()) done(answers[i]);
+      const [created, opened] = answers.slice(releases.length);
+      if (created === undefined || opened === undefined)
+        throw new ZhsmError('DECODE_ERROR', 'the primary answered a create without its results');
+      check(created, { path });
+      this.#noteDirectory(path, created);
+      return this.#handleOf(path, check(opened, { path }), created.inode!, tokenId, options.mode);
     } catch (error) {
       if (error instanceof ZhsmError && error.code === 'ALREADY_EXISTS' && !options.exclusive)
         return this.open(path, options);
@@ -322,26 +448,48 @@ export class CellClient implements FsClient {
 
   async #openInode(path: string, inode: Inode, options: OpenOptions): Promise<FileHandle> {
     const tokenId = newId();
-    const mode = { read: 'READ', write: 'WRITE', readWrite: 'READ_WRITE', append: 'APPEND' } as const;
+    const truncate = options.truncate === true && options.mode !== 'read';
     const result = check(
-      await this.#cell.propose({
-        open: {
-          token: {
-            id: tokenId,
-            object: inode.id,
-            mode: mode[options.mode],
-            holder: this.#cell.clientId,
-            expiresMs: this.#cell.nowMs() + this.#tokenLifetimeMs,
-            openedMs: 0,
-          },
-          truncate: options.truncate === true && options.mode !== 'read',
-        },
-      }),
-      { path },
+      await this.#cell.propose(this.#openCommand(inode.id, tokenId, options.mode, truncate)),
+      {
+        path,
+      },
     );
-    if (result.releasedObjects.length > 0)
-      void this.#cell.deleteObjects(result.releasedObjects).catch(() => {});
-    const handle = new CellFileHandle(this, path, result.inode ?? inode, tokenId, options.mode);
+    return this.#handleOf(path, result, inode, tokenId, options.mode);
+  }
+
+  #openCommand(
+    object: Uint8Array,
+    tokenId: Uint8Array,
+    mode: OpenOptions['mode'],
+    truncate: boolean,
+  ): Omit<Command, 'timeMs'> {
+    const modes = { read: 'READ', write: 'WRITE', readWrite: 'READ_WRITE', append: 'APPEND' } as const;
+    return {
+      open: {
+        token: {
+          id: tokenId,
+          object,
+          mode: modes[mode],
+          holder: this.#cell.clientId,
+          expiresMs: this.#cell.nowMs() + this.#tokenLifetimeMs,
+          openedMs: 0,
+        },
+        truncate,
+      },
+    };
+  }
+
+  #handleOf(
+    path: string,
+    opened: Result,
+    inode: Inode,
+    tokenId: Uint8Array,
+    mode: OpenOptions['mode'],
+  ): FileHandle {
+    if (opened.releasedObjects.length > 0)
+      void this.#cell.deleteObjects(opened.releasedObjects).catch(() => {});
+    const handle = new CellFileHandle(this, path, opened.inode ?? inode, tokenId, mode);
     this.#handles.add(handle);
     return handle;
   }
@@ -352,9 +500,15 @@ export class CellClient implements FsClient {
 
   async #remove(path: string, directory: boolean): Promise<void> {
     const { parent, name } = await this.#parentOf(path);
-    const result = check(await this.#cell.propose({ unlink: { parent: parent.id, name, directory } }), {
-      path,
-    });
+    if (directory) this.#forgetDirectories();
+    let answer: Result;
+    try {
+      answer = await this.#cell.propose({ unlink: { parent: parent.id, name, directory } });
+    } finally {
+      if (directory) this.#forgetDirectories();
+    }
+    const result = check(answer, { path });
+    if (!directory) this.#noteDirectory(path, result);
     if (result.releasedObjects.length > 0)
       await this.#cell.deleteObjects(result.releasedObjects).catch(() => {});
   }
@@ -370,8 +524,10 @@ export class CellClient implements FsClient {
   async rename(from: string, to: string, options: { noReplace?: boolean } = {}): Promise<void> {
     const source = await this.#parentOf(from);
     const target = await this.#parentOf(to);
-    const result = check(
-      await this.#cell.propose({
+    this.#forgetDirectories();
+    let answer: Result;
+    try {
+      answer = await this.#cell.propose({
         rename: {
           parent: source.parent.id,
           name: source.name,
@@ -379,9 +535,12 @@ export class CellClient implements FsClient {
           newName: target.name,
           noReplace: options.noReplace === true,
         },
-      }),
-      { path: from },
-    );
+      });
+    } finally {
+      // Again once done: a walk that raced the rename may have remembered an old path.
+      this.#forgetDirectories();
+    }
+    const result = check(answer, { path: from });
     if (result.releasedObjects.length > 0)
       await this.#cell.deleteObjects(result.releasedObjects).catch(() => {});
   }
@@ -402,9 +561,11 @@ export class CellClient implements FsClient {
   async link(existing: string, path: string): Promise<Attributes> {
     const inode = await this.resolve(existing);
     const { parent, name } = await this.#parentOf(path);
-    return this.attributesOf(
-      check(await this.#cell.propose({ link: { id: inode.id, parent: parent.id, name } }), { path }).inode!,
-    );
+    const result = check(await this.#cell.propose({ link: { id: inode.id, parent: parent.id, name } }), {
+      path,
+    });
+    this.#noteDirectory(path, result);
+    return this.attributesOf(result.inode!);
   }
 
   async setAttributes(
@@ -422,6 +583,9 @@ export class CellClient implements FsClient {
         .map((handle) => handle.flush()),
     );
     const result = check(await this.#cell.propose({ setAttributes: { id, attributes } }), { path });
+    if (this.#changedDirectories !== undefined && result.inode?.type === 'DIRECTORY')
+      for (const [key, inode] of this.#changedDirectories.entries())
+        if (Buffer.compare(inode.id, id) === 0) this.#changedDirectories.delete(key);
     if (result.releasedObjects.length > 0)
       await this.#cell.deleteObjects(result.releasedObjects).catch(() => {});
     return result.inode!;
@@ -470,6 +634,14 @@ export class CellClient implements FsClient {
   }
 
   async getxattr(path: string, name: string): Promise<Uint8Array> {
+    // The kernel asks for security.capability before every write(2) (to drop file capabilities
+    // on a write). For a file open here whose inode had none, and with no capability changed
+    // through this client since, the answer is known: no round trip per write.
+    if (name === CAPABILITY_XATTR) {
+      for (const handle of this.#handles)
+        if (handle.path === path && handle.lacksXattr(name, this.#capabilityChanges))
+          throw new ZhsmError('NO_DATA', `no attribute ${name}`, { path });
+    }
     const inode = await this.resolve(path);
     const xattr = inode.xattrs.find((x) => x.name === name);
     if (xattr === undefined) throw new ZhsmError('NO_DATA', `no attribute ${name}`, { path });
@@ -482,6 +654,7 @@ export class CellClient implements FsClient {
     value: Uint8Array,
     flags: { create?: boolean; replace?: boolean },
   ): Promise<void> {
+    if (name === CAPABILITY_XATTR) this.#capabilityChanges++;
     const inode = await this.resolve(path);
     check(
       await this.#cell.propose({
@@ -502,13 +675,56 @@ export class CellClient implements FsClient {
   }
 
   async removexattr(path: string, name: string): Promise<void> {
+    if (name === CAPABILITY_XATTR) this.#capabilityChanges++;
     const inode = await this.resolve(path);
     check(await this.#cell.propose({ removeXattr: { id: inode.id, name } }), { path });
   }
 
   /** Close every open file (flushing it); for an orderly shutdown. */
   async closeAll(): Promise<void> {
+    // From now on releases go at once; those already waiting go now.
+    this.#releaseAtOnce = true;
+    const waiting = this.#proposeReleases(this.#takeReleases());
     await Promise.allSettled([...this.#handles].map((handle) => handle.close()));
+    await waiting;
+  }
+
+  /**
+   * Release an open token: at once, or with the next create or after releaseDelayMs (one log
+   * write for several). Resolves with the release's result (undefined: it failed; the token then
+   * expires on its own).
+   */
+  release(tokenId: Uint8Array): Promise<Result | undefined> {
+    const cell = this.#cell;
+    if (this.#releaseDelayMs === 0 || this.#releaseAtOnce || cell.proposeBatch === undefined)
+      return cell.propose({ release: { id: tokenId } }).catch(() => undefined);
+    return new Promise((done) => {
+      this.#releases.push({ id: tokenId, done });
+      this.#releaseTimer ??= setTimeout(() => {
+        this.#releaseTimer = undefined;
+        void this.#proposeReleases(this.#takeReleases());
+      }, this.#releaseDelayMs);
+    });
+  }
+
+  #takeReleases(): Array<{ id: Uint8Array; done: (result: Result | undefined) => void }> {
+    const releases = this.#releases;
+    this.#releases = [];
+    clearTimeout(this.#releaseTimer);
+    this.#releaseTimer = undefined;
+    return releases;
+  }
+
+  async #proposeReleases(
+    releases: ReadonlyArray<{ id: Uint8Array; done: (result: Result | undefined) => void }>,
+  ): Promise<void> {
+    if (releases.length === 0) return;
+    const commands = releases.map(({ id }) => ({ release: { id } }));
+    const answers = await (
+      this.#cell.proposeBatch?.(commands) ??
+      Promise.all(commands.map((command) => this.#cell.propose(command)))
+    ).catch(() => []);
+    for (const [i, { done }] of releases.entries()) done(answers[i]);
   }
 
   /** Leave `backend` out of new placements for a while (a write to it failed). */
@@ -799,6 +1015,9 @@ class DirtyChunk {
   }
 
   static #capacityFor(length: number, capacityMax: number): number {
+    // Small files stay small; a chunk past an eighth of its size is likely being filled (a
+    // sequential writer): the whole chunk at once, not four more doublings and copies.
+    if (length > capacityMax / 8) return capacityMax;
     let capacity = 64 * 1024;
     while (capacity < length) capacity *= 2;
     return Math.min(capacity, capacityMax);
@@ -855,6 +1074,9 @@ export class CellFileHandle implements FileHandle {
   #closed = false;
   #renewTimer: ReturnType<typeof setInterval> | undefined;
   #queue: Promise<unknown> = Promise.resolve();
+  /** Until when (performance.now()) #inode counts as current without asking the primary. */
+  #freshUntilMs: number;
+  readonly #capabilityChangesAtOpen: number;
 
   constructor(
     client: CellClient,
@@ -869,6 +1091,8 @@ export class CellFileHandle implements FileHandle {
     this.#tokenId = tokenId;
     this.#mode = mode;
     this.#size = inode.size;
+    this.#freshUntilMs = performance.now() + HANDLE_FRESH_MS;
+    this.#capabilityChangesAtOpen = client.capabilityChanges;
     const lifetime = client.tokenLifetimeMs;
     this.#renewTimer = setInterval(
       () => {
@@ -879,6 +1103,14 @@ export class CellFileHandle implements FileHandle {
       Math.max(1000, Math.floor(lifetime / 3)),
     );
     this.#renewTimer.unref();
+  }
+
+  /**
+   * The handle's inode had no attribute `name` and `changes` (the client's count of changes of
+   * it) is what it was when the handle opened.
+   */
+  lacksXattr(name: string, changes: number): boolean {
+    return changes === this.#capabilityChangesAtOpen && !this.#inode.xattrs.some((x) => x.name === name);
   }
 
   isOf(id: Uint8Array): boolean {
@@ -942,6 +1174,7 @@ export class CellFileHandle implements FileHandle {
     const latest = await this.#client.cell.metadata.inode(this.#inode.id);
     if (latest !== undefined) {
       this.#inode = latest;
+      this.#freshUntilMs = performance.now() + HANDLE_FRESH_MS;
       if (this.#dirty.size === 0) this.#size = latest.size;
     }
   }
@@ -1034,7 +1267,9 @@ export class CellFileHandle implements FileHandle {
 
   attributes(): Promise<Attributes> {
     return this.#serial(async () => {
-      if (this.#dirty.size === 0) await this.#refresh();
+      // The inode as the primary answered it moments ago is current enough (e.g. the kernel's
+      // getattr right after a create); later, look again (another client may have written).
+      if (this.#dirty.size === 0 && performance.now() >= this.#freshUntilMs) await this.#refresh();
       const attributes = await this.#client.attributesOf(this.#inode);
       return { ...attributes, size: this.#size };
     });
@@ -1049,10 +1284,8 @@ export class CellFileHandle implements FileHandle {
         this.#closed = true;
         clearInterval(this.#renewTimer);
         this.#client.forget(this);
-        const result = await this.#client.cell
-          .propose({ release: { id: this.#tokenId } })
-          .catch(() => undefined);
-        if (result !== undefined && result.releasedObjects.length > 0) {
+        const result = await this.#client.release(this.#tokenId);
+        if (result !== undefined && result.code === 'OK' && result.releasedObjects.length > 0) {
           await this.#client.cell.deleteObjects(result.releasedObjects).catch(() => {});
         }
       }

@@ -60,6 +60,7 @@ export class LocalCell implements CellApi {
         }),
       inode: (id) => read((r) => r.machine.inode(id)),
       lookup: (parent, name) => read((r) => r.machine.lookup(parent, name)),
+      resolve: (start, names) => read((r) => r.machine.resolve(start, names)),
       readdir: (parent, options) => read((r) => r.machine.readdir(parent, options)),
       locations: (object) => read((r) => r.machine.locations(object)),
       backends: () => read((r) => r.machine.backends()),
@@ -204,6 +205,29 @@ export class LocalCell implements CellApi {
       }
     } finally {
       done();
+    }
+  }
+
+  /** Several commands, proposed back to back (one log write, applied in order). */
+  async proposeBatch(commands: ReadonlyArray<Omit<Command, 'timeMs'>>): Promise<Result[]> {
+    const deadline = Date.now() + PROPOSE_RETRY_MS;
+    const begun = commands.map(() => this.#commands.begin());
+    try {
+      for (;;) {
+        const leader = await this.#leader();
+        try {
+          // No await between the proposals: they enter the log in this order.
+          return await Promise.all(
+            commands.map((command, i) => leader.propose({ ...command, ...begun[i]!.stamp })),
+          );
+        } catch (error) {
+          if (!(error instanceof ZhsmError) || error.code !== 'NOT_LEADER' || Date.now() > deadline)
+            throw error;
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+      }
+    } finally {
+      for (const { done } of begun) done();
     }
   }
 

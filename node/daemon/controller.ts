@@ -42,6 +42,8 @@ export const SERVER_STALE_MS_DEFAULT = 120_000;
 const READDIR_PAGE_MAX = 10_000;
 /** Commands per proposeBatch request at most. */
 const BATCH_COMMANDS_MAX = 4_096;
+/** Names per path walk (a 4 KiB path has at most 2,048). */
+const RESOLVE_NAMES_MAX = 4_096;
 
 export interface ControllerRoleOptions {
   readonly id: number;
@@ -320,6 +322,13 @@ export class ControllerRole implements LocalController {
     if (read.lookup !== undefined) {
       const inode = await machine.lookup(read.lookup.parent, read.lookup.name);
       return inode === undefined ? { none: {} } : { inode };
+    }
+    if (read.resolve != null) {
+      const { start, names } = read.resolve;
+      if (names.length > RESOLVE_NAMES_MAX)
+        throw new InvalidArgumentError(`at most ${RESOLVE_NAMES_MAX} names per path walk`);
+      const found = await machine.resolve(start, names);
+      return { resolved: { inode: found.inode ?? null, depth: found.depth } };
     }
     if (read.readdir !== undefined) {
       const limit = Math.min(read.readdir.limit || READDIR_PAGE_MAX, READDIR_PAGE_MAX);

@@ -54,10 +54,14 @@ export async function mountNode(
   } catch (error) {
     if (!dead(error) && (error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
   }
-  const client = new CellClient(
-    node.remote,
-    options.replicas === undefined ? {} : { replicas: options.replicas },
-  );
+  // Directory ids are remembered as long as the kernel keeps its dentries (the 1 s entry timeout);
+  // a closed file's token release rides with the next create when one follows within 5 ms (the
+  // kernel does not wait for a release).
+  const client = new CellClient(node.remote, {
+    directoryCacheMs: 1000,
+    releaseDelayMs: 5,
+    ...(options.replicas === undefined ? {} : { replicas: options.replicas }),
+  });
   const startedMs = Date.now();
   const mount: Mount = await mountFs(client, where, {
     ...(options.logger === undefined ? {} : { logger: options.logger }),

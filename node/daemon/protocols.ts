@@ -39,6 +39,8 @@ export interface ReadQuery {
   root?: Empty;
   inode?: Uint8Array;
   lookup?: { parent: Uint8Array; name: string };
+  /** A path walk from `start` (see MetadataReader.resolve). */
+  resolve?: { start: Uint8Array; names: string[] };
   readdir?: { parent: Uint8Array; after?: string; limit?: number };
   locations?: Uint8Array;
   backends?: Empty;
@@ -118,6 +120,7 @@ export interface MetaResponse {
   plan?: PlacementPlan;
   mover?: MoverStatus;
   cache?: CacheStatus;
+  resolved?: { inode: Inode | null; depth: number };
   powerAnswer?: { server: ServerRecord; waitMs: number };
   power?: PowerView;
   controllerAnswer?: ControllerAnswer;

@@ -113,6 +113,11 @@ export class RemoteCell implements CellApi {
       },
       inode: async (id) => read({ inode: id }, 'inode'),
       lookup: async (parent, name) => read({ lookup: { parent, name } }, 'inode'),
+      resolve: async (start, names) => {
+        const resolved = await read({ resolve: { start, names: [...names] } }, 'resolved');
+        if (resolved == null) throw new ZhsmError('DECODE_ERROR', 'the primary answered without a path walk');
+        return resolved.inode == null ? { depth: 0 } : { inode: resolved.inode, depth: resolved.depth };
+      },
       readdir: async (parent, options) =>
         (
           await read(

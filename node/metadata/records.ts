@@ -322,6 +322,8 @@ export interface Result {
   token?: OpenToken;
   member?: Member;
   releasedObjects: Uint8Array[];
+  /** create, link, unlink: the directory as the change left it. */
+  parent?: Inode;
 }
 
 export const inodeCodec = codec<Inode>('zhsm.metadata.Inode');

@@ -672,7 +672,7 @@ export class MetadataStateMachine {
     parent.mtimeMs = time;
     parent.ctimeMs = time;
     this.#putInode(tx, parent);
-    return { inode };
+    return { inode, parent };
   }
 
   async #link(tx: Transaction, op: NonNullable<Command['link']>, time: number): Promise<Partial<Result>> {
@@ -693,7 +693,7 @@ export class MetadataStateMachine {
       parent.ctimeMs = time;
     }
     this.#putInode(tx, parent);
-    return { inode };
+    return { inode, parent };
   }
 
   async #unlink(tx: Transaction, op: NonNullable<Command['unlink']>, time: number): Promise<Partial<Result>> {
@@ -715,7 +715,7 @@ export class MetadataStateMachine {
     parent.ctimeMs = time;
     this.#putInode(tx, parent);
     const releasedObjects = await this.#dropLink(tx, child, time);
-    return { releasedObjects };
+    return { releasedObjects, parent };
   }
 
   /**
@@ -1629,6 +1629,25 @@ export class MetadataStateMachine {
   async lookup(parent: Uint8Array, name: string): Promise<Inode | undefined> {
     const id = await this.#kv.get(keys.entry(parent, name));
     return id === undefined ? undefined : this.inode(id);
+  }
+
+  /**
+   * Walk `names` from the inode `start`: the deepest inode reached (undefined: `start` is gone)
+   * and how many names it took. Fewer than all: the next name is missing, or the inode reached is
+   * not a directory.
+   */
+  async resolve(start: Uint8Array, names: readonly string[]): Promise<{ inode?: Inode; depth: number }> {
+    let inode = await this.inode(start);
+    if (inode === undefined) return { depth: 0 };
+    let depth = 0;
+    for (const name of names) {
+      if (inode.type !== 'DIRECTORY') break;
+      const child: Inode | undefined = await this.lookup(inode.id, name);
+      if (child === undefined) break;
+      inode = child;
+      depth++;
+    }
+    return { inode, depth };
   }
 
   /** One page of a directory, in name (UTF-8 byte) order, after `after` (exclusive). */

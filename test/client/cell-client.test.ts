@@ -213,3 +213,117 @@ test('a full write buffer commits the chunks already stored and keeps writing; o
   assert.equal((await client.getattr('/big')).size, size);
   assert.ok((await readAll(client, '/big')).equals(expected), 'the whole file reads back exactly');
 });
+
+function withoutResolve<T extends { resolve?: unknown }>(metadata: T): Omit<T, 'resolve'> {
+  const { resolve: _resolve, ...rest } = metadata;
+  return rest;
+}
+
+test('fast paths: create+open in one batch, one-trip path walks, remembered directories and when they are forgotten', async (t) => {
+  const { cell } = await openCell(t);
+  const calls = { batches: 0, proposals: 0, resolves: 0, lookups: 0 };
+  // The cell as the client sees it, counting what crosses (and, for the fallback, without resolve).
+  const counting = (withResolve: boolean) => ({
+    clientId: cell.clientId,
+    nowMs: () => cell.nowMs(),
+    propose: (command: Parameters<typeof cell.propose>[0]) => {
+      calls.proposals++;
+      return cell.propose(command);
+    },
+    proposeBatch: (commands: Parameters<typeof cell.proposeBatch>[0]) => {
+      calls.batches++;
+      return cell.proposeBatch(commands);
+    },
+    writeChunk: cell.writeChunk.bind(cell),
+    readChunk: cell.readChunk.bind(cell),
+    deleteObjects: cell.deleteObjects.bind(cell),
+    metadata: {
+      ...withoutResolve(cell.metadata),
+      lookup: (parent: Uint8Array, name: string) => {
+        calls.lookups++;
+        return cell.metadata.lookup(parent, name);
+      },
+      ...(withResolve
+        ? {
+            resolve: (start: Uint8Array, names: readonly string[]) => {
+              calls.resolves++;
+              return cell.metadata.resolve!(start, names);
+            },
+          }
+        : {}),
+    },
+  });
+  const client = new CellClient(counting(true), { chunkBytes, directoryCacheMs: 60_000 });
+  await client.mkdir('/d', 0o755, caller);
+  await client.mkdir('/d/e', 0o755, caller);
+  Object.assign(calls, { batches: 0, proposals: 0, resolves: 0, lookups: 0 });
+  const handle = await client.create('/d/e/f', 0o640, caller, { mode: 'write' });
+  assert.deepEqual([calls.batches, calls.proposals], [1, 0], 'the create and its open token: one round trip');
+  assert.equal(calls.lookups, 0, 'the path is walked by the primary');
+  await handle.write(0, Buffer.from('hello'));
+  await handle.close();
+  assert.equal((await client.getattr('/d/e/f')).mode & 0o777, 0o640);
+  // An existing name: a non-exclusive create opens it, an exclusive one fails; no token leaks.
+  const again = await client.create('/d/e/f', 0o600, caller, { mode: 'read' });
+  assert.equal(Buffer.from(await again.read(0, 5)).toString(), 'hello');
+  await again.close();
+  await assert.rejects(client.create('/d/e/f', 0o600, caller, { mode: 'write', exclusive: true }), {
+    code: 'ALREADY_EXISTS',
+  });
+  assert.equal((await cell.replicas[0]!.machine.tokens()).length, 0, 'failed and closed opens hold no token');
+  // Remembered directories: a second create in /d/e walks nothing.
+  calls.resolves = 0;
+  await (await client.create('/d/e/g', 0o644, caller, { mode: 'write' })).close();
+  assert.equal(calls.resolves, 0, '/d/e is remembered');
+  // A rename through this client forgets them: the old path is gone at once.
+  await client.rename('/d/e', '/d/e2');
+  await assert.rejects(client.create('/d/e/h', 0o644, caller, { mode: 'write' }), { code: 'NOT_FOUND' });
+  await (await client.create('/d/e2/h', 0o644, caller, { mode: 'write' })).close();
+  assert.deepEqual(await client.readdir('/d/e2'), ['f', 'g', 'h']);
+  await client.unlink('/d/e2/f');
+  await client.unlink('/d/e2/g');
+  await client.unlink('/d/e2/h');
+  await client.rmdir('/d/e2');
+  await assert.rejects(client.create('/d/e2/x', 0o644, caller, { mode: 'write' }), { code: 'NOT_FOUND' });
+  // Errors of the one-trip walk keep their codes.
+  await assert.rejects(client.getattr('/d/nope/x'), { code: 'NOT_FOUND' });
+  await client.mkdir('/d/e', 0o755, caller);
+  await (await client.create('/d/e/file', 0o644, caller, { mode: 'write' })).close();
+  await assert.rejects(client.getattr('/d/e/file/x'), { code: 'NOT_A_DIRECTORY' });
+  await assert.rejects(client.create('/d/e/file/x', 0o644, caller, { mode: 'write' }), {
+    code: 'NOT_A_DIRECTORY',
+  });
+  // Deferred releases: a close's token release rides with the next create (one batch), or goes
+  // alone after releaseDelayMs; close() resolves only once the token is released either way.
+  const deferring = new CellClient(counting(true), {
+    chunkBytes,
+    directoryCacheMs: 60_000,
+    releaseDelayMs: 10_000,
+  });
+  const first = await deferring.create('/d/e/r1', 0o644, caller, { mode: 'write' });
+  Object.assign(calls, { batches: 0, proposals: 0 });
+  let closed = false;
+  const closing = first.close().then(() => {
+    closed = true;
+  });
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(closed, false, 'the release waits for the next create');
+  assert.equal((await cell.replicas[0]!.machine.tokens()).length, 1);
+  const second = await deferring.create('/d/e/r2', 0o644, caller, { mode: 'write' });
+  await closing;
+  assert.deepEqual([calls.batches, calls.proposals], [1, 0], 'the release went with the create');
+  assert.equal((await cell.replicas[0]!.machine.tokens()).length, 1, 'only the second file is open');
+  const lastClose = second.close();
+  await deferring.closeAll(); // does not wait out the delay
+  await lastClose;
+  assert.equal((await cell.replicas[0]!.machine.tokens()).length, 0);
+  const quick = new CellClient(counting(true), { chunkBytes, releaseDelayMs: 5 });
+  await (await quick.create('/d/e/r3', 0o644, caller, { mode: 'write' })).close();
+  assert.equal((await cell.replicas[0]!.machine.tokens()).length, 0, 'alone after the delay');
+  // Without the one-trip walk (a controller of an earlier version): one lookup per name.
+  calls.lookups = 0;
+  const older = new CellClient(counting(false), { chunkBytes });
+  assert.equal((await older.getattr('/d/e/file')).size, 0);
+  assert.equal(calls.lookups, 3);
+  await assert.rejects(older.getattr('/d/e/file/x'), { code: 'NOT_A_DIRECTORY' });
+});

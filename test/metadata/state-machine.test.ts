@@ -60,6 +60,23 @@ test('create, lookup, paged readdir, and the errors of create', async () => {
   assert.equal(symlink.inode?.size, 1);
 });
 
+test('resolve walks a path in one read: the deepest inode reached and how many names it took', async () => {
+  const h = await Harness.create();
+  const a = (await h.mkdir(h.rootId, 'a')).inode!.id;
+  const b = (await h.mkdir(a, 'b')).inode!.id;
+  assert.equal((await h.createFile(b, 'f')).code, 'OK');
+  const walk = async (names: string[]) => {
+    const found = await h.machine.resolve(h.rootId, names);
+    return [found.inode === undefined ? undefined : hex(found.inode.id), found.depth];
+  };
+  const f = (await h.machine.lookup(b, 'f'))!;
+  assert.deepEqual(await walk([]), [hex(h.rootId), 0]);
+  assert.deepEqual(await walk(['a', 'b', 'f']), [hex(f.id), 3]);
+  assert.deepEqual(await walk(['a', 'nope', 'f']), [hex(a), 1], 'stops before the missing name');
+  assert.deepEqual(await walk(['a', 'b', 'f', 'under']), [hex(f.id), 3], 'stops at a file');
+  assert.deepEqual(await h.machine.resolve(id(), ['a']), { depth: 0 }, 'an unknown start');
+});
+
 test('unlink and rmdir: types, emptiness, link counts', async () => {
   const h = await Harness.create();
   const d = (await h.mkdir(h.rootId, 'd')).inode!.id;
