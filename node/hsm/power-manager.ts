@@ -257,7 +257,10 @@ export class PowerManager {
       !(await this.#setState(
         server,
         'GOING_DOWN',
-        ['ON', 'FAILED_TO_STOP', 'GOING_DOWN', 'FAILED_TO_START'],
+        // WAKING: an administrator's off right after a wake (the server registered, and the
+        // policy's next round would only have marked it ON); the wake's driver call is done,
+        // operations on one server run one after another.
+        ['ON', 'WAKING', 'FAILED_TO_STOP', 'GOING_DOWN', 'FAILED_TO_START'],
         reason,
         server.powerFailures ?? 0,
       ))

@@ -18,8 +18,11 @@ const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex');
 
 /** How long a reader waits for a sleeping server at most by default (a RAID may need 5 min). */
 export const WAKE_WAIT_MS_DEFAULT = 6 * 60_000;
-/** Wake on demand: a reader polls a waking server's record this often, asks again after this long. */
-export const WAKE_POLL_MS = 250;
+/**
+ * Wake on demand: a reader polls a waking server's record this often (one metadata read; a
+ * reader waits only while the server starts), asks again after this long.
+ */
+export const WAKE_POLL_MS = 100;
 export const WAKE_ASK_AGAIN_MS = 2_000;
 /** Beyond the cell's wake timeout, a reader waits this much longer for the server to show up. */
 export const WAKE_MARGIN_MS = 5_000;
