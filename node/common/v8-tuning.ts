@@ -13,4 +13,5 @@
  */
 import { setFlagsFromString } from 'node:v8';
 
-setFlagsFromString('--external-memory-accounted-in-global-limit');
+// ZHSM_V8_DEFAULTS=1 leaves V8 as it is (for comparisons).
+if (process.env.ZHSM_V8_DEFAULTS !== '1') setFlagsFromString('--external-memory-accounted-in-global-limit');
