@@ -1129,7 +1129,15 @@ export class CellFileHandle implements FileHandle {
   }
 
   read(offset: number, length: number): Promise<Uint8Array> {
-    return this.#serial(async () => {
+    // A read-only handle changes nothing but its view of the inode: its reads run side by side
+    // (the mount's read-ahead asks for several pieces at once); others keep their order with
+    // the handle's writes.
+    if (this.#mode === 'read') return this.#read(offset, length);
+    return this.#serial(() => this.#read(offset, length));
+  }
+
+  #read(offset: number, length: number): Promise<Uint8Array> {
+    return (async () => {
       this.#checkOpen();
       if (this.#mode === 'write')
         throw new ZhsmError('PERMISSION_DENIED', `${this.path} is open for writing only`);
@@ -1150,7 +1158,7 @@ export class CellFileHandle implements FileHandle {
         }),
       );
       return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-    });
+    })();
   }
 
   /** The committed chunk list overlaid with the dirty chunks (as placeholders). */
@@ -1172,7 +1180,13 @@ export class CellFileHandle implements FileHandle {
 
   async #refresh(): Promise<void> {
     const latest = await this.#client.cell.metadata.inode(this.#inode.id);
-    if (latest !== undefined) {
+    // Refreshes of concurrent reads may answer out of order: never go back to an older inode.
+    const current = this.#inode;
+    const older =
+      latest !== undefined &&
+      (latest.version < current.version ||
+        (latest.version === current.version && latest.ctimeMs < current.ctimeMs));
+    if (latest !== undefined && !older) {
       this.#inode = latest;
       this.#freshUntilMs = performance.now() + HANDLE_FRESH_MS;
       if (this.#dirty.size === 0) this.#size = latest.size;

@@ -327,3 +327,43 @@ test('fast paths: create+open in one batch, one-trip path walks, remembered dire
   assert.equal(calls.lookups, 3);
   await assert.rejects(older.getattr('/d/e/file/x'), { code: 'NOT_A_DIRECTORY' });
 });
+
+test('reads of a read-only handle run side by side; a read-write handle keeps its order', async (t) => {
+  const { cell } = await openCell(t);
+  let running = 0;
+  let most = 0;
+  // The cell, with chunk reads that take a while and are counted while they run.
+  const slow = {
+    clientId: cell.clientId,
+    nowMs: () => cell.nowMs(),
+    metadata: cell.metadata,
+    propose: cell.propose.bind(cell),
+    proposeBatch: cell.proposeBatch.bind(cell),
+    writeChunk: cell.writeChunk.bind(cell),
+    deleteObjects: cell.deleteObjects.bind(cell),
+    readChunk: async (...args: Parameters<typeof cell.readChunk>) => {
+      running++;
+      most = Math.max(most, running);
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      try {
+        return await cell.readChunk(...args);
+      } finally {
+        running--;
+      }
+    },
+  };
+  const client = new CellClient(slow, { chunkBytes });
+  const bytes = patternBytes(4 * chunkBytes, 5);
+  const writer = await client.create('/four', 0o644, caller, { mode: 'write' });
+  await writer.write(0, bytes);
+  await writer.close();
+  const pieces = [0, 1, 2, 3].map((i) => [i * chunkBytes, chunkBytes] as const);
+  for (const mode of ['read', 'readWrite'] as const) {
+    most = 0;
+    const handle = await client.open('/four', { mode });
+    const parts = await Promise.all(pieces.map(([offset, length]) => handle.read(offset, length)));
+    assert.ok(Buffer.concat(parts).equals(Buffer.from(bytes)), `${mode}: the bytes`);
+    await handle.close();
+    assert.equal(most, mode === 'read' ? 4 : 1, `${mode}: chunk reads at once`);
+  }
+});
