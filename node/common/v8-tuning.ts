@@ -13,5 +13,13 @@
  */
 import { setFlagsFromString } from 'node:v8';
 
+/**
+ * The Node majors whose V8 has the flag (checked: Node 24, V8 13.6). Elsewhere V8 stays as it is:
+ * an unknown flag would print an error line at every start.
+ */
+const TUNED_NODE_MAJORS = new Set([24]);
+const major = Number(process.versions.node.split('.')[0]);
+
 // ZHSM_V8_DEFAULTS=1 leaves V8 as it is (for comparisons).
-if (process.env.ZHSM_V8_DEFAULTS !== '1') setFlagsFromString('--external-memory-accounted-in-global-limit');
+if (process.env.ZHSM_V8_DEFAULTS !== '1' && TUNED_NODE_MAJORS.has(major))
+  setFlagsFromString('--external-memory-accounted-in-global-limit');
