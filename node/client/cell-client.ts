@@ -283,18 +283,36 @@ export class CellClient implements FsClient {
   }
 
   /** The parent directory's inode and the last name of a path. */
-  async #parentOf(path: string): Promise<{ parent: { id: Uint8Array }; name: string }> {
+  async #parentOf(path: string): Promise<{ parent: { id: Uint8Array }; name: string; remembered: boolean }> {
     const parts = splitPath(path);
     const name = parts.pop();
     if (name === undefined) throw new ZhsmError('NOT_PERMITTED', 'the root has no parent');
     const parentPath = `/${parts.join('/')}`;
     const known = this.#directories?.get(parentPath);
-    if (known !== undefined) return { parent: { id: known }, name };
+    if (known !== undefined) return { parent: { id: known }, name, remembered: true };
     const parent = await this.resolve(parentPath);
     if (parent.type !== 'DIRECTORY')
       throw new ZhsmError('NOT_A_DIRECTORY', `${path}: not a directory`, { path });
     this.#directories?.set(parentPath, parent.id);
-    return { parent, name };
+    return { parent, name, remembered: false };
+  }
+
+  /**
+   * Run a change in the parent directory of `path`. When a remembered directory id found nothing
+   * (another client removed the directory, maybe made a new one at its path meanwhile), the paths
+   * are forgotten and the change runs once more on a fresh walk.
+   */
+  async #inParent<T>(
+    path: string,
+    change: (parent: Uint8Array, name: string) => Promise<T>,
+    notFound: (answer: T) => boolean,
+  ): Promise<T> {
+    const first = await this.#parentOf(path);
+    const answer = await change(first.parent.id, first.name);
+    if (!first.remembered || !notFound(answer)) return answer;
+    this.#forgetDirectories();
+    const again = await this.#parentOf(path);
+    return change(again.parent.id, again.name);
   }
 
   async attributesOf(inode: Inode): Promise<Attributes> {
@@ -367,22 +385,15 @@ export class CellClient implements FsClient {
     caller: Caller,
     extra: { rdev?: number; symlinkTarget?: Uint8Array } = {},
   ): Promise<Inode> {
-    const { parent, name } = await this.#parentOf(path);
-    const result = check(
-      await this.#cell.propose({
-        create: {
-          parent: parent.id,
-          name,
-          id: newId(),
-          type,
-          mode,
-          uid: caller.uid,
-          gid: caller.gid,
-          ...extra,
-        },
-      }),
-      { path },
+    const answer = await this.#inParent(
+      path,
+      (parent, name) =>
+        this.#cell.propose({
+          create: { parent, name, id: newId(), type, mode, uid: caller.uid, gid: caller.gid, ...extra },
+        }),
+      (result) => result.code === 'NOT_FOUND',
     );
+    const result = check(answer, { path });
     this.#noteDirectory(path, result);
     return result.inode!;
   }
@@ -408,25 +419,32 @@ export class CellClient implements FsClient {
       }
       // The create and the open token in one round trip (and one log write): the token names the
       // new inode's id, chosen here. A failed create fails the open too (no such inode).
-      const { parent, name } = await this.#parentOf(path);
-      const id = newId();
-      const tokenId = newId();
-      const releases = this.#takeReleases();
-      let answers: Result[];
-      try {
-        answers = await this.#cell.proposeBatch([
-          ...releases.map(({ id }) => ({ release: { id } })),
-          { create: { parent: parent.id, name, id, type: 'FILE', mode, uid: caller.uid, gid: caller.gid } },
-          this.#openCommand(id, tokenId, options.mode, false),
-        ]);
-      } catch (error) {
-        // The releases go on their own then (the primary may have applied them: a release of a
-        // released token is a harmless NOT_FOUND).
-        void this.#proposeReleases(releases);
-        throw error;
-      }
-      for (const [i, { done }] of releases.entries()) done(answers[i]);
-      const [created, opened] = answers.slice(releases.length);
+      const proposeBatch = this.#cell.proposeBatch.bind(this.#cell);
+      let tokenId = newId();
+      const [created, opened] = await this.#inParent(
+        path,
+        async (parent, name) => {
+          const id = newId();
+          tokenId = newId();
+          const releases = this.#takeReleases();
+          let answers: Result[];
+          try {
+            answers = await proposeBatch([
+              ...releases.map(({ id }) => ({ release: { id } })),
+              { create: { parent, name, id, type: 'FILE', mode, uid: caller.uid, gid: caller.gid } },
+              this.#openCommand(id, tokenId, options.mode, false),
+            ]);
+          } catch (error) {
+            // The releases go on their own then (the primary may have applied them: a release
+            // of a released token is a harmless NOT_FOUND).
+            void this.#proposeReleases(releases);
+            throw error;
+          }
+          for (const [i, { done }] of releases.entries()) done(answers[i]);
+          return answers.slice(releases.length);
+        },
+        ([created]) => created?.code === 'NOT_FOUND',
+      );
       if (created === undefined || opened === undefined)
         throw new ZhsmError('DECODE_ERROR', 'the primary answered a create without its results');
       check(created, { path });
@@ -499,11 +517,16 @@ export class CellClient implements FsClient {
   }
 
   async #remove(path: string, directory: boolean): Promise<void> {
-    const { parent, name } = await this.#parentOf(path);
-    if (directory) this.#forgetDirectories();
     let answer: Result;
     try {
-      answer = await this.#cell.propose({ unlink: { parent: parent.id, name, directory } });
+      answer = await this.#inParent(
+        path,
+        (parent, name) => {
+          if (directory) this.#forgetDirectories();
+          return this.#cell.propose({ unlink: { parent, name, directory } });
+        },
+        (result) => result.code === 'NOT_FOUND',
+      );
     } finally {
       if (directory) this.#forgetDirectories();
     }
@@ -522,20 +545,25 @@ export class CellClient implements FsClient {
   }
 
   async rename(from: string, to: string, options: { noReplace?: boolean } = {}): Promise<void> {
-    const source = await this.#parentOf(from);
-    const target = await this.#parentOf(to);
-    this.#forgetDirectories();
-    let answer: Result;
+    let answer: Result | undefined;
     try {
-      answer = await this.#cell.propose({
-        rename: {
-          parent: source.parent.id,
-          name: source.name,
-          newParent: target.parent.id,
-          newName: target.name,
-          noReplace: options.noReplace === true,
-        },
-      });
+      // Twice at most: again on fresh walks when a remembered directory id found nothing.
+      for (let attempt = 1; answer === undefined; attempt++) {
+        const source = await this.#parentOf(from);
+        const target = await this.#parentOf(to);
+        this.#forgetDirectories();
+        const result = await this.#cell.propose({
+          rename: {
+            parent: source.parent.id,
+            name: source.name,
+            newParent: target.parent.id,
+            newName: target.name,
+            noReplace: options.noReplace === true,
+          },
+        });
+        const remembered = source.remembered || target.remembered;
+        if (result.code !== 'NOT_FOUND' || !remembered || attempt > 1) answer = result;
+      }
     } finally {
       // Again once done: a walk that raced the rename may have remembered an old path.
       this.#forgetDirectories();
@@ -560,10 +588,12 @@ export class CellClient implements FsClient {
 
   async link(existing: string, path: string): Promise<Attributes> {
     const inode = await this.resolve(existing);
-    const { parent, name } = await this.#parentOf(path);
-    const result = check(await this.#cell.propose({ link: { id: inode.id, parent: parent.id, name } }), {
+    const answer = await this.#inParent(
       path,
-    });
+      (parent, name) => this.#cell.propose({ link: { id: inode.id, parent, name } }),
+      (result) => result.code === 'NOT_FOUND',
+    );
+    const result = check(answer, { path });
     this.#noteDirectory(path, result);
     return this.attributesOf(result.inode!);
   }

@@ -367,3 +367,40 @@ test('reads of a read-only handle run side by side; a read-write handle keeps it
     assert.equal(most, mode === 'read' ? 4 : 1, `${mode}: chunk reads at once`);
   }
 });
+
+test('a remembered directory that another client removed and made again: changes go to the new one', async (t) => {
+  const { cell } = await openCell(t);
+  const a = new CellClient(cell, { chunkBytes, directoryCacheMs: 60_000 });
+  const b = new CellClient(cell, { chunkBytes });
+  await a.mkdir('/x', 0o755, caller);
+  await a.mkdir('/y', 0o755, caller);
+  await (await a.create('/x/first', 0o644, caller, { mode: 'write' })).close(); // a remembers /x
+  await (await a.create('/y/first', 0o644, caller, { mode: 'write' })).close(); // and /y
+  const again = async () => {
+    for (const directory of ['/x', '/y']) {
+      for (const name of await b.readdir(directory)) {
+        const path = `${directory}/${name}`;
+        if ((await b.getattr(path)).type === 'directory') await b.rmdir(path);
+        else await b.unlink(path);
+      }
+      await b.rmdir(directory);
+      await b.mkdir(directory, 0o755, caller);
+    }
+  };
+  await again();
+  await (await a.create('/x/f', 0o644, caller, { mode: 'write' })).close();
+  await a.mkdir('/x/d', 0o755, caller);
+  await a.symlink('f', '/x/s', caller);
+  await a.link('/x/f', '/y/hard');
+  assert.deepEqual(await b.readdir('/x'), ['d', 'f', 's']);
+  assert.deepEqual(await b.readdir('/y'), ['hard']);
+  await again();
+  await (await b.create('/x/g', 0o644, caller, { mode: 'write' })).close();
+  await a.rename('/x/g', '/y/g');
+  assert.deepEqual(await b.readdir('/y'), ['g']);
+  await again();
+  await (await b.create('/y/h', 0o644, caller, { mode: 'write' })).close();
+  await a.unlink('/y/h');
+  assert.deepEqual(await b.readdir('/y'), []);
+  await assert.rejects(a.unlink('/y/none'), { code: 'NOT_FOUND' }, 'a name that is not there');
+});
