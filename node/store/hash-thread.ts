@@ -2,7 +2,8 @@
  * Worker thread of node/store/hasher.ts: sha256 and per-block checksums of body streams, so that a
  * large ingest hashes on another core while the main thread writes. Messages:
  *   in:  { stream, chunk: Uint8Array }  |  { stream, end: true }
- *   out: { stream, consumed: number }   |  { stream, hash: Uint8Array, crcs: number[] }
+ *   out: { stream, consumed: number, memory: ArrayBuffer (the piece's, transferred back) }
+ *      | { stream, hash: Uint8Array, crcs: number[] }
  */
 import { createHash, type Hash } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
@@ -28,7 +29,9 @@ port.on('message', (message: { stream: number; chunk?: Uint8Array; end?: boolean
     const chunk = message.chunk;
     state.hash.update(chunk);
     state.blocks.update(chunk);
-    port.postMessage({ stream: message.stream, consumed: chunk.length });
+    // The piece's memory goes back for the next copy.
+    const memory = chunk.buffer as ArrayBuffer;
+    port.postMessage({ stream: message.stream, consumed: chunk.length, memory }, [memory]);
   }
   if (message.end === true) {
     streams.delete(message.stream);

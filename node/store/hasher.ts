@@ -41,22 +41,47 @@ export class InlineHasher implements BodyHasher {
   abort(): void {}
 }
 
-type WorkerReply = { stream: number; consumed?: number; hash?: Uint8Array; crcs?: number[] };
+type WorkerReply = {
+  stream: number;
+  consumed?: number;
+  /** The memory of a hashed piece, transferred back for reuse. */
+  memory?: ArrayBuffer;
+  hash?: Uint8Array;
+  crcs?: number[];
+};
+
+/**
+ * Pieces are copied into buffers of this size that travel to the worker and back (transferred,
+ * never cloned): fresh memory for every copy cost page faults about as long as the hashing.
+ */
+const copyBytes = 1024 * 1024;
+/** Idle copy buffers kept per hash thread. */
+const copiesIdleMax = 48;
 
 /** One worker thread shared by all ingests of a process (per block size); unref'd. */
 class HashThread {
   readonly #worker: Worker;
   readonly #listeners = new Map<number, (reply: WorkerReply) => void>();
+  readonly #idle: ArrayBuffer[] = [];
   #nextStream = 1;
 
   constructor(blockBytes: number) {
     this.#worker = new Worker(new URL('./hash-thread.ts', import.meta.url), { workerData: { blockBytes } });
     this.#worker.unref();
-    this.#worker.on('message', (reply: WorkerReply) => this.#listeners.get(reply.stream)?.(reply));
+    this.#worker.on('message', (reply: WorkerReply) => {
+      if (reply.memory?.byteLength === copyBytes && this.#idle.length < copiesIdleMax)
+        this.#idle.push(reply.memory);
+      this.#listeners.get(reply.stream)?.(reply);
+    });
     this.#worker.on('error', (error) => {
       for (const listener of this.#listeners.values())
         listener({ stream: -1, consumed: Number.NaN, crcs: [String(error)] as unknown as number[] });
     });
+  }
+
+  /** A buffer of copyBytes for a piece to hash (its contents undefined). */
+  copyBuffer(): ArrayBuffer {
+    return this.#idle.pop() ?? new ArrayBuffer(copyBytes);
   }
 
   open(listener: (reply: WorkerReply) => void): {
@@ -81,6 +106,7 @@ class HashThread {
 const threads = new Map<number, HashThread>();
 
 export class WorkerHasher implements BodyHasher {
+  readonly #thread: HashThread;
   readonly #channel: ReturnType<HashThread['open']>;
   #inflight = 0;
   #drained: (() => void) | undefined;
@@ -93,6 +119,7 @@ export class WorkerHasher implements BodyHasher {
       thread = new HashThread(blockBytes);
       threads.set(blockBytes, thread);
     }
+    this.#thread = thread;
     this.#channel = thread.open((reply) => {
       if (reply.stream === -1 || Number.isNaN(reply.consumed)) {
         this.#failure = new Error('hash worker failed');
@@ -109,11 +136,16 @@ export class WorkerHasher implements BodyHasher {
 
   async update(chunk: Uint8Array, released?: () => void): Promise<void> {
     if (this.#failure !== undefined) throw this.#failure;
-    // A copy of just these bytes, transferred (posting a view would clone its whole buffer).
-    const copy = new Uint8Array(chunk);
+    // Copies of these bytes in pieces of reused buffers, transferred to the worker and back
+    // (posting a view of the caller's buffer would clone all of it).
+    for (let offset = 0; offset < chunk.length; offset += copyBytes) {
+      const length = Math.min(copyBytes, chunk.length - offset);
+      const copy = new Uint8Array(this.#thread.copyBuffer(), 0, length);
+      copy.set(chunk.subarray(offset, offset + length));
+      this.#inflight += length;
+      this.#channel.post({ stream: this.#channel.stream, chunk: copy }, [copy.buffer]);
+    }
     released?.();
-    this.#inflight += copy.length;
-    this.#channel.post({ stream: this.#channel.stream, chunk: copy }, [copy.buffer]);
     while (this.#inflight > workerInflightBytesMax && this.#failure === undefined) {
       await new Promise<void>((resolve) => {
         this.#drained = resolve;
