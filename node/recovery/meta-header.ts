@@ -8,6 +8,7 @@
  * headers of one inode.
  */
 import type { Inode, NodeType } from '../metadata/records.ts';
+import { BLOCK_CHECKSUM_CURRENT } from '../store/checksum.ts';
 import type { ObjectHeader, SpecialKind, SubType } from '../store/format.ts';
 
 const EMPTY = new Uint8Array(0);
@@ -87,6 +88,7 @@ export function metaObjectOf(
     contentHash: EMPTY,
     bodySize: body.length,
     blockSize: 0,
+    blockChecksum: BLOCK_CHECKSUM_CURRENT,
     parent: inode.parent,
     name: inode.name,
     uid: inode.uid,

@@ -34,7 +34,7 @@ import {
 import { type FileHandleLike, type FileSystem, type FsSpace, nodeFileSystem } from '../common/fs.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
 import { KeyedMutex } from '../common/mutex.ts';
-import { blockChecksum } from './checksum.ts';
+import { BLOCK_CHECKSUM_CURRENT, blockChecksum } from './checksum.ts';
 import {
   type BackendIdentity,
   BLOCK_BYTES,
@@ -400,6 +400,8 @@ export class Backend {
       ...init,
       blockSize: BLOCK_BYTES,
       hashAlgorithm: 'SHA256',
+      // What the hashers compute for every new body.
+      blockChecksum: BLOCK_CHECKSUM_CURRENT,
     };
     if (header.mtimeMs === 0) header.mtimeMs = this.#clock.nowMs();
     const expectedSize = init.bodySize;
@@ -663,7 +665,7 @@ export class Backend {
           }
           for (let b = 0; b * blockSize < span.length; b++) {
             const piece = span.subarray(b * blockSize, Math.min(span.length, (b + 1) * blockSize));
-            if (blockChecksum(piece) !== blockCrcs[item.block + b]) {
+            if (blockChecksum(piece, header.blockChecksum) !== blockCrcs[item.block + b]) {
               throw new CorruptObjectError(
                 `block ${item.block + b} (body offset ${item.start + b * blockSize}) fails its checksum`,
                 { ...context, block: item.block + b },
@@ -717,6 +719,7 @@ export class Backend {
           next.bodySize !== loaded.header.bodySize ||
           next.blockSize !== loaded.header.blockSize ||
           next.blockChecksums.join() !== loaded.header.blockChecksums.join() ||
+          next.blockChecksum !== loaded.header.blockChecksum ||
           Buffer.compare(next.contentHash, loaded.header.contentHash) !== 0
         ) {
           throw new InvalidArgumentError(

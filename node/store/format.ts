@@ -17,7 +17,7 @@
  * slot B can be found even when slot A is unreadable, and the body starts 4 KiB-aligned (holes in
  * the body are filesystem holes).
  *
- * The trailer holds a checksum (xxh32) per `block_size` bytes of the body, so ranged reads verify exactly the
+ * The trailer holds a checksum (the header's algorithm) per `block_size` bytes of the body, so ranged reads verify exactly the
  * blocks they touch; the header's content hash (sha256 of the whole body) is verified at ingest and
  * by full reads (scrub).
  */
@@ -50,6 +50,8 @@ export type SpecialKind =
   | 'SOCKET';
 export type DataLayout = 'DATA_LAYOUT_UNSPECIFIED' | 'INLINE' | 'CHUNKS';
 export type HashAlgorithm = 'HASH_ALGORITHM_UNSPECIFIED' | 'SHA256';
+/** The checksum of body blocks (proto BlockChecksum; node/store/checksum.ts). */
+export type BlockChecksumAlgorithm = 'BLOCK_CHECKSUM_XXH32' | 'BLOCK_CHECKSUM_XXH64_LOW32';
 
 export interface ChunkRef {
   id: Uint8Array;
@@ -98,8 +100,10 @@ export interface ObjectHeader {
   fileSize: number;
   rdev: number;
   nlink: number;
-  /** Block checksums (xxh32) of small bodies (at most HEADER_BLOCKS_MAX blocks); empty otherwise. */
+  /** Block checksums of small bodies (at most HEADER_BLOCKS_MAX blocks); empty otherwise. */
   blockChecksums: number[];
+  /** The algorithm of the block checksums (here and in the trailer). */
+  blockChecksum: BlockChecksumAlgorithm;
   /** META: the log index of the change this header describes (node/recovery/). */
   changeIndex: number;
   /** META: mtimes of the content versions this one replaced, newest first (at most 16). */
@@ -156,6 +160,7 @@ export function emptyHeader(): ObjectHeader {
     rdev: 0,
     nlink: 0,
     blockChecksums: [],
+    blockChecksum: 'BLOCK_CHECKSUM_XXH32',
     changeIndex: 0,
     contentHistory: [],
     symlinkTarget: new Uint8Array(0),

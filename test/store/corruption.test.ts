@@ -207,3 +207,52 @@ test('scrub is throttled and reports progress', async (t) => {
   );
   assert.deepEqual(progress.slice(0, 3), [1, 2, 3]);
 });
+
+test('objects from before BlockChecksum (xxh32 blocks) still read and verify; new ones use xxh64', async (t) => {
+  const root = tempDirectory(t);
+  const backend = await Backend.create(root, { cell: 'c' });
+  t.after(() => backend.close());
+  const { encodeSlot, encodeTrailer, headerCodec, BLOCK_BYTES } = await import('../../node/store/format.ts');
+  const { xxh32Blocks } = await import('../../node/store/checksum.ts');
+  const { crc32 } = await import('node:zlib');
+  // Rewrite an object as the earlier format wrote it: no block_checksum field, xxh32 checksums
+  // (in the header for a small body, in the trailer for a large one).
+  const asEarlierFormat = (path: string, body: Uint8Array, checksums: number[]) => {
+    const data = readFileSync(path);
+    const header = headerCodec.decode(data.subarray(28, 28 + data.readUInt32LE(12)));
+    assert.equal(header.blockChecksum, 'BLOCK_CHECKSUM_XXH64_LOW32', 'new objects: xxh64');
+    const old = { ...header, blockChecksum: 'BLOCK_CHECKSUM_XXH32' as const };
+    if (header.blockChecksums.length > 0) old.blockChecksums = checksums;
+    const encoded = headerCodec.encode(old);
+    const slot = Buffer.from(encodeSlot({ header: encoded, slotIndex: 0, sequence: 1, slotBytes: 4096 }));
+    slot.writeUInt32LE(crc32(slot.subarray(28), crc32(slot.subarray(0, 24))), 24);
+    const fd = openSync(path, 'r+');
+    writeSync(fd, slot, 0, slot.length, 0);
+    if (header.blockChecksums.length === 0) {
+      const trailer = encodeTrailer(BLOCK_BYTES, checksums);
+      writeSync(fd, trailer, 0, trailer.length, 8192 + body.length);
+    }
+    closeSync(fd);
+  };
+  for (const size of [200_000, 3 * 1024 * 1024 + 5]) {
+    const id = newObjectId();
+    const body = patternBytes(size, 7);
+    await backend.ingest({ id }, body);
+    const path = backend.objectPath(id);
+    asEarlierFormat(path, body, xxh32Blocks(body, BLOCK_BYTES));
+    assert.equal((await backend.head(id)).blockChecksum, 'BLOCK_CHECKSUM_XXH32');
+    assert.ok((await backend.readAll(id)).equals(body), `${size}: reads back`);
+    const part = await collect(backend.read(id, { offset: 70_000, length: 1000 }));
+    assert.ok(part.equals(body.subarray(70_000, 71_000)), `${size}: ranged read`);
+    // Damage is still found with the earlier algorithm.
+    flipByte(path, 8192 + 65_536 + 3);
+    await assert.rejects(backend.readAll(id), { code: 'CORRUPT_OBJECT' });
+  }
+  // Checksums of one algorithm do not pass for the other.
+  const id = newObjectId();
+  const body = patternBytes(100_000, 9);
+  await backend.ingest({ id }, body);
+  const head = await backend.head(id);
+  asEarlierFormat(backend.objectPath(id), body, head.blockChecksums);
+  await assert.rejects(backend.readAll(id), { code: 'CORRUPT_OBJECT' });
+});
