@@ -1,5 +1,5 @@
 /**
- * Streams an object body into a temp file: hashes it (sha256) and checksums each block (xxh32)
+ * Streams an object body into a temp file: hashes it (sha256) and checksums each block (checksum.ts)
  * through a BodyHasher (inline, or on a worker thread for large bodies),
  * and leaves every all-zero 4 KiB page unwritten so that holes stay holes on disk.
  *
