@@ -172,6 +172,22 @@ function splitPath(path: string): string[] {
   return parts;
 }
 
+/** An option in ms: absent is 0; negative or not finite is refused. */
+function nonNegativeMs(name: string, value: number | undefined): number {
+  const ms = value ?? 0;
+  if (!Number.isFinite(ms) || ms < 0) throw new InvalidArgumentError(`${name} must be >= 0, not ${ms}`);
+  return ms;
+}
+
+/** The key of a path (its names from splitPath) in the remembered-directory caches. */
+const pathKey = (names: readonly string[]) => `/${names.join('/')}`;
+
+/** A token release waiting to go with the next create (releaseDelayMs). */
+interface PendingRelease {
+  readonly id: Uint8Array;
+  readonly done: (result: Result | undefined) => void;
+}
+
 export class CellClient implements FsClient {
   readonly #cell: CellApi;
   readonly #replicas: number;
@@ -190,12 +206,14 @@ export class CellClient implements FsClient {
   #rootId: Uint8Array | undefined;
   readonly #releaseDelayMs: number;
   /** Token releases waiting for the next create or the release timer (releaseDelayMs). */
-  #releases: Array<{ id: Uint8Array; done: (result: Result | undefined) => void }> = [];
+  #releases: PendingRelease[] = [];
   #releaseTimer: ReturnType<typeof setTimeout> | undefined;
   /** Sets and removals of security.capability through this client (see getxattr). */
   #capabilityChanges = 0;
   /** closeAll() was called: no more deferred releases. */
   #releaseAtOnce = false;
+  /** Path walks go to the primary in one request (until a controller turns that down). */
+  #walkInOneTrip = true;
   /** Directory path -> inode id (directoryCacheMs). */
   readonly #directories: LRUCache<string, Uint8Array> | undefined;
   /**
@@ -206,9 +224,7 @@ export class CellClient implements FsClient {
   readonly #changedDirectories: LRUCache<string, Inode> | undefined;
 
   constructor(cell: CellApi, options: CellClientOptions = {}) {
-    const directoryCacheMs = options.directoryCacheMs ?? 0;
-    if (!Number.isFinite(directoryCacheMs) || directoryCacheMs < 0)
-      throw new InvalidArgumentError(`directoryCacheMs must be >= 0, not ${directoryCacheMs}`);
+    const directoryCacheMs = nonNegativeMs('directoryCacheMs', options.directoryCacheMs);
     if (directoryCacheMs > 0) {
       this.#directories = new LRUCache({ max: directoryCacheEntriesMax, ttl: directoryCacheMs });
       this.#changedDirectories = new LRUCache({ max: directoryCacheEntriesMax, ttl: directoryCacheMs });
@@ -218,9 +234,7 @@ export class CellClient implements FsClient {
     this.#chunkBytes = options.chunkBytes ?? CHUNK_BYTES_DEFAULT;
     this.#writeBufferBytesMax = options.writeBufferBytesMax ?? 64 * 1024 * 1024;
     this.#tokenLifetimeMs = options.tokenLifetimeMs ?? 60_000;
-    this.#releaseDelayMs = options.releaseDelayMs ?? 0;
-    if (!Number.isFinite(this.#releaseDelayMs) || this.#releaseDelayMs < 0)
-      throw new InvalidArgumentError(`releaseDelayMs must be >= 0, not ${this.#releaseDelayMs}`);
+    this.#releaseDelayMs = nonNegativeMs('releaseDelayMs', options.releaseDelayMs);
   }
 
   get cell(): CellApi {
@@ -243,9 +257,6 @@ export class CellClient implements FsClient {
   get writeBufferBytesMax(): number {
     return this.#writeBufferBytesMax;
   }
-
-  /** Path walks go to the primary in one request (until a controller turns that down). */
-  #walkInOneTrip = true;
 
   async #root(): Promise<Uint8Array> {
     this.#rootId ??= await this.#cell.metadata.root();
@@ -287,7 +298,7 @@ export class CellClient implements FsClient {
     const parts = splitPath(path);
     const name = parts.pop();
     if (name === undefined) throw new ZhsmError('NOT_PERMITTED', 'the root has no parent');
-    const parentPath = `/${parts.join('/')}`;
+    const parentPath = pathKey(parts);
     const known = this.#directories?.get(parentPath);
     if (known !== undefined) return { parent: { id: known }, name, remembered: true };
     const parent = await this.resolve(parentPath);
@@ -339,14 +350,14 @@ export class CellClient implements FsClient {
   }
 
   async getattr(path: string): Promise<Attributes> {
-    const changed = this.#changedDirectories?.get(`/${splitPath(path).join('/')}`);
+    const changed = this.#changedDirectories?.get(pathKey(splitPath(path)));
     return this.attributesOf(changed ?? (await this.resolve(path)));
   }
 
   /** A create, link or unlink in the directory of `path` answered with the directory. */
   #noteDirectory(path: string, result: Result): void {
     if (result.parent == null || this.#directories === undefined) return;
-    const parentPath = `/${splitPath(path).slice(0, -1).join('/')}`;
+    const parentPath = pathKey(splitPath(path).slice(0, -1));
     this.#directories.set(parentPath, result.parent.id);
     // Answers to concurrent changes may arrive out of order: keep the later change.
     const known = this.#changedDirectories?.get(parentPath);
@@ -420,12 +431,11 @@ export class CellClient implements FsClient {
       // The create and the open token in one round trip (and one log write): the token names the
       // new inode's id, chosen here. A failed create fails the open too (no such inode).
       const proposeBatch = this.#cell.proposeBatch.bind(this.#cell);
-      let tokenId = newId();
-      const [created, opened] = await this.#inParent(
+      const { answers, tokenId } = await this.#inParent(
         path,
         async (parent, name) => {
           const id = newId();
-          tokenId = newId();
+          const tokenId = newId();
           const releases = this.#takeReleases();
           let answers: Result[];
           try {
@@ -441,10 +451,11 @@ export class CellClient implements FsClient {
             throw error;
           }
           for (const [i, { done }] of releases.entries()) done(answers[i]);
-          return answers.slice(releases.length);
+          return { answers: answers.slice(releases.length), tokenId };
         },
-        ([created]) => created?.code === 'NOT_FOUND',
+        ({ answers: [created] }) => created?.code === 'NOT_FOUND',
       );
+      const [created, opened] = answers;
       if (created === undefined || opened === undefined)
         throw new ZhsmError('DECODE_ERROR', 'the primary answered a create without its results');
       check(created, { path });
@@ -737,7 +748,7 @@ export class CellClient implements FsClient {
     });
   }
 
-  #takeReleases(): Array<{ id: Uint8Array; done: (result: Result | undefined) => void }> {
+  #takeReleases(): PendingRelease[] {
     const releases = this.#releases;
     this.#releases = [];
     clearTimeout(this.#releaseTimer);
@@ -745,9 +756,7 @@ export class CellClient implements FsClient {
     return releases;
   }
 
-  async #proposeReleases(
-    releases: ReadonlyArray<{ id: Uint8Array; done: (result: Result | undefined) => void }>,
-  ): Promise<void> {
+  async #proposeReleases(releases: readonly PendingRelease[]): Promise<void> {
     if (releases.length === 0) return;
     const commands = releases.map(({ id }) => ({ release: { id } }));
     const answers = await (
@@ -1166,29 +1175,27 @@ export class CellFileHandle implements FileHandle {
     return this.#serial(() => this.#read(offset, length));
   }
 
-  #read(offset: number, length: number): Promise<Uint8Array> {
-    return (async () => {
-      this.#checkOpen();
-      if (this.#mode === 'write')
-        throw new ZhsmError('PERMISSION_DENIED', `${this.path} is open for writing only`);
-      // Close-to-open: the inode read at open serves reads; look again only past the known end
-      // (a file another client appends to, e.g. tail -f).
-      if (this.#dirty.size === 0 && offset + length > this.#size) await this.#refresh();
-      const chunkBytes = this.#client.chunkBytes;
-      const pieces = planRead(this.#currentChunks(), this.#size, offset, length, chunkBytes);
-      const parts = await Promise.all(
-        pieces.map(async (piece) => {
-          if (piece.kind === 'zeros') return new Uint8Array(piece.length);
-          const dirty = this.#dirty.get(piece.chunk.offset / chunkBytes);
-          if (dirty !== undefined)
-            return dirty.bytes.subarray(piece.chunkOffset, piece.chunkOffset + piece.length);
-          if (this.#inode.inlineData.length > 0)
-            return this.#inode.inlineData.subarray(piece.fileOffset, piece.fileOffset + piece.length);
-          return this.#client.readChunk(piece.chunk, piece.chunkOffset, piece.length, this.#inode.id);
-        }),
-      );
-      return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-    })();
+  async #read(offset: number, length: number): Promise<Uint8Array> {
+    this.#checkOpen();
+    if (this.#mode === 'write')
+      throw new ZhsmError('PERMISSION_DENIED', `${this.path} is open for writing only`);
+    // Close-to-open: the inode read at open serves reads; look again only past the known end
+    // (a file another client appends to, e.g. tail -f).
+    if (this.#dirty.size === 0 && offset + length > this.#size) await this.#refresh();
+    const chunkBytes = this.#client.chunkBytes;
+    const pieces = planRead(this.#currentChunks(), this.#size, offset, length, chunkBytes);
+    const parts = await Promise.all(
+      pieces.map(async (piece) => {
+        if (piece.kind === 'zeros') return new Uint8Array(piece.length);
+        const dirty = this.#dirty.get(piece.chunk.offset / chunkBytes);
+        if (dirty !== undefined)
+          return dirty.bytes.subarray(piece.chunkOffset, piece.chunkOffset + piece.length);
+        if (this.#inode.inlineData.length > 0)
+          return this.#inode.inlineData.subarray(piece.fileOffset, piece.fileOffset + piece.length);
+        return this.#client.readChunk(piece.chunk, piece.chunkOffset, piece.length, this.#inode.id);
+      }),
+    );
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
   }
 
   /** The committed chunk list overlaid with the dirty chunks (as placeholders). */
@@ -1210,13 +1217,13 @@ export class CellFileHandle implements FileHandle {
 
   async #refresh(): Promise<void> {
     const latest = await this.#client.cell.metadata.inode(this.#inode.id);
+    if (latest === undefined) return;
     // Refreshes of concurrent reads may answer out of order: never go back to an older inode.
     const current = this.#inode;
-    const older =
-      latest !== undefined &&
-      (latest.version < current.version ||
-        (latest.version === current.version && latest.ctimeMs < current.ctimeMs));
-    if (latest !== undefined && !older) {
+    if (
+      latest.version > current.version ||
+      (latest.version === current.version && latest.ctimeMs >= current.ctimeMs)
+    ) {
       this.#inode = latest;
       this.#freshUntilMs = performance.now() + HANDLE_FRESH_MS;
       if (this.#dirty.size === 0) this.#size = latest.size;

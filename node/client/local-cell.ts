@@ -189,26 +189,14 @@ export class LocalCell implements CellApi {
   }
 
   async propose(command: Omit<Command, 'timeMs'>): Promise<Result> {
-    const deadline = Date.now() + PROPOSE_RETRY_MS;
-    // A proposal overtaken by a snapshot may have been applied: the session makes its retry safe.
-    const { stamp, done } = this.#commands.begin();
-    try {
-      for (;;) {
-        const leader = await this.#leader();
-        try {
-          return await leader.propose({ ...command, ...stamp });
-        } catch (error) {
-          if (!(error instanceof ZhsmError) || error.code !== 'NOT_LEADER' || Date.now() > deadline)
-            throw error;
-          await new Promise((resolve) => setTimeout(resolve, 10));
-        }
-      }
-    } finally {
-      done();
-    }
+    return (await this.proposeBatch([command]))[0]!;
   }
 
-  /** Several commands, proposed back to back (one log write, applied in order). */
+  /**
+   * Several commands, proposed back to back (one log write, applied in order), retried at the
+   * new leader after a failover. A proposal overtaken by a snapshot may have been applied: the
+   * session makes its retry safe.
+   */
   async proposeBatch(commands: ReadonlyArray<Omit<Command, 'timeMs'>>): Promise<Result[]> {
     const deadline = Date.now() + PROPOSE_RETRY_MS;
     const begun = commands.map(() => this.#commands.begin());

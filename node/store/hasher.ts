@@ -62,6 +62,10 @@ const copiesIdleMax = 48;
 class HashThread {
   readonly #worker: Worker;
   readonly #listeners = new Map<number, (reply: WorkerReply) => void>();
+  /**
+   * Idle copy buffers. Not a PiecePool: a buffer transferred to the worker and back is a new
+   * object here, which a pool that knows its buffers by identity would not take back.
+   */
   readonly #idle: ArrayBuffer[] = [];
   #nextStream = 1;
 
