@@ -20,6 +20,13 @@ export interface Proc {
 
 const children: ChildProcess[] = [];
 
+/**
+ * Extra Node flags for the daemons this benchmark starts, from `ZHSM_BENCH_NODE_ARGS` (split on
+ * spaces), e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile them (Node refuses those flags
+ * in NODE_OPTIONS).
+ */
+const nodeArgs = (process.env.ZHSM_BENCH_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '');
+
 /** SIGKILL every child still running (also done when this process exits). */
 export function killAll(): void {
   for (const child of children)
@@ -39,7 +46,7 @@ export async function cli(args: string[]): Promise<Record<string, unknown>> {
 export async function start(proc: Proc, extra: string[] = []): Promise<void> {
   const child = spawn(
     process.execPath,
-    [nodeCli, 'start', '--data', proc.data, '--log-level', 'error', ...extra],
+    [...nodeArgs, nodeCli, 'start', '--data', proc.data, '--log-level', 'error', ...extra],
     {
       stdio: ['ignore', 'pipe', 'inherit'],
     },

@@ -30,6 +30,7 @@ import {
   type ListedObject,
   listLimitMax,
   type MetaObject,
+  storeMetaObjects,
   verifyObjects,
 } from '../storage/service.ts';
 import type { Backend } from '../store/backend.ts';
@@ -444,14 +445,7 @@ export class RemoteCell implements CellApi {
   /** Store META objects (inode headers, node/recovery/) on one backend; returns how many were newer. */
   async putMeta(backend: Uint8Array, objects: readonly MetaObject[]): Promise<number> {
     const own = this.#ownBackend(backend);
-    if (own !== undefined) {
-      let stored = 0;
-      for (const { header, body } of objects) {
-        const { contentHash: _hash, bodySize: _size, blockChecksums: _crcs, ...init } = header;
-        if (await own.putMeta({ ...init, refcount: 1 }, body)) stored += 1;
-      }
-      return stored;
-    }
+    if (own !== undefined) return storeMetaObjects(own, objects);
     return this.storage.putMeta(await this.#storagePeer(backend), backend, objects);
   }
 

@@ -29,6 +29,7 @@ import { createLibp2p } from 'libp2p';
 import { InvalidArgumentError, IoError } from '../common/errors.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
 import { muxerStreamWindowBytesMax, readHighWaterBytesDefault } from './frames.ts';
+import { noiseCrypto } from './noise-crypto.ts';
 
 export const listenDefault = '/ip4/127.0.0.1/tcp/0';
 /** Relay reservations a node holds at most (libp2p's default is 15). */
@@ -150,7 +151,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
       privateKey: options.privateKey,
       addresses: announce === undefined ? { listen } : { listen, announce },
       transports: [tcp(), circuitRelayTransport({ maxInboundStopStreams: relayedConnectionsMaxDefault })],
-      connectionEncrypters: [noise()],
+      // Noise with the session key kept as a KeyObject (node/net/noise-crypto.ts).
+      connectionEncrypters: [noise({ crypto: noiseCrypto })],
       streamMuxers: [
         yamux({
           maxEarlyStreams: earlyStreamsMax,

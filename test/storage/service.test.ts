@@ -5,8 +5,15 @@ import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { call, callStream } from '../../node/net/rpc.ts';
 import { StorageClient } from '../../node/storage/client.ts';
-import { serveStorage, storageHead, storageRead, storageWrite } from '../../node/storage/service.ts';
+import {
+  serveStorage,
+  storageHead,
+  storageRead,
+  storageWrite,
+  storeMetaObjects,
+} from '../../node/storage/service.ts';
 import type { Backend } from '../../node/store/backend.ts';
+import { emptyHeader, type ObjectHeader } from '../../node/store/format.ts';
 import { createTestBackend, patternBytes } from '../helpers.ts';
 import { cell, mebibyte, newKey, startHost } from '../net/_helpers.ts';
 
@@ -481,4 +488,54 @@ test('storage: fetch copies an object from another backend server to server, che
   await assert.rejects(storage.fetch(peer, backend.uuid, other, bytes.length, sha256(bytes), source.uuid), {
     code: 'UNAVAILABLE',
   });
+});
+
+test('storage/meta stores a batch of META objects side by side, keeps the newer of two, reads them back', async (t) => {
+  const { storage, peer, backend } = await setup(t);
+  const metaHeader = (id: Uint8Array, ctimeMs: number, changeIndex: number): ObjectHeader => ({
+    ...emptyHeader(),
+    id,
+    mainType: 'META',
+    subType: 'FILE',
+    ctimeMs,
+    changeIndex,
+  });
+  const ids = Array.from({ length: 100 }, newId);
+  const objects = ids.map((id, i) => ({ header: metaHeader(id, 1000 + i, 5), body: patternBytes(i, i) }));
+  assert.equal(await storage.putMeta(peer, backend.uuid, objects), 100);
+  for (const [i, id] of ids.entries()) {
+    const header = await backend.head(id);
+    assert.equal(header.mainType, 'META');
+    assert.equal(header.ctimeMs, 1000 + i);
+    assert.equal(header.bodySize, i);
+  }
+  // Half older (not written), half newer (written): the stored count says which.
+  const again = ids.map((id, i) => ({
+    header: metaHeader(id, 1000 + i, i % 2 === 0 ? 4 : 6),
+    body: new Uint8Array(0),
+  }));
+  assert.equal(await storage.putMeta(peer, backend.uuid, again), 50);
+  for (const [i, id] of ids.entries())
+    assert.equal((await backend.head(id)).changeIndex, i % 2 === 0 ? 5 : 6);
+});
+
+test('storeMetaObjects: a failing object rejects the batch after the writes in flight, the others stay whole', async (t) => {
+  const backend = await createTestBackend(t);
+  const ids = Array.from({ length: 40 }, newId);
+  const objects = ids.map((id, i) => ({
+    header: { ...emptyHeader(), id, mainType: 'META' as const, subType: 'FILE' as const, ctimeMs: 1 },
+    body: patternBytes(100, i),
+  }));
+  // A chunk's header among them: the store refuses it (putMeta stores META objects only).
+  objects[7] = { ...objects[7]!, header: { ...objects[7]!.header, mainType: 'DATA' as never } };
+  await assert.rejects(storeMetaObjects(backend, objects), /META objects only/);
+  // Whatever was written is whole; nothing is left in the temp folder.
+  for (const id of ids) {
+    const header = await backend.head(id).catch(() => undefined);
+    if (header !== undefined) assert.equal(header.bodySize, 100);
+  }
+  assert.deepEqual(
+    filesIn(backend.root).filter((path) => path.endsWith('.tmp')),
+    [],
+  );
 });
