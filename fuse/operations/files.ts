@@ -1,6 +1,5 @@
 /** open, create, read, write, flush, fsync, release: everything that goes through an fd. */
 import type { FileHandle } from '../../node/client/api.ts';
-import { PiecePool } from '../../node/store/piece-pool.ts';
 import type { NativeHandlers } from '../binding.ts';
 import { MountErrno, MountError } from '../errno.ts';
 import { isExclusive, isWriteMode, openOptionsOf } from '../flags.ts';
@@ -9,10 +8,6 @@ import { isVirtualPath, readOnlyError } from '../virtual.ts';
 import { checkChangeable, type OperationContext } from './context.ts';
 
 const permissionBits = 0o7777;
-/** The largest write request libfuse 2 passes (max_write is capped at 128 KiB). */
-const writeRequestBytesMax = 128 * 1024;
-/** Idle copy buffers kept for write requests. */
-const writeCopiesIdleMax = 32;
 
 type FileOperations = Pick<
   NativeHandlers,
@@ -21,10 +16,6 @@ type FileOperations = Pick<
 
 export function fileOperations(context: OperationContext): FileOperations {
   const { client, files, virtual } = context;
-  // Write requests are copied out of the kernel's buffer into pooled buffers (reused once the
-  // client's write settles): fresh 128 KiB ArrayBuffers at write speed make V8 run a full
-  // collection every ~64 MiB (see node/store/piece-pool.ts).
-  const writeCopies = new PiecePool(writeRequestBytesMax, writeCopiesIdleMax);
 
   /** Registers a client handle; closes it again if the table refuses it. */
   async function register(path: string, handle: FileHandle, flags: number): Promise<number> {
@@ -88,15 +79,9 @@ export function fileOperations(context: OperationContext): FileOperations {
     async write(_path, fd, buffer, length, offset) {
       const file = files.get(fd);
       if (file.handle === undefined) throw readOnlyError(file.path);
-      // The kernel's buffer is detached once we answer: hand the client its own copy.
-      const copy =
-        length <= writeRequestBytesMax ? writeCopies.take().subarray(0, length) : Buffer.allocUnsafe(length);
-      copy.set(buffer.subarray(0, length));
-      try {
-        return await file.handle.write(offset, copy);
-      } finally {
-        writeCopies.give(copy);
-      }
+      // The kernel's buffer stays valid until we answer, and we answer once the write settles:
+      // the client copies what it keeps before that (FileHandle.write), so no copy here.
+      return await file.handle.write(offset, buffer.subarray(0, length));
     },
 
     async flush(_path, fd) {

@@ -1231,7 +1231,12 @@ export class CellFileHandle implements FileHandle {
   }
 
   write(offset: number, data: Uint8Array): Promise<number> {
+    // The caller's buffer is read only when the write's turn comes; one detached meanwhile (a
+    // mount whose kernel request timed out) must fail the write, not write zeros or nothing.
+    const length = data.length;
     return this.#serial(async () => {
+      if (data.length !== length)
+        throw new InvalidArgumentError('the data to write is no longer there (buffer detached)');
       this.#checkOpen();
       if (this.#mode === 'read')
         throw new ZhsmError('PERMISSION_DENIED', `${this.path} is open for reading only`);
@@ -1260,6 +1265,8 @@ export class CellFileHandle implements FileHandle {
           dirty = dirty.clone();
           this.#dirty.set(write.index, dirty);
         }
+        if (part.length !== write.writeEnd - write.writeStart)
+          throw new InvalidArgumentError('the data to write is no longer there (buffer detached)');
         if (dirty !== undefined) {
           // In place: no copy of the whole chunk per write.
           const before = dirty.length;

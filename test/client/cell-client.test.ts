@@ -404,3 +404,23 @@ test('a remembered directory that another client removed and made again: changes
   assert.deepEqual(await b.readdir('/y'), []);
   await assert.rejects(a.unlink('/y/none'), { code: 'NOT_FOUND' }, 'a name that is not there');
 });
+
+test('a write whose buffer is taken away before its turn fails and leaves the file as it was', async (t) => {
+  const { client } = await openCell(t);
+  const handle = await client.create('/f.bin', 0o644, caller, { mode: 'readWrite' });
+  await handle.write(0, patternBytes(3 * chunkBytes, 1));
+  // Queued behind the handle's earlier work: the buffer is read only when its turn comes. A
+  // mount's kernel buffer is detached when its request times out; so is this one (transferred).
+  for (const [offset, length] of [
+    [10, 100], // into a chunk being written (in place)
+    [5 * chunkBytes, 100], // a new chunk past the end
+  ] as const) {
+    const data = new Uint8Array(patternBytes(length, 2));
+    const pending = handle.write(offset, data);
+    structuredClone(data.buffer, { transfer: [data.buffer as ArrayBuffer] });
+    assert.equal(data.length, 0);
+    await assert.rejects(pending, /no longer there/);
+  }
+  await handle.close();
+  assert.deepEqual(await readAll(client, '/f.bin'), Buffer.from(patternBytes(3 * chunkBytes, 1)));
+});
