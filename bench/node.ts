@@ -34,7 +34,8 @@ const CREATES = 20_000;
 const CREATES_IN_FLIGHT = 512;
 const FILE_CREATES = 2_000;
 const FILE_CREATES_IN_FLIGHT = 64;
-const FAILOVER_ROUNDS = 3;
+/** Failover rounds (`ZHSM_BENCH_FAILOVER_ROUNDS` for more, e.g. to look for outliers). */
+const FAILOVER_ROUNDS = Number(process.env.ZHSM_BENCH_FAILOVER_ROUNDS ?? 3) || 3;
 const caller = { uid: 0, gid: 0 };
 
 /** A client node of the cell in this process. */
@@ -214,14 +215,20 @@ async function failovers(controllers: Proc[], client: ZhsmNode): Promise<number[
     await kill(primary, 'SIGKILL');
     await fs.mkdir(`/after-${round}`, 0o755, caller);
     times.push(performance.now() - killed);
+    const after = await client.remote.cellInfoOf(controllers[1]!.peerId).catch(() => undefined);
+    console.log(
+      `  failover round ${round + 1}: ${times.at(-1)!.toFixed(0)} ms, then term ${after?.term ?? '?'}`,
+    );
     await start(primary);
   }
   return times;
 }
 
 export async function run(args: string[] = []): Promise<BenchResult> {
-  // `npm run bench -- node data|meta` runs one part (for profiling); the default runs all.
+  // `npm run bench -- node data|meta|failover` runs one part (for profiling; meta includes the
+  // failovers, failover alone skips the creates); the default runs all.
   const parts = new Set(args.length === 0 ? ['data', 'meta'] : args);
+  if (parts.has('failover')) parts.add('meta');
   const base = mkdtempSync(join(tmpdir(), 'zhsm-bench-node-'));
   try {
     const data = parts.has('data')
@@ -234,7 +241,7 @@ export async function run(args: string[] = []): Promise<BenchResult> {
     let failover = [0];
     if (parts.has('meta'))
       try {
-        meta = await creates(client);
+        if (!parts.has('failover') || args.includes('meta')) meta = await creates(client);
         // ZHSM_BENCH_NO_FAILOVER=1: skip the SIGKILLs (so CPU profiles of every controller are written).
         if (process.env.ZHSM_BENCH_NO_FAILOVER !== '1') failover = await failovers(controllers, client);
       } finally {
