@@ -18,6 +18,7 @@ import { closeSync, openSync } from 'node:fs';
 import { access, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InvalidArgumentError, ZhsmError } from '../common/errors.ts';
+import { packageRoot } from '../common/package-root.ts';
 import { adminRequest } from '../daemon/admin-client.ts';
 import type { PowerConfig } from '../metadata/records.ts';
 
@@ -225,7 +226,7 @@ export interface SimDriverOptions {
   readonly nodeCli?: string;
 }
 
-const NODE_CLI = join(import.meta.dirname, '..', 'cli', 'node.ts');
+const NODE_CLI = join(packageRoot, 'node', 'cli', 'node.ts');
 const PID_FILE = 'sim-power.pid';
 const LOG_FILE = 'sim-power.log';
 /** The pid answer of a daemon's admin socket must come this fast. */

@@ -70,7 +70,10 @@ class HashThread {
   #nextStream = 1;
 
   constructor(blockBytes: number) {
-    this.#worker = new Worker(new URL('./hash-thread.ts', import.meta.url), { workerData: { blockBytes } });
+    // From the sources the worker is hash-thread.ts next to this file; in the bundle (dist/), the
+    // bundled hash-thread.mjs next to the bundle's chunks (scripts/bundle.mjs).
+    const file = import.meta.url.endsWith('.ts') ? './hash-thread.ts' : './hash-thread.mjs';
+    this.#worker = new Worker(new URL(file, import.meta.url), { workerData: { blockBytes } });
     this.#worker.unref();
     this.#worker.on('message', (reply: WorkerReply) => {
       if (reply.memory?.byteLength === copyBytes && this.#idle.length < copiesIdleMax)
