@@ -6,7 +6,7 @@
  * 8 PiB), enums to their string names, bytes to Uint8Array. Decoding never throws a raw
  * protobufjs error: it throws a typed `DecodeError` naming the message type.
  */
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
@@ -19,12 +19,28 @@ protobuf.configure();
 
 const protoDirectory = dirname(fileURLToPath(import.meta.url));
 
+/**
+ * The schemas: from `protos.json` when it sits next to this code (the bundle in dist/ carries one,
+ * made from these same .proto files by scripts/bundle.mjs: about half the start-up cost of parsing
+ * the text), else parsed from the .proto files.
+ */
 function loadRoot(): protobuf.Root {
+  const parsed = join(protoDirectory, 'protos.json');
+  if (existsSync(parsed)) {
+    const root = protobuf.Root.fromJSON(JSON.parse(readFileSync(parsed, 'utf8')) as protobuf.INamespace);
+    root.resolveAll();
+    return root;
+  }
+  return parseProtoFiles(protoDirectory);
+}
+
+/** Every .proto file of `directory`, parsed (also what scripts/bundle.mjs saves as protos.json). */
+export function parseProtoFiles(directory: string): protobuf.Root {
   const root = new protobuf.Root();
-  const files = readdirSync(protoDirectory)
+  const files = readdirSync(directory)
     .filter((name) => name.endsWith('.proto'))
     .sort()
-    .map((name) => join(protoDirectory, name));
+    .map((name) => join(directory, name));
   root.loadSync(files, { keepCase: false });
   root.resolveAll();
   return root;

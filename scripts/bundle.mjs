@@ -11,14 +11,15 @@
  * the next build, never stale code. ZHSM_NO_BUNDLE=1 always runs the sources.
  *
  * Output: dist/zhsm-node.mjs, dist/zhsm.mjs (sharing chunks), dist/hash-thread.mjs (the store's
- * hash worker) and a copy of proto/*.proto (loaded at run time next to the code). Native addons
+ * hash worker), a copy of proto/*.proto and protos.json, the same schemas parsed (loaded at run
+ * time next to the code). Native addons
  * (classic-level, fuse-native, @node-rs/xxhash) stay in node_modules.
  *
  * Without esbuild (an install without dev dependencies) it says so and exits 0: the sources run.
  */
 import { copyFileSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'dist');
@@ -73,6 +74,10 @@ try {
 for (const file of readdirSync(join(root, 'proto'))) {
   if (file.endsWith('.proto')) copyFileSync(join(root, 'proto', file), join(dist, file));
 }
+// The schemas parsed once here (proto/index.ts loads them from protos.json when it is next to the
+// code): the same parser, so the same result, without the parsing at every start.
+const { parseProtoFiles } = await import(pathToFileURL(join(root, 'proto', 'index.ts')).href);
+writeFileSync(join(dist, 'protos.json'), JSON.stringify(parseProtoFiles(join(root, 'proto')).toJSON()));
 // Written last: its presence says the bundle is complete (node/cli/bundle.ts checks it).
 writeFileSync(join(dist, 'BUILT'), `${new Date().toISOString()}\n`);
 console.log(`bundle: dist/ built in ${((performance.now() - started) / 1000).toFixed(1)} s`);

@@ -14,7 +14,7 @@
  *   the controller's replica, cache size, server power states, backend space, members.
  */
 import { rm, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { constants } from 'node:os';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { HardState, Role, SoftState } from '../../consensus/types.ts';
@@ -412,6 +412,9 @@ export async function listenMetrics(
   address: MetricsAddress,
   log: Logger = silentLogger(),
 ): Promise<{ server: Server; url: string }> {
+  // Imported here, not at the top: an ES import of node:http makes Node load its whole HTTP client
+  // (undici, ~40 ms), which every daemon start would pay with metrics off.
+  const { createServer } = await import('node:http');
   const server = createServer((request, response) => {
     const path = (request.url ?? '/').split('?')[0];
     if (path !== '/metrics') {

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import protobuf from 'protobufjs';
 import { ManualClock } from '../../node/common/clock.ts';
 import {
   BackendFullError,
@@ -11,7 +13,8 @@ import {
   PermissionDeniedError,
 } from '../../node/common/errors.ts';
 import { KeyedMutex } from '../../node/common/mutex.ts';
-import { codec } from '../../proto/index.ts';
+import { packageRoot } from '../../node/common/package-root.ts';
+import { codec, parseProtoFiles } from '../../proto/index.ts';
 
 test('errors carry stable codes and map to errno through one table', () => {
   assert.equal(new NotFoundError('x').code, 'NOT_FOUND');
@@ -68,4 +71,29 @@ test('KeyedMutex serializes per key, not across keys', async () => {
   ]);
   assert.deepEqual(order, ['a1 start', 'b', 'a1 end', 'a2']);
   assert.equal(mutex.size, 0);
+});
+
+test('the schemas saved as JSON (the bundle loads them so) are the schemas of the .proto files', () => {
+  const parsed = parseProtoFiles(join(packageRoot, 'proto'));
+  const saved = JSON.parse(JSON.stringify(parsed.toJSON())) as protobuf.INamespace;
+  const loaded = protobuf.Root.fromJSON(saved);
+  loaded.resolveAll();
+  assert.equal(JSON.stringify(loaded.toJSON()), JSON.stringify(parsed.toJSON()));
+  // Bytes written with one decode the same with the other, nested messages and enums included.
+  const header = {
+    id: new Uint8Array(16).fill(7),
+    mainType: 'META',
+    subType: 'FILE',
+    bodySize: 2 ** 40,
+    blockChecksums: [1, 2, 3],
+    xattrs: [{ name: 'user.a', value: new Uint8Array([1]) }],
+  };
+  const typeName = 'zhsm.object.ObjectHeader';
+  const bytes = parsed.lookupType(typeName).encode(header).finish();
+  const options = { longs: Number, enums: String, defaults: true };
+  assert.deepEqual(
+    loaded.lookupType(typeName).toObject(loaded.lookupType(typeName).decode(bytes), options),
+    parsed.lookupType(typeName).toObject(parsed.lookupType(typeName).decode(bytes), options),
+  );
+  assert.equal(codec<typeof header>(typeName).decode(bytes).bodySize, 2 ** 40);
 });
