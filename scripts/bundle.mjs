@@ -6,9 +6,10 @@
  * server's start is on the path of every wake-up, and every CLI command pays it.
  *
  * Run by `npm ci` (the root package's `postinstall`, after the fuse-native build) and by
- * `npm run build`. The entries (node/cli/node.ts, node/cli/zhsm.ts) use the bundle only while it is
- * newer than every source file (node/cli/bundle.ts), so an edited checkout runs its sources until
- * the next build, never stale code. ZHSM_NO_BUNDLE=1 always runs the sources.
+ * `npm run build`. The entries (node/cli/node.ts, node/cli/zhsm.ts) use the bundle only while the
+ * source files are exactly those it was built from (node/cli/bundle.ts), so an edited checkout
+ * runs its sources until the next build, never stale code. ZHSM_NO_BUNDLE=1 always runs the
+ * sources.
  *
  * Output: dist/zhsm-node.mjs, dist/zhsm.mjs (sharing chunks), dist/hash-thread.mjs (the store's
  * hash worker), a copy of proto/*.proto and protos.json, the same schemas parsed (loaded at run
@@ -33,6 +34,9 @@ try {
 }
 
 const started = performance.now();
+const { sourceFingerprint } = await import(pathToFileURL(join(root, 'node', 'cli', 'bundle.ts')).href);
+// The sources as they are when the build starts (what it reads).
+const fingerprint = sourceFingerprint(root);
 rmSync(dist, { recursive: true, force: true });
 mkdirSync(dist, { recursive: true });
 try {
@@ -78,6 +82,8 @@ for (const file of readdirSync(join(root, 'proto'))) {
 // code): the same parser, so the same result, without the parsing at every start.
 const { parseProtoFiles } = await import(pathToFileURL(join(root, 'proto', 'index.ts')).href);
 writeFileSync(join(dist, 'protos.json'), JSON.stringify(parseProtoFiles(join(root, 'proto')).toJSON()));
-// Written last: its presence says the bundle is complete (node/cli/bundle.ts checks it).
-writeFileSync(join(dist, 'BUILT'), `${new Date().toISOString()}\n`);
+// Written last: its presence says the bundle is complete, and it names the sources it was built
+// from, as they were when the build started (node/cli/bundle.ts compares them with the checkout's
+// at every start; a file changed during the build makes the next start run the sources).
+writeFileSync(join(dist, 'BUILT'), fingerprint);
 console.log(`bundle: dist/ built in ${((performance.now() - started) / 1000).toFixed(1)} s`);
