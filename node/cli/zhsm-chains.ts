@@ -59,6 +59,8 @@ function formatMover(mover: MoverStatus): string {
   ];
   if (mover.bytesPerSecond > 0)
     lines.push(`rate: ${formatBytes(mover.bytesPerSecond)}/s, ETA ${formatDuration(mover.etaMs)}`);
+  if (mover.passFinishedMs >= mover.passStartedMs && mover.passFinishedMs > 0)
+    lines.push(`last pass took ${formatDuration(mover.passFinishedMs - mover.passStartedMs)}`);
   if (mover.queuedFiles > 0) lines.push(`queued files: ${mover.queuedFiles}`);
   if (mover.waiting.length > 0) lines.push(`waiting for sleeping servers: ${mover.waiting.join(', ')}`);
   if (mover.lastError !== '') lines.push(`last error: ${mover.lastError}`);

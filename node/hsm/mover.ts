@@ -109,6 +109,8 @@ export interface MoverStatus {
   waiting: string[];
   lastError: string;
   passStartedMs: number;
+  /** When the last completed pass ended (0: none yet); with passStartedMs its duration. */
+  passFinishedMs: number;
   passes: number;
 }
 
@@ -198,6 +200,7 @@ export class Mover {
     waiting: [],
     lastError: '',
     passStartedMs: 0,
+    passFinishedMs: 0,
     passes: 0,
   };
 
@@ -342,6 +345,7 @@ export class Mover {
     this.#passVersion = chains?.version ?? 0;
     this.#status.chainsVersion = chains?.version ?? 0;
     this.#lastPassMs = this.#io.nowMs();
+    this.#status.passFinishedMs = this.#lastPassMs;
     this.#status.passes += 1;
     this.#log.info(
       {

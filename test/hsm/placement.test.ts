@@ -168,8 +168,13 @@ chain main
     copiesDone: number;
     released: number;
     chainsVersion: number;
+    passes: number;
+    passStartedMs: number;
+    passFinishedMs: number;
   };
   assert.equal(mover.active, true);
+  // A pass that saw chains version 2 has ended: its end time is known (a later pass may run).
+  assert.ok(mover.passes >= 1 && mover.passFinishedMs > 0, `pass finished at ${mover.passFinishedMs}`);
   assert.ok(mover.copiesDone >= 4, `copies done: ${mover.copiesDone}`);
   assert.ok(mover.released >= 1);
   const human = await zhsm(['migrate', '--data', client.data]);
