@@ -13,10 +13,11 @@
  *
  * Output: dist/zhsm-node.mjs, dist/zhsm.mjs (sharing chunks), dist/hash-thread.mjs (the store's
  * hash worker), a copy of proto/*.proto and protos.json, the same schemas parsed (loaded at run
- * time next to the code). Native addons
- * (classic-level, fuse-native, @node-rs/xxhash) stay in node_modules.
+ * time next to the code). Native addons (classic-level, fuse-native, @node-rs/xxhash) stay in
+ * node_modules.
  *
- * Without esbuild (an install without dev dependencies) it says so and exits 0: the sources run.
+ * Without esbuild (an install without dev dependencies), or when any step fails, it says so, leaves
+ * no dist/ behind and exits 0: the sources run, and `npm ci` does not fail for a missing speed-up.
  */
 import { copyFileSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -34,12 +35,26 @@ try {
 }
 
 const started = performance.now();
-const { sourceFingerprint } = await import(pathToFileURL(join(root, 'node', 'cli', 'bundle.ts')).href);
-// The sources as they are when the build starts (what it reads).
-const fingerprint = sourceFingerprint(root);
-rmSync(dist, { recursive: true, force: true });
-mkdirSync(dist, { recursive: true });
+/** Whether this run has started replacing dist/ (a failure before that leaves it as it was). */
+let replacing = false;
 try {
+  await build();
+} catch (error) {
+  // A failed bundle must not leave a half one behind: the sources run instead. (A bundle left as
+  // it was is still checked against the sources at every start.)
+  if (replacing) rmSync(dist, { recursive: true, force: true });
+  console.error(`bundle: not built (${error.message}); zhsm runs from its TypeScript sources`);
+  process.exit(0);
+}
+console.log(`bundle: dist/ built in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+
+async function build() {
+  const { sourceFingerprint } = await import(pathToFileURL(join(root, 'node', 'cli', 'bundle.ts')).href);
+  // The sources as they are when the build starts (what it reads).
+  const fingerprint = sourceFingerprint(root);
+  replacing = true;
+  rmSync(dist, { recursive: true, force: true });
+  mkdirSync(dist, { recursive: true });
   await esbuild.build({
     absWorkingDir: root,
     entryPoints: {
@@ -69,21 +84,16 @@ try {
     sourcemap: 'linked',
     logLevel: 'warning',
   });
-} catch (error) {
-  // A failed bundle must not leave a half one behind: the sources run instead.
-  rmSync(dist, { recursive: true, force: true });
-  console.error(`bundle: esbuild failed (${error.message}); zhsm runs from its TypeScript sources`);
-  process.exit(0);
+  for (const file of readdirSync(join(root, 'proto'))) {
+    if (file.endsWith('.proto')) copyFileSync(join(root, 'proto', file), join(dist, file));
+  }
+  // The schemas parsed once here (proto/index.ts loads them from protos.json when it is next to
+  // the code): the same parser, so the same result, without the parsing at every start.
+  const { parseProtoFiles } = await import(pathToFileURL(join(root, 'proto', 'index.ts')).href);
+  writeFileSync(join(dist, 'protos.json'), JSON.stringify(parseProtoFiles(join(root, 'proto')).toJSON()));
+  // Written last: its presence says the bundle is complete, and it names the sources it was built
+  // from, as they were when the build started (node/cli/bundle.ts compares them with the
+  // checkout's at every start; a file changed during the build makes the next start run the
+  // sources).
+  writeFileSync(join(dist, 'BUILT'), fingerprint);
 }
-for (const file of readdirSync(join(root, 'proto'))) {
-  if (file.endsWith('.proto')) copyFileSync(join(root, 'proto', file), join(dist, file));
-}
-// The schemas parsed once here (proto/index.ts loads them from protos.json when it is next to the
-// code): the same parser, so the same result, without the parsing at every start.
-const { parseProtoFiles } = await import(pathToFileURL(join(root, 'proto', 'index.ts')).href);
-writeFileSync(join(dist, 'protos.json'), JSON.stringify(parseProtoFiles(join(root, 'proto')).toJSON()));
-// Written last: its presence says the bundle is complete, and it names the sources it was built
-// from, as they were when the build started (node/cli/bundle.ts compares them with the checkout's
-// at every start; a file changed during the build makes the next start run the sources).
-writeFileSync(join(dist, 'BUILT'), fingerprint);
-console.log(`bundle: dist/ built in ${((performance.now() - started) / 1000).toFixed(1)} s`);
