@@ -110,10 +110,14 @@ export class HeaderWriter {
         .catch((error: unknown) => {
           this.#status.lastError = (error as Error).message;
           this.#warn(error, 'META header pass failed');
-          return { pending: 0 };
+          return { pending: 0, cleared: 0 };
         })
-        // A full batch: go on at once; otherwise wait for more changes.
-        .then((result) => this.#schedule(result.pending >= this.#batch ? 0 : this.#intervalMs));
+        // A full batch that made progress: go on at once. Otherwise wait: for more changes, or
+        // for a backend to write to (with every server asleep or failing, going on at once would
+        // re-read the same marks in a busy loop on the primary).
+        .then((result) =>
+          this.#schedule(result.pending >= this.#batch && result.cleared > 0 ? 0 : this.#intervalMs),
+        );
     }, delayMs);
   }
 
@@ -124,11 +128,14 @@ export class HeaderWriter {
     this.#log.warn({ err: error }, message);
   }
 
-  /** Write the META objects of (up to a batch of) the marked inodes. */
-  async pass(): Promise<{ pending: number; written: number }> {
+  /**
+   * Write the META objects of (up to a batch of) the marked inodes. Returns the marks seen, the
+   * objects written, and the marks cleared (written everywhere, or nothing left to write).
+   */
+  async pass(): Promise<{ pending: number; written: number; cleared: number }> {
     const marks = await this.#state.headerMarks(this.#batch);
     this.#status.pending = marks.length;
-    if (marks.length === 0) return { pending: 0, written: 0 };
+    if (marks.length === 0) return { pending: 0, written: 0, cleared: 0 };
     const [servers, backends, chains] = await Promise.all([
       this.#state.servers(),
       this.#state.backends(),
@@ -145,7 +152,7 @@ export class HeaderWriter {
       .filter((backend) => awake.has(hex(backend.serverUuid)) && !backend.tags.includes(CACHE_TAG))
       .map((backend) => backend.uuid)
       .sort(Buffer.compare);
-    if (eligible.length === 0) return { pending: marks.length, written: 0 };
+    if (eligible.length === 0) return { pending: marks.length, written: 0, cleared: 0 };
     const copies = Math.min(eligible.length, this.#copies ?? (chains?.copies || DEFAULT_COPIES));
 
     const perBackend = new Map<string, { backend: Uint8Array; objects: MetaObject[]; marks: string[] }>();
@@ -203,6 +210,6 @@ export class HeaderWriter {
     this.#status.written += written;
     for (let start = 0; start < done.length; start += 1024)
       await this.#io.propose({ headersDone: { files: done.slice(start, start + 1024) } });
-    return { pending: marks.length, written };
+    return { pending: marks.length, written, cleared: done.length };
   }
 }
