@@ -35,6 +35,7 @@ import {
   ZhsmError,
 } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
+import { forEachLimited } from '../common/pool.ts';
 import { Semaphore } from '../common/semaphore.ts';
 import type { Host } from '../net/host.ts';
 import { defineMethod, type Method, type Service, serve, serveStream } from '../net/rpc.ts';
@@ -201,22 +202,11 @@ export const metaWritesInParallel = 16;
  */
 export async function storeMetaObjects(backend: Backend, objects: readonly MetaObject[]): Promise<number> {
   let stored = 0;
-  let next = 0;
-  let failure: { error: unknown } | undefined;
-  const worker = async () => {
-    while (failure === undefined && next < objects.length) {
-      const { header, body } = objects[next++]!;
-      // What the store computes itself for the body it writes.
-      const { contentHash: _hash, bodySize: _size, blockChecksums: _crcs, ...init } = header;
-      try {
-        if (await backend.putMeta({ ...init, refcount: 1 }, body)) stored += 1;
-      } catch (error) {
-        failure ??= { error };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(metaWritesInParallel, objects.length) }, worker));
-  if (failure !== undefined) throw failure.error;
+  await forEachLimited(objects, metaWritesInParallel, async ({ header, body }) => {
+    // What the store computes itself for the body it writes.
+    const { contentHash: _hash, bodySize: _size, blockChecksums: _crcs, ...init } = header;
+    if (await backend.putMeta({ ...init, refcount: 1 }, body)) stored += 1;
+  });
   return stored;
 }
 
@@ -517,22 +507,15 @@ export async function serveStorage(host: Host, options: StorageServiceOptions): 
               : [backendFor(request.backend)];
           let removed = 0;
           const work = scope.flatMap((backend) => ids.map((id) => ({ backend, id })));
-          let next = 0;
-          const worker = async () => {
-            while (next < work.length) {
-              const { backend, id } = work[next]!;
-              next += 1;
-              try {
-                await backend.remove(id);
-                removed += 1;
-              } catch (error) {
-                if (error instanceof NotFoundError) continue;
-                next = work.length; // stop the other workers too
-                throw typed(error, `delete of ${hex(id)}`, log);
-              }
+          await forEachLimited(work, removalsInFlight, async ({ backend, id }) => {
+            try {
+              await backend.remove(id);
+              removed += 1;
+            } catch (error) {
+              if (error instanceof NotFoundError) return;
+              throw typed(error, `delete of ${hex(id)}`, log);
             }
-          };
-          await Promise.all(Array.from({ length: Math.min(removalsInFlight, work.length) }, worker));
+          });
           return { removed };
         },
       }),

@@ -14,6 +14,7 @@ import {
 } from '../../node/common/errors.ts';
 import { KeyedMutex } from '../../node/common/mutex.ts';
 import { packageRoot } from '../../node/common/package-root.ts';
+import { forEachLimited } from '../../node/common/pool.ts';
 import { codec, parseProtoFiles } from '../../proto/index.ts';
 
 test('errors carry stable codes and map to errno through one table', () => {
@@ -96,4 +97,36 @@ test('the schemas saved as JSON (the bundle loads them so) are the schemas of th
     parsed.lookupType(typeName).toObject(parsed.lookupType(typeName).decode(bytes), options),
   );
   assert.equal(codec<typeof header>(typeName).decode(bytes).bodySize, 2 ** 40);
+});
+
+test('forEachLimited: at most `limit` at once; after a failure nothing new starts, running ones finish', async () => {
+  let running = 0;
+  let most = 0;
+  const started: number[] = [];
+  const finished: number[] = [];
+  const task = async (n: number) => {
+    started.push(n);
+    running += 1;
+    most = Math.max(most, running);
+    await new Promise((resolve) => setTimeout(resolve, n === 3 ? 1 : 10));
+    running -= 1;
+    if (n === 3) throw new Error('three failed');
+    finished.push(n);
+  };
+  await assert.rejects(
+    forEachLimited(
+      Array.from({ length: 20 }, (_, i) => i),
+      4,
+      task,
+    ),
+    /three failed/,
+  );
+  assert.equal(most, 4);
+  assert.equal(running, 0, 'the running tasks finished before the failure was thrown');
+  assert.ok(started.length < 20, `started ${started.length}`);
+  for (const n of [0, 1, 2]) assert.ok(finished.includes(n), `${n} started before the failure and finished`);
+  assert.ok(!finished.includes(3));
+  const all: number[] = [];
+  await forEachLimited([1, 2, 3], 8, async (n) => void all.push(n));
+  assert.deepEqual(all, [1, 2, 3]);
 });
