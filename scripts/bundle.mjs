@@ -13,7 +13,7 @@
  *
  * Output: dist/zhsm-node.mjs, dist/zhsm.mjs (sharing chunks), dist/hash-thread.mjs (the store's
  * hash worker), a copy of proto/*.proto and protos.json, the same schemas parsed (loaded at run
- * time next to the code). Native addons (classic-level, fuse-native, @node-rs/xxhash) stay in
+ * time next to the code). Native addons (classic-level, fuse-native, @node-rs/xxhash, @napi-rs/blake-hash) stay in
  * node_modules.
  *
  * Without esbuild (an install without dev dependencies), or when any step fails, it says so, leaves
@@ -75,6 +75,7 @@ async function build() {
       'fuse-native',
       'node-gyp-build',
       '@node-rs/xxhash',
+      '@napi-rs/blake-hash',
       'fuse-shared-library-linux',
     ],
     // CommonJS dependencies inside an ES module bundle still call require().

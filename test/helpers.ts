@@ -3,6 +3,7 @@ import { closeSync, mkdtempSync, openSync, readdirSync, readSync, rmSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
+import { blake3 } from '@noble/hashes/blake3.js';
 import { headerCodec, parseSlotPrefix, SLOT_PREFIX_BYTES } from '../node/store/format.ts';
 
 /** A fresh temporary directory, removed when the test ends. */
@@ -10,6 +11,14 @@ export function tempDirectory(t: TestContext, prefix = 'zhsm-test-'): string {
   const path = mkdtempSync(join(tmpdir(), prefix));
   t.after(() => rmSync(path, { recursive: true, force: true }));
   return path;
+}
+
+/**
+ * The BLAKE3 content hash of `bytes` (node/store/content-hash.ts: multihash 1e 20 + digest),
+ * computed with an independent implementation (@noble/hashes) as the reference.
+ */
+export function blake3ContentHash(bytes: Uint8Array): Buffer {
+  return Buffer.concat([Buffer.from([0x1e, 0x20]), blake3(bytes)]);
 }
 
 /** Deterministic pseudo-random bytes (xorshift32) so failures replay. */

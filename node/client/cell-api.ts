@@ -48,8 +48,8 @@ export interface CellApi {
   writeChunk(backend: Uint8Array, id: Uint8Array, bytes: Uint8Array, hash: Uint8Array): Promise<void>;
   /**
    * Read a byte range of a chunk object from one backend: verified by the backend's block
-   * checksums, and end to end against `expectedHash` (its sha256) when the range is the whole
-   * object.
+   * checksums, and end to end against `expectedHash` (its content hash, node/store/content-hash.ts)
+   * when the range is the whole object.
    */
   readChunk(
     backend: Uint8Array,

@@ -13,7 +13,7 @@
  * (chunk-granular last-writer-wins, no lost chunk of either writer outside the overlap) and
  * retries. Appenders write at the size they see at each write.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import {
   ClosedError,
@@ -44,6 +44,7 @@ import type {
   StoredChains,
 } from '../metadata/records.ts';
 import { NAME_BYTES_MAX } from '../metadata/state-machine.ts';
+import { contentHashAlgorithmOf, contentHashOf } from '../store/content-hash.ts';
 import {
   type Attributes,
   type Caller,
@@ -158,7 +159,6 @@ function check(result: Result, context: Record<string, unknown> = {}): Result {
 }
 
 const newId = (): Uint8Array => new Uint8Array(randomBytes(16));
-const sha256 = (bytes: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(bytes).digest());
 const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex');
 
 function splitPath(path: string): string[] {
@@ -918,7 +918,7 @@ export class CellClient implements FsClient {
    */
   async readChunk(chunk: Chunk, offset: number, length: number, inode?: Uint8Array): Promise<Uint8Array> {
     let lastError: unknown = new UnavailableError(`no copy of chunk ${hex(chunk.id)} is available`);
-    const whole = offset === 0 && length >= chunk.size && chunk.hash.length === 32;
+    const whole = offset === 0 && length >= chunk.size && contentHashAlgorithmOf(chunk.hash) !== undefined;
     const tried = new Set<string>();
     const readFrom = (backend: Uint8Array) =>
       this.#cell.readChunk(backend, chunk.id, offset, length, whole ? chunk.hash : undefined);
@@ -1366,7 +1366,7 @@ export class CellFileHandle implements FileHandle {
     const promise = (async (): Promise<Chunk> => {
       const id = newId();
       const bytes = dirty.bytes;
-      const hash = sha256(bytes);
+      const hash = contentHashOf(bytes);
       try {
         await Promise.all(
           backends.map(async (backend) => {

@@ -168,7 +168,7 @@ export function applyChunkWrites(
 
 /**
  * Set a file's size: chunks past the end are released, a chunk across it is trimmed. A trimmed
- * chunk keeps its stored object (longer than the chunk now is), so its sha256 no longer
+ * chunk keeps its stored object (longer than the chunk now is), so its content hash no longer
  * describes its bytes: the hash is cleared, and reads of it rely on the backend's block
  * checksums.
  */

@@ -3,7 +3,7 @@
  * backends (node/store), behind the CellApi. For tests, benchmarks and a one-machine cell; the
  * peer daemon puts the same parts into separate processes on libp2p.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { LevelRaftStorage } from '../../consensus/storage-level.ts';
@@ -14,6 +14,7 @@ import { ControllerReplica } from '../controller/replica.ts';
 import { LevelKv } from '../metadata/kv.ts';
 import { type BackendRecord, type Command, initCellCommand, type Result } from '../metadata/records.ts';
 import { Backend } from '../store/backend.ts';
+import { matchesContentHash } from '../store/content-hash.ts';
 import type { CellApi, MetadataReader } from './cell-api.ts';
 import { CommandSession } from './command-session.ts';
 
@@ -247,9 +248,10 @@ export class LocalCell implements CellApi {
     for await (const part of this.#backend(backend).read(id, { offset, length })) parts.push(part);
     const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
     if (expectedHash !== undefined && bytes.length > 0) {
-      const actual = createHash('sha256').update(bytes).digest();
-      if (!actual.equals(expectedHash))
-        throw new HashMismatchError(`chunk ${hex(id)} does not match its sha256`, { backend: hex(backend) });
+      if (!matchesContentHash(bytes, expectedHash))
+        throw new HashMismatchError(`chunk ${hex(id)} does not match its content hash`, {
+          backend: hex(backend),
+        });
     }
     return bytes;
   }

@@ -15,7 +15,6 @@
  * answers a retry of an applied command with its saved result: retries are exactly-once.
  */
 
-import { createHash } from 'node:crypto';
 import type { CellApi, MetadataReader } from '../client/cell-api.ts';
 import { CommandSession } from '../client/command-session.ts';
 import { HashMismatchError, NotFoundError, UnavailableError, ZhsmError } from '../common/errors.ts';
@@ -34,6 +33,7 @@ import {
   verifyObjects,
 } from '../storage/service.ts';
 import type { Backend } from '../store/backend.ts';
+import { matchesContentHash } from '../store/content-hash.ts';
 import type { MemberDirectory } from './directory.ts';
 import {
   type CellInfo,
@@ -365,7 +365,7 @@ export class RemoteCell implements CellApi {
   /**
    * Copy a chunk object from backend `from` to backend `to` (the mover): server to server
    * (storage/fetch on the destination), so the bytes do not pass through this node unless one
-   * of the backends is its own. The destination checks the sha256 before the copy counts.
+   * of the backends is its own. The destination checks the content hash before the copy counts.
    */
   async copyChunk(
     from: Uint8Array,
@@ -427,8 +427,10 @@ export class RemoteCell implements CellApi {
       const parts: Uint8Array[] = [];
       for await (const part of local.read(id, { offset, length })) parts.push(part);
       const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-      if (expectedHash !== undefined && !createHash('sha256').update(bytes).digest().equals(expectedHash))
-        throw new HashMismatchError(`chunk ${hex(id)} does not match its sha256`, { backend: hex(backend) });
+      if (expectedHash !== undefined && !matchesContentHash(bytes, expectedHash))
+        throw new HashMismatchError(`chunk ${hex(id)} does not match its content hash`, {
+          backend: hex(backend),
+        });
       return bytes;
     }
     const peer = await this.#storagePeer(backend);

@@ -7,7 +7,7 @@
  *    current and target in one step, and bits are not cleared on copies released in the same step;
  * 2. copy: for each backend of D without a current copy, whose server is awake: read the object
  *    from a current copy, write it to the new backend (the storage server ingests into a temp
- *    file, verifies the sha256, renames), then mark it current;
+ *    file, verifies the content hash, renames), then mark it current;
  * 3. release: once every backend of D holds a current copy, drop the copies outside D — the
  *    record first (readers stop choosing it), then the object on its backend.
  * At every moment at least one verified current copy exists: the state machine refuses to drop

@@ -9,6 +9,7 @@
  */
 import type { Inode, NodeType } from '../metadata/records.ts';
 import { BLOCK_CHECKSUM_CURRENT } from '../store/checksum.ts';
+import { CONTENT_HASH_CURRENT } from '../store/content-hash.ts';
 import type { ObjectHeader, SpecialKind, SubType } from '../store/format.ts';
 
 const EMPTY = new Uint8Array(0);
@@ -84,7 +85,7 @@ export function metaObjectOf(
     flags: { outdated: false, hot: false, fragmentsMeta: false, deleted },
     refcount: 1,
     mtimeMs: inode.mtimeMs,
-    hashAlgorithm: 'SHA256',
+    hashAlgorithm: CONTENT_HASH_CURRENT,
     contentHash: EMPTY,
     bodySize: body.length,
     blockSize: 0,

@@ -5,7 +5,7 @@
  * - A damaged or missing copy of a chunk is reported (ReportBadCopy): it is marked outdated and
  *   the mover copies a good copy over it; the scrub waits for the repairs and counts them. The
  *   only copy of a chunk damaged is reported as unrepairable (readers get EIO from it, never the
- *   damaged bytes: every read is checked against the chunk's sha256).
+ *   damaged bytes: every read is checked against the chunk's content hash).
  * - A damaged META object (an inode's header copy) is rewritten from the metadata.
  * - A META object of an inode the metadata does not have (no directory references it) is
  *   restored into /lost+found once it has been seen unreferenced for the grace period — unless

@@ -9,17 +9,16 @@
  * A read returns exactly the bytes asked for, or fewer only where the object ends; anything else
  * (a short stream, more bytes than asked for, a trailer that disagrees) is an IoError. The server
  * checks every block's checksum before it sends it; with `expectedHash` a read of a whole object
- * also checks its sha256 here.
+ * also checks its content hash here.
  */
-import { createHash } from 'node:crypto';
 import { HashMismatchError, IoError, SizeMismatchError } from '../common/errors.ts';
 import type { Host } from '../net/host.ts';
 import { call, callStream, type PeerTarget } from '../net/rpc.ts';
+import { checkContentHash, hasherFor } from '../store/content-hash.ts';
 import {
   backendUuidBytes,
   checkBytes,
   checkCount,
-  contentHashBytes,
   type HeadResponse,
   type ListedObject,
   type MetaObject,
@@ -56,7 +55,7 @@ export interface WriteOptions extends StorageStreamOptions {
 }
 
 export interface ReadOptions extends StorageStreamOptions {
-  /** The object's sha256: checked when the read covers the whole object. */
+  /** The object's content hash: checked when the read covers the whole object. */
   readonly expectedHash?: Uint8Array;
 }
 
@@ -151,7 +150,7 @@ export class StorageClient {
   }
 
   /**
-   * Store a chunk object (`size` bytes, sha256 `hash`) on a backend of `peer`. Resolves when the
+   * Store a chunk object (`size` bytes, content hash `hash`) on a backend of `peer`. Resolves when the
    * object is durable there; a wrong size or hash rejects with SizeMismatchError/HashMismatchError
    * and nothing is stored. An existing object with this id is replaced atomically.
    */
@@ -166,7 +165,7 @@ export class StorageClient {
   ): Promise<WriteResult> {
     checkBytes(backend, backendUuidBytes, 'backend uuid');
     checkBytes(id, objectIdBytes, 'object id');
-    checkBytes(hash, contentHashBytes, 'content hash');
+    checkContentHash(hash);
     checkCount(size, 'size');
     const mtimeMs = checkCount(options.mtimeMs ?? 0, 'mtime');
     if (body instanceof Uint8Array && body.byteLength !== size) {
@@ -234,8 +233,7 @@ export class StorageClient {
     checkBytes(id, objectIdBytes, 'object id');
     checkCount(offset, 'offset');
     checkCount(length, 'length');
-    if (options.expectedHash !== undefined)
-      checkBytes(options.expectedHash, contentHashBytes, 'expected hash');
+    if (options.expectedHash !== undefined) checkContentHash(options.expectedHash, 'expected hash');
     const stream = await callStream(
       this.#host,
       peer,
@@ -243,7 +241,8 @@ export class StorageClient {
       { backend, id, offset, length },
       streamOptions(options),
     );
-    const hash = options.expectedHash !== undefined && offset === 0 ? createHash('sha256') : undefined;
+    const hash =
+      options.expectedHash !== undefined && offset === 0 ? hasherFor(options.expectedHash) : undefined;
     const context = { objectId: Buffer.from(id).toString('hex'), offset, length };
     let received = 0;
     let complete = false;
@@ -275,7 +274,7 @@ export class StorageClient {
       const digest = hash.digest();
       if (Buffer.compare(digest, options.expectedHash!) !== 0) {
         throw new HashMismatchError(
-          `content hash mismatch: got ${digest.toString('hex')}, expected ${Buffer.from(options.expectedHash!).toString('hex')}`,
+          `content hash mismatch: got ${Buffer.from(digest).toString('hex')}, expected ${Buffer.from(options.expectedHash!).toString('hex')}`,
           context,
         );
       }
@@ -334,7 +333,7 @@ export class StorageClient {
   /** The header fields of an object; NotFoundError if it is not there. */
   /**
    * Have server `peer` copy object `id` from `sourceBackend` (on another server) into its
-   * `backend`, server to server; resolves when the copy is durable and its sha256 checked.
+   * `backend`, server to server; resolves when the copy is durable and its content hash checked.
    */
   async fetch(
     peer: PeerTarget,
@@ -348,7 +347,7 @@ export class StorageClient {
     checkBytes(backend, backendUuidBytes, 'backend uuid');
     checkBytes(sourceBackend, backendUuidBytes, 'source backend uuid');
     checkBytes(id, objectIdBytes, 'object id');
-    checkBytes(hash, contentHashBytes, 'content hash');
+    checkContentHash(hash);
     checkCount(size, 'size');
     const response = await call(
       this.#host,

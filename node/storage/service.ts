@@ -3,7 +3,7 @@
  * objects on the server's backends (node/store/backend.ts), streaming directly peer to peer over
  * libp2p (node/net/rpc.ts; messages in proto/storage.proto).
  *
- *   storage/write   streaming upload   {backend, id, size, sha256, mtime} + body  -> {size, mtime}
+ *   storage/write   streaming upload   {backend, id, size, hash, mtime} + body  -> {size, mtime}
  *   storage/read    streaming download {backend, id, offset, length} -> bytes + {bytes sent, size}
  *   storage/delete  unary              {ids[], backend?}   -> {removed}
  *   storage/space   unary              {count objects?}    -> [{backend, path, capacity, free, objects?}]
@@ -40,12 +40,12 @@ import { Semaphore } from '../common/semaphore.ts';
 import type { Host } from '../net/host.ts';
 import { defineMethod, type Method, type Service, serve, serveStream } from '../net/rpc.ts';
 import type { Backend } from '../store/backend.ts';
+import { checkContentHash } from '../store/content-hash.ts';
 import type { ObjectHeader } from '../store/format.ts';
 import { PiecePool } from '../store/piece-pool.ts';
 
 export const backendUuidBytes = 16;
 export const objectIdBytes = 16;
-export const contentHashBytes = 32;
 /** Writes one server runs at once (each one streams into an ingest and ends with fsyncs). */
 export const writesMaxDefault = 16;
 /** META bodies (inline file content, symlink targets) at most. */
@@ -440,7 +440,7 @@ export async function serveStorage(host: Host, options: StorageServiceOptions): 
         async handler(request, context) {
           const backend = backendFor(request.backend);
           const id = checkBytes(request.id, objectIdBytes, 'object id');
-          const contentHash = checkBytes(request.contentHash, contentHashBytes, 'content hash');
+          const contentHash = checkContentHash(request.contentHash ?? new Uint8Array(0));
           const bodySize = checkCount(request.size, 'size');
           const mtimeMs = checkCount(request.mtimeMs, 'mtime');
           return ingest(
@@ -554,7 +554,7 @@ export async function serveStorage(host: Host, options: StorageServiceOptions): 
         async handler(request, context) {
           const backend = backendFor(request.backend);
           const id = checkBytes(request.id, objectIdBytes, 'object id');
-          const contentHash = checkBytes(request.contentHash, contentHashBytes, 'content hash');
+          const contentHash = checkContentHash(request.contentHash ?? new Uint8Array(0));
           const source = checkBytes(request.sourceBackend, backendUuidBytes, 'source backend uuid');
           const bodySize = checkCount(request.size, 'size');
           if (options.fetch === undefined) throw new UnavailableError('this server cannot fetch from others');

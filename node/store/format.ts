@@ -18,7 +18,7 @@
  * the body are filesystem holes).
  *
  * The trailer holds a checksum (the header's algorithm) per `block_size` bytes of the body, so ranged reads verify exactly the
- * blocks they touch; the header's content hash (sha256 of the whole body) is verified at ingest and
+ * blocks they touch; the header's content hash (content-hash.ts, of the whole body) is verified at ingest and
  * by full reads (scrub).
  */
 import { crc32 } from 'node:zlib';
@@ -49,7 +49,7 @@ export type SpecialKind =
   | 'FIFO'
   | 'SOCKET';
 export type DataLayout = 'DATA_LAYOUT_UNSPECIFIED' | 'INLINE' | 'CHUNKS';
-export type HashAlgorithm = 'HASH_ALGORITHM_UNSPECIFIED' | 'SHA256';
+export type HashAlgorithm = 'HASH_ALGORITHM_UNSPECIFIED' | 'SHA256' | 'BLAKE3';
 /** The checksum of body blocks (proto BlockChecksum; node/store/checksum.ts). */
 export type BlockChecksumAlgorithm = 'BLOCK_CHECKSUM_XXH32' | 'BLOCK_CHECKSUM_XXH64_LOW32';
 

@@ -1,10 +1,13 @@
 /**
- * Body hashing (sha256 + a checksum per block) for ingest: inline on the main thread for small bodies,
- * or on a shared worker thread for large ones, so hashing overlaps with writing on another core.
+ * Body hashing for ingest: the content hash (content-hash.ts) and a checksum per block.
+ * - InlineHasher, on the calling thread: every BLAKE3 body (native BLAKE3 hashes faster than the
+ *   body could be copied to another thread) and small SHA256 ones;
+ * - WorkerHasher, on a shared worker thread: large SHA256 bodies (copies of objects written before
+ *   BLAKE3), so that the slow sha256 overlaps with writing on another core.
  */
-import { createHash, type Hash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { BlockChecksummer } from './checksum.ts';
+import { type ContentHashAlgorithm, type ContentHasher, createContentHasher } from './content-hash.ts';
 
 export interface BodyHasher {
   /**
@@ -21,10 +24,11 @@ export interface BodyHasher {
 const workerInflightBytesMax = 32 * 1024 * 1024;
 
 export class InlineHasher implements BodyHasher {
-  readonly #hash: Hash = createHash('sha256');
+  readonly #hash: ContentHasher;
   readonly #blocks: BlockChecksummer;
 
-  constructor(blockBytes: number) {
+  constructor(blockBytes: number, algorithm: ContentHashAlgorithm) {
+    this.#hash = createContentHasher(algorithm);
     this.#blocks = new BlockChecksummer(blockBytes);
   }
 
@@ -35,7 +39,7 @@ export class InlineHasher implements BodyHasher {
   }
 
   async finish(): Promise<{ hash: Uint8Array; crcs: number[] }> {
-    return { hash: new Uint8Array(this.#hash.digest()), crcs: this.#blocks.finish() };
+    return { hash: this.#hash.digest(), crcs: this.#blocks.finish() };
   }
 
   abort(): void {}
@@ -112,6 +116,7 @@ class HashThread {
 
 const threads = new Map<number, HashThread>();
 
+/** SHA256 content hashes (the worker's sha256 digest is the SHA256 form) and block checksums. */
 export class WorkerHasher implements BodyHasher {
   readonly #thread: HashThread;
   readonly #channel: ReturnType<HashThread['open']>;

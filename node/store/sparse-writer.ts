@@ -1,5 +1,5 @@
 /**
- * Streams an object body into a temp file: hashes it (sha256) and checksums each block (checksum.ts)
+ * Streams an object body into a temp file: hashes it (content-hash.ts) and checksums each block (checksum.ts)
  * through a BodyHasher (inline, or on a worker thread for large bodies),
  * and leaves every all-zero 4 KiB page unwritten so that holes stay holes on disk.
  *
@@ -11,6 +11,7 @@
  */
 import { assert } from '../common/errors.ts';
 import type { FileHandleLike } from '../common/fs.ts';
+import { CONTENT_HASH_CURRENT } from './content-hash.ts';
 import { PAGE_BYTES } from './format.ts';
 import { type BodyHasher, InlineHasher } from './hasher.ts';
 
@@ -56,7 +57,7 @@ export class SparseBodyWriter {
     assert(options.blockBytes % PAGE_BYTES === 0, 'block size must be a multiple of the page size');
     this.#handle = options.handle;
     this.#bodyOffset = options.bodyOffset;
-    this.#hasher = options.hasher ?? new InlineHasher(options.blockBytes);
+    this.#hasher = options.hasher ?? new InlineHasher(options.blockBytes, CONTENT_HASH_CURRENT);
     this.#release = options.release;
   }
 
@@ -136,7 +137,7 @@ export class SparseBodyWriter {
     unreference?.();
   }
 
-  /** Flush the last partial page and wait for every write. Returns the sha256 and block checksums. */
+  /** Flush the last partial page and wait for every write. Returns the content hash and block checksums. */
   async finish(): Promise<{ hash: Uint8Array; crcs: number[]; size: number }> {
     if (this.#carryLength > 0) {
       const tail = this.#carry.subarray(0, this.#carryLength);

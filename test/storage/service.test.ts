@@ -13,6 +13,7 @@ import {
   storeMetaObjects,
 } from '../../node/storage/service.ts';
 import type { Backend } from '../../node/store/backend.ts';
+import { contentHashOf, createContentHasher } from '../../node/store/content-hash.ts';
 import { emptyHeader, type ObjectHeader } from '../../node/store/format.ts';
 import { createTestBackend, patternBytes } from '../helpers.ts';
 import { cell, mebibyte, newKey, startHost } from '../net/_helpers.ts';
@@ -83,67 +84,76 @@ async function* pieces(bytes: Uint8Array, pieceBytes: number): AsyncGenerator<Ui
   }
 }
 
-test('storage: write, head, read back whole and in random ranges', { timeout: 60_000 }, async (t) => {
-  const { storage, peer, backend } = await setup(t);
-  const body = patternBytes(5 * mebibyte + 12_345, 7);
-  const hash = sha256(body);
-  const id = newId();
-  const mtimeMs = 1_700_000_000_123;
-  const written = await storage.write(peer, backend.uuid, id, body, body.byteLength, hash, { mtimeMs });
-  assert.deepEqual(written, { size: body.byteLength, mtimeMs });
-  // Durable and on the backend itself.
-  assert.equal((await backend.head(id)).bodySize, body.byteLength);
+// Content hashes of both forms: BLAKE3 (what writers send now) and sha256 (chunks written before).
+for (const algorithm of ['BLAKE3', 'SHA256'] as const) {
+  test(`storage (${algorithm} content hash): write, head, read back whole and in random ranges`, {
+    timeout: 60_000,
+  }, async (t) => {
+    const hashOf = (bytes: Uint8Array) => contentHashOf(bytes, algorithm);
+    const { storage, peer, backend } = await setup(t);
+    const body = patternBytes(5 * mebibyte + 12_345, 7);
+    const hash = hashOf(body);
+    const id = newId();
+    const mtimeMs = 1_700_000_000_123;
+    const written = await storage.write(peer, backend.uuid, id, body, body.byteLength, hash, { mtimeMs });
+    assert.deepEqual(written, { size: body.byteLength, mtimeMs });
+    // Durable and on the backend itself.
+    assert.equal((await backend.head(id)).bodySize, body.byteLength);
 
-  const head = await storage.head(peer, backend.uuid, id);
-  assert.equal(head.size, body.byteLength);
-  assert.deepEqual(head.contentHash, hash);
-  assert.equal(head.mtimeMs, mtimeMs);
-  assert.equal(head.mainType, 'DATA');
+    const head = await storage.head(peer, backend.uuid, id);
+    assert.equal(head.size, body.byteLength);
+    assert.deepEqual(head.contentHash, hash);
+    assert.equal(head.mtimeMs, mtimeMs);
+    assert.equal(head.mainType, 'DATA');
 
-  const whole = await storage.read(peer, backend.uuid, id, 0, body.byteLength, { expectedHash: hash });
-  assert.ok(Buffer.from(whole).equals(body), 'whole object reads back');
+    const whole = await storage.read(peer, backend.uuid, id, 0, body.byteLength, { expectedHash: hash });
+    assert.ok(Buffer.from(whole).equals(body), 'whole object reads back');
 
-  const next = random(42);
-  for (let round = 0; round < 25; round += 1) {
-    const offset = next(body.byteLength);
-    const length = next(Math.min(body.byteLength - offset, 3 * mebibyte) + 1);
-    const range = await storage.read(peer, backend.uuid, id, offset, length);
-    assert.equal(range.byteLength, length, `range ${offset}+${length} length`);
-    assert.ok(Buffer.from(range).equals(body.subarray(offset, offset + length)), `range ${offset}+${length}`);
-  }
-  // Fewer bytes only at the end of the object; nothing at its very end; an error beyond it.
-  const tail = await storage.read(peer, backend.uuid, id, body.byteLength - 10, 1000);
-  assert.ok(Buffer.from(tail).equals(body.subarray(body.byteLength - 10)));
-  assert.equal((await storage.read(peer, backend.uuid, id, body.byteLength, 100)).byteLength, 0);
-  await assert.rejects(storage.read(peer, backend.uuid, id, body.byteLength + 1, 1), {
-    code: 'INVALID_ARGUMENT',
+    const next = random(42);
+    for (let round = 0; round < 25; round += 1) {
+      const offset = next(body.byteLength);
+      const length = next(Math.min(body.byteLength - offset, 3 * mebibyte) + 1);
+      const range = await storage.read(peer, backend.uuid, id, offset, length);
+      assert.equal(range.byteLength, length, `range ${offset}+${length} length`);
+      assert.ok(
+        Buffer.from(range).equals(body.subarray(offset, offset + length)),
+        `range ${offset}+${length}`,
+      );
+    }
+    // Fewer bytes only at the end of the object; nothing at its very end; an error beyond it.
+    const tail = await storage.read(peer, backend.uuid, id, body.byteLength - 10, 1000);
+    assert.ok(Buffer.from(tail).equals(body.subarray(body.byteLength - 10)));
+    assert.equal((await storage.read(peer, backend.uuid, id, body.byteLength, 100)).byteLength, 0);
+    await assert.rejects(storage.read(peer, backend.uuid, id, body.byteLength + 1, 1), {
+      code: 'INVALID_ARGUMENT',
+    });
+    // Streamed read in pieces.
+    let streamed = 0;
+    const digest = createContentHasher(algorithm);
+    for await (const piece of storage.readStream(peer, backend.uuid, id, 0, body.byteLength)) {
+      streamed += piece.byteLength;
+      digest.update(piece);
+    }
+    assert.equal(streamed, body.byteLength);
+    assert.deepEqual(digest.digest(), hash);
+    // A wrong expected hash for a whole-object read is caught by the client.
+    await assert.rejects(
+      storage.read(peer, backend.uuid, id, 0, body.byteLength, { expectedHash: new Uint8Array(32) }),
+      { code: 'HASH_MISMATCH' },
+    );
+
+    // A streamed upload in odd pieces; an empty object; replacing an object.
+    const streamedId = newId();
+    await storage.write(peer, backend.uuid, streamedId, pieces(body, 777_777), body.byteLength, hash);
+    assert.ok((await backend.readAll(streamedId)).equals(body));
+    const emptyId = newId();
+    await storage.write(peer, backend.uuid, emptyId, new Uint8Array(0), 0, hashOf(new Uint8Array(0)));
+    assert.equal((await storage.read(peer, backend.uuid, emptyId, 0, 10)).byteLength, 0);
+    const replacement = patternBytes(1000, 9);
+    await storage.write(peer, backend.uuid, id, replacement, 1000, hashOf(replacement));
+    assert.ok(Buffer.from(await storage.read(peer, backend.uuid, id, 0, 5000)).equals(replacement));
   });
-  // Streamed read in pieces.
-  let streamed = 0;
-  const digest = createHash('sha256');
-  for await (const piece of storage.readStream(peer, backend.uuid, id, 0, body.byteLength)) {
-    streamed += piece.byteLength;
-    digest.update(piece);
-  }
-  assert.equal(streamed, body.byteLength);
-  assert.deepEqual(new Uint8Array(digest.digest()), hash);
-  // A wrong expected hash for a whole-object read is caught by the client.
-  await assert.rejects(
-    storage.read(peer, backend.uuid, id, 0, body.byteLength, { expectedHash: new Uint8Array(32) }),
-    { code: 'HASH_MISMATCH' },
-  );
-
-  // A streamed upload in odd pieces; an empty object; replacing an object.
-  const streamedId = newId();
-  await storage.write(peer, backend.uuid, streamedId, pieces(body, 777_777), body.byteLength, hash);
-  assert.ok((await backend.readAll(streamedId)).equals(body));
-  const emptyId = newId();
-  await storage.write(peer, backend.uuid, emptyId, new Uint8Array(0), 0, sha256(new Uint8Array(0)));
-  assert.equal((await storage.read(peer, backend.uuid, emptyId, 0, 10)).byteLength, 0);
-  const replacement = patternBytes(1000, 9);
-  await storage.write(peer, backend.uuid, id, replacement, 1000, sha256(replacement));
-  assert.ok(Buffer.from(await storage.read(peer, backend.uuid, id, 0, 5000)).equals(replacement));
-});
+}
 
 test('storage: wrong hash or size is refused with a typed error and stores nothing', {
   timeout: 60_000,

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { Backend } from '../../node/store/backend.ts';
 import { newObjectId } from '../../node/store/object-id.ts';
-import { collect, createTestBackend, patternBytes, tempDirectory } from '../helpers.ts';
+import { blake3ContentHash, collect, createTestBackend, patternBytes, tempDirectory } from '../helpers.ts';
 
 const MiB = 1024 * 1024;
 
@@ -92,7 +92,8 @@ test('round trip: any body, any piece size, ranged reads, header fields', async 
           pieces(body, pieceBytes),
         );
         assert.equal(stored.bodySize, body.length);
-        assert.deepEqual(Buffer.from(stored.contentHash), createHash('sha256').update(body).digest());
+        assert.deepEqual(Buffer.from(stored.contentHash), blake3ContentHash(body));
+        assert.equal(stored.hashAlgorithm, 'BLAKE3');
         const head = await backend.head(id);
         assert.deepEqual(head, stored);
         assert.equal(head.chunks.length, chunks.length);
