@@ -49,7 +49,7 @@ export interface CellApi {
   /**
    * Read a byte range of a chunk object from one backend: verified by the backend's block
    * checksums, and end to end against `expectedHash` (its content hash, node/store/content-hash.ts)
-   * when the range is the whole object.
+   * when the range is the whole object. An empty `expectedHash`: none is known (a trimmed chunk).
    */
   readChunk(
     backend: Uint8Array,

@@ -167,10 +167,25 @@ export function applyChunkWrites(
 }
 
 /**
+ * Whether a stored object (its header's body size and content hash) holds the bytes of `chunk`.
+ * Object ids are never reused (every write makes new ones), so a copy holds the chunk when its
+ * size and hash are the chunk's; a chunk trimmed by a truncate has no hash (see truncateChunks),
+ * and any copy at least its size holds it (the original, longer object, or a copy of its first
+ * `size` bytes made since).
+ */
+export function copyHoldsChunk(
+  chunk: Pick<Chunk, 'size' | 'hash'>,
+  copy: { readonly size: number; readonly contentHash: Uint8Array },
+): boolean {
+  if (chunk.hash.length === 0) return copy.size >= chunk.size;
+  return copy.size === chunk.size && Buffer.compare(copy.contentHash, chunk.hash) === 0;
+}
+
+/**
  * Set a file's size: chunks past the end are released, a chunk across it is trimmed. A trimmed
  * chunk keeps its stored object (longer than the chunk now is), so its content hash no longer
- * describes its bytes: the hash is cleared, and reads of it rely on the backend's block
- * checksums.
+ * describes its bytes: the hash is cleared, and reads and copies of it rely on the backends' block
+ * checksums (copies are hashed where they land).
  */
 export function truncateChunks(
   chunks: readonly Chunk[],

@@ -14,6 +14,7 @@
  * - data-orphan: a DATA object no file references (scrub collects them after a grace period);
  * - damaged: an object whose header cannot be read.
  */
+import { copyHoldsChunk } from '../client/layout.ts';
 import type { JobStatus } from '../daemon/jobs.ts';
 import type { Inode } from '../metadata/records.ts';
 import type { ObjectHeader } from '../store/format.ts';
@@ -70,11 +71,10 @@ export async function fsck(ctx: RecoveryContext, job: JobStatus, options: FsckOp
 
   jobs.update(job, { phase: 'metadata', done: 0, total: 0, unit: 'inodes' });
   const inodes = new Map<string, Inode>();
-  const chunkOwner = new Map<string, { inode: Inode; size: number; hash: Uint8Array }>();
+  const chunkOwner = new Map<string, Inode>();
   for await (const inode of allInodes(machine)) {
     inodes.set(hex(inode.id), inode);
-    for (const chunk of inode.chunks)
-      chunkOwner.set(hex(chunk.id), { inode, size: chunk.size, hash: chunk.hash });
+    for (const chunk of inode.chunks) chunkOwner.set(hex(chunk.id), inode);
   }
   report.inodes = inodes.size;
   const pending = new Set((await machine.headerMarks(1_000_000)).map((mark) => hex(mark.id)));
@@ -180,7 +180,7 @@ export async function fsck(ctx: RecoveryContext, job: JobStatus, options: FsckOp
         const kind =
           header === undefined
             ? 'copy-missing'
-            : header.bodySize !== chunk.size || Buffer.compare(header.contentHash, chunk.hash) !== 0
+            : !copyHoldsChunk(chunk, { size: header.bodySize, contentHash: header.contentHash })
               ? 'copy-mismatch'
               : undefined;
         if (kind === undefined) {

@@ -16,6 +16,7 @@
  * - A chunk's copy whose header hash matches is current (and a target); one that differs is
  *   outdated (the mover repairs it); a chunk with no copy anywhere is reported missing.
  */
+import { copyHoldsChunk } from '../client/layout.ts';
 import type { Inode, Location, RestoredInode } from '../metadata/records.ts';
 import type { ObjectHeader } from '../store/format.ts';
 import { compareChanges, compareVersions, inodeOfMeta, sameContent, superseded } from './meta-header.ts';
@@ -201,7 +202,7 @@ export function planRebuild(input: PlanInput): RebuildPlan {
       const copies = input.data.get(hex(chunk.id)) ?? [];
       let current = 0;
       for (const copy of copies) {
-        const good = copy.size === chunk.size && Buffer.compare(copy.contentHash, chunk.hash) === 0;
+        const good = copyHoldsChunk(chunk, copy);
         if (good) current += 1;
         else outdatedCopies += 1;
         const location: Location = { outdated: !good, current: good, target: true, mtimeMs: inode.mtimeMs };

@@ -15,6 +15,7 @@
  * 5. conflicts (split brain): every losing version is saved as
  *    /lost+found/NAME.conflict-SERVER-MTIME and logged (ConflictEvent, `zhsm status`).
  */
+import { copyHoldsChunk } from '../client/layout.ts';
 import { ZhsmError } from '../common/errors.ts';
 import type { JobStatus } from '../daemon/jobs.ts';
 import { type Inode, initCellCommand } from '../metadata/records.ts';
@@ -300,9 +301,7 @@ async function readLoserChunk(
   chunk: Inode['chunks'][number],
   data: ReadonlyMap<string, readonly FoundData[]>,
 ): Promise<Uint8Array> {
-  const copies = (data.get(hex(chunk.id)) ?? []).filter(
-    (copy) => copy.size === chunk.size && Buffer.compare(copy.contentHash, chunk.hash) === 0,
-  );
+  const copies = (data.get(hex(chunk.id)) ?? []).filter((copy) => copyHoldsChunk(chunk, copy));
   let lastError: unknown = new ZhsmError(
     'NOT_FOUND',
     `no copy of chunk ${hex(chunk.id)} of the losing version`,

@@ -17,6 +17,7 @@
  */
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { copyHoldsChunk } from '../client/layout.ts';
 import type { JobStatus } from '../daemon/jobs.ts';
 import type { Inode, Location, RestoredInode } from '../metadata/records.ts';
 import type { ObjectHeader } from '../store/format.ts';
@@ -292,7 +293,7 @@ export async function scrub(
       const locations: RestoredInode['locations'] = [];
       for (const chunk of inode.chunks) {
         for (const copy of dataWhere.get(hex(chunk.id)) ?? []) {
-          const good = copy.size === chunk.size && Buffer.compare(copy.hash, chunk.hash) === 0;
+          const good = copyHoldsChunk(chunk, { size: copy.size, contentHash: copy.hash });
           locations.push({
             object: chunk.id,
             backend: copy.backend,

@@ -14,7 +14,7 @@
 import { HashMismatchError, IoError, SizeMismatchError } from '../common/errors.ts';
 import type { Host } from '../net/host.ts';
 import { call, callStream, type PeerTarget } from '../net/rpc.ts';
-import { checkContentHash, hasherFor } from '../store/content-hash.ts';
+import { checkContentHash, checkOptionalContentHash, hasherFor } from '../store/content-hash.ts';
 import {
   backendUuidBytes,
   checkBytes,
@@ -152,7 +152,8 @@ export class StorageClient {
   /**
    * Store a chunk object (`size` bytes, content hash `hash`) on a backend of `peer`. Resolves when the
    * object is durable there; a wrong size or hash rejects with SizeMismatchError/HashMismatchError
-   * and nothing is stored. An existing object with this id is replaced atomically.
+   * and nothing is stored. An existing object with this id is replaced atomically. An empty `hash`:
+   * none is known (a trimmed chunk, see checkOptionalContentHash); the server hashes what arrives.
    */
   async write(
     peer: PeerTarget,
@@ -165,7 +166,7 @@ export class StorageClient {
   ): Promise<WriteResult> {
     checkBytes(backend, backendUuidBytes, 'backend uuid');
     checkBytes(id, objectIdBytes, 'object id');
-    checkContentHash(hash);
+    checkOptionalContentHash(hash);
     checkCount(size, 'size');
     const mtimeMs = checkCount(options.mtimeMs ?? 0, 'mtime');
     if (body instanceof Uint8Array && body.byteLength !== size) {
@@ -333,7 +334,8 @@ export class StorageClient {
   /** The header fields of an object; NotFoundError if it is not there. */
   /**
    * Have server `peer` copy object `id` from `sourceBackend` (on another server) into its
-   * `backend`, server to server; resolves when the copy is durable and its content hash checked.
+   * `backend`, server to server; resolves when the copy is durable and its content hash checked
+   * (`hash` empty: none known, as for write).
    */
   async fetch(
     peer: PeerTarget,
@@ -347,7 +349,7 @@ export class StorageClient {
     checkBytes(backend, backendUuidBytes, 'backend uuid');
     checkBytes(sourceBackend, backendUuidBytes, 'source backend uuid');
     checkBytes(id, objectIdBytes, 'object id');
-    checkContentHash(hash);
+    checkOptionalContentHash(hash);
     checkCount(size, 'size');
     const response = await call(
       this.#host,

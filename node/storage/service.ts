@@ -40,7 +40,7 @@ import { Semaphore } from '../common/semaphore.ts';
 import type { Host } from '../net/host.ts';
 import { defineMethod, type Method, type Service, serve, serveStream } from '../net/rpc.ts';
 import type { Backend } from '../store/backend.ts';
-import { checkContentHash } from '../store/content-hash.ts';
+import { checkOptionalContentHash } from '../store/content-hash.ts';
 import type { ObjectHeader } from '../store/format.ts';
 import { PiecePool } from '../store/piece-pool.ts';
 
@@ -440,7 +440,7 @@ export async function serveStorage(host: Host, options: StorageServiceOptions): 
         async handler(request, context) {
           const backend = backendFor(request.backend);
           const id = checkBytes(request.id, objectIdBytes, 'object id');
-          const contentHash = checkContentHash(request.contentHash ?? new Uint8Array(0));
+          const contentHash = checkOptionalContentHash(request.contentHash ?? new Uint8Array(0));
           const bodySize = checkCount(request.size, 'size');
           const mtimeMs = checkCount(request.mtimeMs, 'mtime');
           return ingest(
@@ -554,7 +554,7 @@ export async function serveStorage(host: Host, options: StorageServiceOptions): 
         async handler(request, context) {
           const backend = backendFor(request.backend);
           const id = checkBytes(request.id, objectIdBytes, 'object id');
-          const contentHash = checkContentHash(request.contentHash ?? new Uint8Array(0));
+          const contentHash = checkOptionalContentHash(request.contentHash ?? new Uint8Array(0));
           const source = checkBytes(request.sourceBackend, backendUuidBytes, 'source backend uuid');
           const bodySize = checkCount(request.size, 'size');
           if (options.fetch === undefined) throw new UnavailableError('this server cannot fetch from others');

@@ -43,6 +43,16 @@ export function checkContentHash(hash: Uint8Array, what = 'content hash'): Uint8
   return hash;
 }
 
+/**
+ * `hash` if it is a content hash or empty; else an InvalidArgumentError. Empty means no hash is
+ * known for the body: a chunk cut short by a truncate keeps its longer stored object, and its
+ * recorded hash (of the old length) is cleared. Copies of such a chunk are hashed where they land
+ * (the header records it); the bytes are checked on the way by the source's block checksums.
+ */
+export function checkOptionalContentHash(hash: Uint8Array, what = 'content hash'): Uint8Array {
+  return hash.length === 0 ? hash : checkContentHash(hash, what);
+}
+
 /** Incremental content hash of a body that arrives in pieces. */
 export interface ContentHasher {
   readonly algorithm: ContentHashAlgorithm;

@@ -16,6 +16,7 @@
  */
 import { createHash } from 'node:crypto';
 import { parseArgs } from 'node:util';
+import { copyHoldsChunk } from '../../node/client/layout.ts';
 import type { Inode } from '../../node/metadata/records.ts';
 import { CONTENT_HISTORY_MAX } from '../../node/metadata/state-machine.ts';
 import { metaBackends } from '../../node/recovery/header-writer.ts';
@@ -244,7 +245,7 @@ export function runSplitBrain(seed: number, options: { plan?: typeof planRebuild
     inode.chunks.every((chunk) =>
       servers.some((server) => {
         const copy = server.data.get(hex(chunk.id));
-        return copy !== undefined && Buffer.compare(copy.contentHash, chunk.hash) === 0;
+        return copy !== undefined && copyHoldsChunk(chunk, copy);
       }),
     );
   const allNames = new Set(sides.flatMap((side) => [...side.files.keys(), ...side.gone.keys()]));

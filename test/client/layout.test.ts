@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import {
   applyChunkWrites,
+  copyHoldsChunk,
   mergeChunk,
   planRead,
   planWrite,
@@ -11,6 +12,7 @@ import {
   validateChunks,
 } from '../../node/client/layout.ts';
 import type { Chunk } from '../../node/metadata/records.ts';
+import { contentHashOf } from '../../node/store/content-hash.ts';
 
 const C = 4096; // small chunks for the test
 
@@ -132,4 +134,31 @@ test('planRead merges adjacent holes; planWrite covers every touched chunk', () 
   assert.throws(() => validateChunks([{ ...chunk(0, 10), offset: 5 }], 10 * C, C), {
     code: 'INVALID_ARGUMENT',
   });
+});
+
+test('copyHoldsChunk: same size and hash; a trimmed chunk (no hash) is held by any copy at least its size', () => {
+  const body = randomBytes(3 * C);
+  const hash = contentHashOf(body);
+  const chunk: Chunk = { id: new Uint8Array(16).fill(1), offset: 0, size: body.length, hash };
+  assert.equal(copyHoldsChunk(chunk, { size: body.length, contentHash: hash }), true);
+  assert.equal(
+    copyHoldsChunk(chunk, { size: body.length, contentHash: contentHashOf(randomBytes(8)) }),
+    false,
+  );
+  assert.equal(copyHoldsChunk(chunk, { size: body.length + 1, contentHash: hash }), false);
+  // Legacy sha256 hashes compare as bytes too: a BLAKE3 copy of other bytes is not the chunk.
+  const legacy = { ...chunk, hash: contentHashOf(body, 'SHA256') };
+  assert.equal(
+    copyHoldsChunk(legacy, { size: body.length, contentHash: contentHashOf(body, 'SHA256') }),
+    true,
+  );
+  assert.equal(copyHoldsChunk(legacy, { size: body.length, contentHash: hash }), false);
+
+  const [trimmed] = truncateChunks([chunk], C).kept;
+  assert.equal(trimmed!.size, C);
+  assert.equal(trimmed!.hash.length, 0, 'the hash of the longer object no longer describes the chunk');
+  // The original object (longer), and a copy of its first C bytes (hashed where it landed).
+  assert.equal(copyHoldsChunk(trimmed!, { size: body.length, contentHash: hash }), true);
+  assert.equal(copyHoldsChunk(trimmed!, { size: C, contentHash: contentHashOf(body.subarray(0, C)) }), true);
+  assert.equal(copyHoldsChunk(trimmed!, { size: C - 1, contentHash: hash }), false);
 });

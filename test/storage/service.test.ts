@@ -15,7 +15,7 @@ import {
 import type { Backend } from '../../node/store/backend.ts';
 import { contentHashOf, createContentHasher } from '../../node/store/content-hash.ts';
 import { emptyHeader, type ObjectHeader } from '../../node/store/format.ts';
-import { createTestBackend, patternBytes } from '../helpers.ts';
+import { blake3ContentHash, createTestBackend, patternBytes } from '../helpers.ts';
 import { cell, mebibyte, newKey, startHost } from '../net/_helpers.ts';
 
 const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
@@ -152,6 +152,25 @@ for (const algorithm of ['BLAKE3', 'SHA256'] as const) {
     const replacement = patternBytes(1000, 9);
     await storage.write(peer, backend.uuid, id, replacement, 1000, hashOf(replacement));
     assert.ok(Buffer.from(await storage.read(peer, backend.uuid, id, 0, 5000)).equals(replacement));
+
+    // No hash known (a trimmed chunk's copy): stored, hashed on arrival, the size still checked.
+    const unhashedId = newId();
+    await storage.write(peer, backend.uuid, unhashedId, replacement, 1000, new Uint8Array(0));
+    assert.deepEqual(
+      (await storage.head(peer, backend.uuid, unhashedId)).contentHash,
+      new Uint8Array(blake3ContentHash(replacement)),
+    );
+    await assert.rejects(
+      storage.write(
+        peer,
+        backend.uuid,
+        newId(),
+        pieces(replacement.subarray(0, 999), 400),
+        1000,
+        new Uint8Array(0),
+      ),
+      { code: 'SIZE_MISMATCH' },
+    );
   });
 }
 
