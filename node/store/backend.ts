@@ -205,6 +205,11 @@ async function* bodyChunks(body: Body): AsyncIterable<Uint8Array> {
   yield* body;
 }
 
+/** Wait for every task, then rethrow the first failure: no write is left running behind an error. */
+async function settleAll(tasks: readonly Promise<unknown>[]): Promise<void> {
+  for (const result of await Promise.allSettled(tasks)) if (result.status === 'rejected') throw result.reason;
+}
+
 /**
  * Make directories that mkdirp created durable: fsync the parent of each, from the deepest
  * (`directory`) up to the first one created (`created`).
@@ -475,7 +480,9 @@ export class Backend {
           throw new SizeMismatchError(`body is longer than the announced ${expectedSize} bytes`, context);
         }
       }
-      const { hash, crcs, size } = await writer.finish();
+      // The body's last writes may still be in flight: the header's go alongside (one trip to the
+      // thread pool less per object; a small ingest is mostly such trips), all before the fsync.
+      const { hash, crcs, size } = await writer.digest();
       if (expectedSize !== undefined && size !== expectedSize) {
         throw new SizeMismatchError(`body has ${size} bytes, ${expectedSize} announced`, context);
       }
@@ -487,22 +494,25 @@ export class Backend {
       }
       header.bodySize = size;
       header.contentHash = hash;
+      const written = handle;
+      const tasks: Promise<unknown>[] = [writer.drain()];
       if (crcs.length <= HEADER_BLOCKS_MAX) {
         header.blockChecksums = crcs;
-        // The file must end at the body's end; trailing zero pages stay holes.
-        if (!writer.endsWithData) await handle.truncate(bodyOffset + size);
+        // The file must end at the body's end; trailing zero pages stay holes (no body write goes
+        // past the last data page, so the truncate may run alongside them).
+        if (!writer.endsWithData) tasks.push(written.truncate(bodyOffset + size));
       } else {
         header.blockChecksums = [];
-        await writeFully(handle, encodeTrailer(BLOCK_BYTES, crcs), bodyOffset + size);
+        tasks.push(writeFully(written, encodeTrailer(BLOCK_BYTES, crcs), bodyOffset + size));
       }
       const encoded = headerCodec.encode(header);
-      // The header and the file times, side by side (each is a trip to the thread pool; a small
-      // ingest is mostly such trips), then the fsync that makes both durable.
-      const written = handle;
-      await Promise.all([
+      // The header and the file times alongside the body's last writes, then the fsync that makes
+      // them all durable.
+      tasks.push(
         writeFully(written, encodeSlot({ header: encoded, slotIndex: 0, sequence: 1, slotBytes }), 0),
         written.setTimes(header.atimeMs || header.mtimeMs, header.mtimeMs),
-      ]);
+      );
+      await settleAll(tasks);
       await written.sync();
       handle = undefined;
       // Closing needs nothing from the rename, nor the rename from the close: run them together.
@@ -526,6 +536,8 @@ export class Backend {
       return headerCodec.decode(encoded);
     } catch (error) {
       writer?.abort();
+      // No write of the body may still run when the file is closed (its descriptor reused).
+      await writer?.drain().catch(() => {});
       if (handle !== undefined) await handle.close().catch(() => {});
       await this.#fs.unlink(tempPath).catch(() => {});
       if (isFullError(error)) {

@@ -137,8 +137,11 @@ export class SparseBodyWriter {
     unreference?.();
   }
 
-  /** Flush the last partial page and wait for every write. Returns the content hash and block checksums. */
-  async finish(): Promise<{ hash: Uint8Array; crcs: number[]; size: number }> {
+  /**
+   * Queue the last partial page and return the content hash and block checksums, without waiting
+   * for the writes: the caller may start its own (the header) alongside, then `drain()`.
+   */
+  async digest(): Promise<{ hash: Uint8Array; crcs: number[]; size: number }> {
     if (this.#carryLength > 0) {
       const tail = this.#carry.subarray(0, this.#carryLength);
       if (!tail.equals(ZERO_PAGE.subarray(0, this.#carryLength))) {
@@ -146,9 +149,15 @@ export class SparseBodyWriter {
       }
       this.#carryLength = 0;
     }
-    await this.drain();
     const { hash, crcs } = await this.#hasher.finish();
     return { hash, crcs, size: this.#received };
+  }
+
+  /** Flush the last partial page and wait for every write. Returns the content hash and block checksums. */
+  async finish(): Promise<{ hash: Uint8Array; crcs: number[]; size: number }> {
+    const digest = await this.digest();
+    await this.drain();
+    return digest;
   }
 
   /** Stop hashing (the ingest failed). */
