@@ -66,7 +66,11 @@ class Blake3ContentHasher implements ContentHasher {
   readonly #state = new Blake3Hasher();
 
   update(chunk: Uint8Array): void {
-    if (chunk.length > 0) this.#state.update(chunk);
+    if (chunk.length === 0) return;
+    // The binding takes Buffers: a view of the same bytes, no copy.
+    this.#state.update(
+      Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength),
+    );
   }
 
   digest(): Uint8Array {
