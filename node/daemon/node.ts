@@ -38,6 +38,7 @@ import {
   RECOVERY_OPS,
   recoveryAdmin,
 } from '../recovery/recovery-admin.ts';
+import { BLAKE3_IMPLEMENTATION } from '../store/content-hash.ts';
 import {
   backendTagsOf,
   CONFIG_FORMAT_VERSION,
@@ -324,6 +325,10 @@ export class ZhsmNode {
         },
         'zhsm node started',
       );
+      if (BLAKE3_IMPLEMENTATION !== 'native')
+        log.warn(
+          'no native BLAKE3 on this platform (@napi-rs/blake-hash): new objects get sha256 content hashes; BLAKE3 ones are verified in pure JS (slow)',
+        );
       return node;
     } catch (error) {
       for (const close of closeOnError) await close().catch(() => {});

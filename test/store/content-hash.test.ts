@@ -4,8 +4,10 @@
  * own algorithm (copies keep it).
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { test } from 'node:test';
+import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { Backend } from '../../node/store/backend.ts';
 import {
@@ -20,6 +22,7 @@ import { newObjectId } from '../../node/store/object-id.ts';
 import { blake3ContentHash, collect, patternBytes, tempDirectory } from '../helpers.ts';
 
 const MiB = 1024 * 1024;
+const run = promisify(execFile);
 const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest();
 
 test('BLAKE3 content hashes: the published empty-input digest, as a multihash', () => {
@@ -38,15 +41,18 @@ test('BLAKE3 in pieces matches an independent implementation, for any body and a
       fc.uint8Array({ maxLength: 70_000 }),
       fc.array(fc.integer({ min: 0, max: 70_000 }), { maxLength: 6 }),
       (body, cuts) => {
-        const hasher = createContentHasher('BLAKE3');
-        let start = 0;
-        for (const cut of [...cuts.map((c) => Math.min(c, body.length))].sort((a, b) => a - b)) {
-          hasher.update(body.subarray(start, cut));
-          start = cut;
-        }
-        hasher.update(body.subarray(start));
         const expected = blake3ContentHash(body);
-        assert.deepEqual(Buffer.from(hasher.digest()), expected);
+        // The native binding, and the pure-JS fallback of platforms without it.
+        for (const implementation of ['native', 'js'] as const) {
+          const hasher = createContentHasher('BLAKE3', implementation);
+          let start = 0;
+          for (const cut of [...cuts.map((c) => Math.min(c, body.length))].sort((a, b) => a - b)) {
+            hasher.update(body.subarray(start, cut));
+            start = cut;
+          }
+          hasher.update(body.subarray(start));
+          assert.deepEqual(Buffer.from(hasher.digest()), expected, implementation);
+        }
         assert.deepEqual(Buffer.from(contentHashOf(body)), expected);
         assert.ok(matchesContentHash(body, expected));
       },
@@ -120,4 +126,49 @@ test('backend: new objects get BLAKE3; a sha256 stated at ingest keeps the objec
       code: 'INVALID_ARGUMENT',
     },
   );
+});
+
+test('without the native BLAKE3: new objects get sha256 hashes, BLAKE3 ones are still verified', {
+  timeout: 60_000,
+}, async (t) => {
+  const root = tempDirectory(t, 'zhsm-blake3-js-');
+  const blakeBody = patternBytes(300_000, 11);
+  // A BLAKE3 object written with the native hasher, in this process.
+  const backend = await Backend.create(root, { cell: 'fallback' });
+  const blakeId = newObjectId();
+  await backend.ingest({ id: blakeId, contentHash: blake3ContentHash(blakeBody) }, blakeBody);
+  await backend.close();
+  // A process as on a platform without the binding (ZHSM_BLAKE3=js): it writes sha256, and reads
+  // (fully verified) and accepts BLAKE3 with the pure-JS implementation.
+  const script = `
+    const { Backend } = await import(${JSON.stringify(new URL('../../node/store/backend.ts', import.meta.url).href)});
+    const hash = await import(${JSON.stringify(new URL('../../node/store/content-hash.ts', import.meta.url).href)});
+    const backend = await Backend.open(${JSON.stringify(root)}, { cell: 'fallback' });
+    const id = new Uint8Array(16).fill(7);
+    const body = new Uint8Array(200_000).fill(3);
+    const written = await backend.ingest({ id }, body);
+    const read = await backend.readAll(Uint8Array.from(Buffer.from(${JSON.stringify(Buffer.from(blakeId).toString('hex'))}, 'hex')), 'full');
+    const copy = new Uint8Array(16).fill(8);
+    const copied = await backend.ingest({ id: copy, contentHash: hash.contentHashOf(read, 'BLAKE3') }, read);
+    await backend.close();
+    console.log(JSON.stringify({
+      implementation: hash.BLAKE3_IMPLEMENTATION,
+      current: hash.CONTENT_HASH_CURRENT,
+      written: written.hashAlgorithm,
+      writtenHash: Buffer.from(written.contentHash).toString('hex'),
+      readBytes: read.length,
+      copied: copied.hashAlgorithm,
+    }));
+  `;
+  const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], {
+    env: { ...process.env, ZHSM_BLAKE3: 'js' },
+    timeout: 50_000,
+  });
+  const result = JSON.parse(stdout) as Record<string, unknown>;
+  assert.equal(result.implementation, 'js');
+  assert.equal(result.current, 'SHA256');
+  assert.equal(result.written, 'SHA256');
+  assert.equal(result.writtenHash, sha256(new Uint8Array(200_000).fill(3)).toString('hex'));
+  assert.equal(result.readBytes, blakeBody.length);
+  assert.equal(result.copied, 'BLAKE3');
 });
