@@ -422,12 +422,14 @@ export class RemoteCell implements CellApi {
     length: number,
     expectedHash?: Uint8Array,
   ): Promise<Uint8Array> {
+    // An empty expected hash: none is known (a trimmed chunk).
+    const check = expectedHash !== undefined && expectedHash.length > 0 ? expectedHash : undefined;
     const local = this.#ownBackend(backend);
     if (local !== undefined) {
       const parts: Uint8Array[] = [];
       for await (const part of local.read(id, { offset, length })) parts.push(part);
       const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-      if (expectedHash !== undefined && expectedHash.length > 0 && !matchesContentHash(bytes, expectedHash))
+      if (check !== undefined && !matchesContentHash(bytes, check))
         throw new HashMismatchError(`chunk ${hex(id)} does not match its content hash`, {
           backend: hex(backend),
         });
@@ -440,7 +442,7 @@ export class RemoteCell implements CellApi {
       id,
       offset,
       length,
-      expectedHash === undefined || expectedHash.length === 0 ? {} : { expectedHash },
+      check === undefined ? {} : { expectedHash: check },
     );
   }
 

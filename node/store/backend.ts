@@ -39,6 +39,7 @@ import {
   CONTENT_HASH_BYTES_MAX,
   CONTENT_HASH_CURRENT,
   type ContentHasher,
+  checkContentHash,
   contentHashAlgorithmOf,
   createContentHasher,
 } from './content-hash.ts';
@@ -411,13 +412,9 @@ export class Backend {
     const expectedHash =
       init.contentHash !== undefined && init.contentHash.length > 0 ? init.contentHash : undefined;
     const algorithm =
-      expectedHash === undefined ? CONTENT_HASH_CURRENT : contentHashAlgorithmOf(expectedHash);
-    if (algorithm === undefined) {
-      throw new InvalidArgumentError(
-        `content hash must be a sha256 digest (32 bytes) or a BLAKE3 multihash (34 bytes); got ${expectedHash!.length} bytes`,
-        context,
-      );
-    }
+      expectedHash === undefined
+        ? CONTENT_HASH_CURRENT
+        : contentHashAlgorithmOf(checkContentHash(expectedHash, 'content hash', context))!;
     const header: ObjectHeader = {
       ...emptyHeader(),
       ...init,

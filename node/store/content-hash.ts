@@ -53,11 +53,16 @@ export function contentHashAlgorithmOf(hash: Uint8Array): ContentHashAlgorithm |
   return undefined;
 }
 
-/** `hash` if it is a content hash; else an InvalidArgumentError naming `what`. */
-export function checkContentHash(hash: Uint8Array, what = 'content hash'): Uint8Array {
+/** `hash` if it is a content hash; else an InvalidArgumentError naming `what` (and `context`). */
+export function checkContentHash(
+  hash: Uint8Array,
+  what = 'content hash',
+  context?: Record<string, unknown>,
+): Uint8Array {
   if (contentHashAlgorithmOf(hash) === undefined) {
     throw new InvalidArgumentError(
       `${what} must be a sha256 digest (32 bytes) or a BLAKE3 multihash (34 bytes, 1e 20 ...); got ${hash.length} bytes`,
+      context,
     );
   }
   return hash;
@@ -141,7 +146,7 @@ export function createContentHasher(
 
 /** A hasher of the algorithm `expected` is in (to check a body against it). */
 export function hasherFor(expected: Uint8Array): ContentHasher {
-  return createContentHasher(contentHashAlgorithmOf(checkContentHash(expected, 'expected hash')));
+  return createContentHasher(contentHashAlgorithmOf(checkContentHash(expected, 'expected hash'))!);
 }
 
 /** The content hash of `bytes`. */

@@ -153,13 +153,6 @@ export class SparseBodyWriter {
     return { hash, crcs, size: this.#received };
   }
 
-  /** Flush the last partial page and wait for every write. Returns the content hash and block checksums. */
-  async finish(): Promise<{ hash: Uint8Array; crcs: number[]; size: number }> {
-    const digest = await this.digest();
-    await this.drain();
-    return digest;
-  }
-
   /** Stop hashing (the ingest failed). */
   abort(): void {
     this.#hasher.abort();
