@@ -50,6 +50,8 @@ export interface CellApi {
    * Read a byte range of a chunk object from one backend: verified by the backend's block
    * checksums, and end to end against `expectedHash` (its content hash, node/store/content-hash.ts)
    * when the range is the whole object. An empty `expectedHash`: none is known (a trimmed chunk).
+   * With `into` (at least `length` bytes) the bytes land there, copied once, and the filled part
+   * of it is returned.
    */
   readChunk(
     backend: Uint8Array,
@@ -57,6 +59,7 @@ export interface CellApi {
     offset: number,
     length: number,
     expectedHash?: Uint8Array,
+    into?: Uint8Array,
   ): Promise<Uint8Array>;
   /** Delete objects that are no longer referenced, wherever they are (missing is fine). */
   deleteObjects(ids: readonly Uint8Array[]): Promise<void>;

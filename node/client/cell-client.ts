@@ -55,8 +55,16 @@ import {
   fileTypeBits,
   type OpenOptions,
 } from './api.ts';
+import { ChunkBufferPool } from './buffer-pool.ts';
 import type { CellApi } from './cell-api.ts';
-import { applyChunkWrites, CHUNK_BYTES_DEFAULT, mergeChunk, planRead, planWrite } from './layout.ts';
+import {
+  applyChunkWrites,
+  CHUNK_BYTES_DEFAULT,
+  mergeChunk,
+  planRead,
+  planWrite,
+  type ReadPiece,
+} from './layout.ts';
 
 export interface CellClientOptions {
   /** Copies of every chunk, on backends of different servers where possible (default 2). */
@@ -193,6 +201,7 @@ export class CellClient implements FsClient {
   readonly #replicas: number;
   readonly #chunkBytes: number;
   readonly #writeBufferBytesMax: number;
+  readonly #chunkBuffers: ChunkBufferPool;
   readonly #tokenLifetimeMs: number;
   readonly #handles = new Set<CellFileHandle>();
   /** Chunk id -> backends with a current copy (chunks are immutable; refetched after a failure). */
@@ -233,6 +242,11 @@ export class CellClient implements FsClient {
     this.#replicas = options.replicas ?? 2;
     this.#chunkBytes = options.chunkBytes ?? CHUNK_BYTES_DEFAULT;
     this.#writeBufferBytesMax = options.writeBufferBytesMax ?? 64 * 1024 * 1024;
+    // Enough for a full write buffer's chunks, committed at once, to come back.
+    this.#chunkBuffers = new ChunkBufferPool(
+      this.#chunkBytes,
+      Math.ceil(this.#writeBufferBytesMax / this.#chunkBytes) + CHUNK_WRITES_IN_FLIGHT,
+    );
     this.#tokenLifetimeMs = options.tokenLifetimeMs ?? 60_000;
     this.#releaseDelayMs = nonNegativeMs('releaseDelayMs', options.releaseDelayMs);
   }
@@ -243,6 +257,11 @@ export class CellClient implements FsClient {
 
   get chunkBytes(): number {
     return this.#chunkBytes;
+  }
+
+  /** Write buffers of whole chunks, reused from one commit to the next (ChunkBufferPool). */
+  get chunkBuffers(): ChunkBufferPool {
+    return this.#chunkBuffers;
   }
 
   /** How many times security.capability was set or removed through this client. */
@@ -916,12 +935,18 @@ export class CellClient implements FsClient {
    * Read a chunk's bytes [offset, offset+length) from any backend holding a current copy; backends
    * that failed lately are tried last (an unreachable server can cost a dial timeout per try).
    */
-  async readChunk(chunk: Chunk, offset: number, length: number, inode?: Uint8Array): Promise<Uint8Array> {
+  async readChunk(
+    chunk: Chunk,
+    offset: number,
+    length: number,
+    inode?: Uint8Array,
+    into?: Uint8Array,
+  ): Promise<Uint8Array> {
     let lastError: unknown = new UnavailableError(`no copy of chunk ${hex(chunk.id)} is available`);
     const whole = offset === 0 && length >= chunk.size && contentHashAlgorithmOf(chunk.hash) !== undefined;
     const tried = new Set<string>();
     const readFrom = (backend: Uint8Array) =>
-      this.#cell.readChunk(backend, chunk.id, offset, length, whole ? chunk.hash : undefined);
+      this.#cell.readChunk(backend, chunk.id, offset, length, whole ? chunk.hash : undefined, into);
     for (const fresh of [false, true]) {
       // The second round looks again at the locations and the servers' power states.
       const copies = await this.#byPower(await this.#chunkCopies(chunk, fresh), fresh);
@@ -1040,26 +1065,40 @@ class DirtyChunk {
   #buffer: Uint8Array;
   #length: number;
   readonly #capacityMax: number;
+  readonly #pool: ChunkBufferPool;
+  /** #buffer came from the pool (and goes back there on release). */
+  #pooled: boolean;
 
-  constructor(initial: Uint8Array, capacityMax: number, options: { adopt?: boolean } = {}) {
-    this.#capacityMax = capacityMax;
-    if (options.adopt === true) {
-      // A buffer nobody else holds (e.g. from mergeChunk): kept as it is, no copy.
-      this.#buffer = initial;
-    } else {
-      this.#buffer = new Uint8Array(DirtyChunk.#capacityFor(initial.length, capacityMax));
-      this.#buffer.set(initial);
-    }
-    this.#length = initial.length;
+  /**
+   * A chunk of `length` bytes held in `buffer` (which it keeps: nobody else may hold it), e.g.
+   * from mergeChunk; `pooled` when the buffer came from `pool`.
+   */
+  constructor(buffer: Uint8Array, length: number, pool: ChunkBufferPool, pooled: boolean) {
+    this.#pool = pool;
+    this.#capacityMax = pool.bufferBytes;
+    this.#buffer = buffer;
+    this.#length = length;
+    this.#pooled = pooled;
   }
 
-  static #capacityFor(length: number, capacityMax: number): number {
-    // Small files stay small; a chunk past an eighth of its size is likely being filled (a
-    // sequential writer): the whole chunk at once, not four more doublings and copies.
-    if (length > capacityMax / 8) return capacityMax;
+  /** A chunk holding a copy of `initial`. */
+  static copyOf(initial: Uint8Array, pool: ChunkBufferPool): DirtyChunk {
+    const { buffer, pooled } = DirtyChunk.allocate(initial.length, pool);
+    buffer.set(initial);
+    return new DirtyChunk(buffer, initial.length, pool, pooled);
+  }
+
+  /**
+   * A buffer for a chunk of `length` bytes. Small files stay small; a chunk past an eighth of its
+   * size is likely being filled (a sequential writer): a whole chunk's buffer at once (from the
+   * pool), not four more doublings and copies.
+   */
+  static allocate(length: number, pool: ChunkBufferPool): { buffer: Uint8Array; pooled: boolean } {
+    const capacityMax = pool.bufferBytes;
+    if (length > capacityMax / 8) return { buffer: pool.take(), pooled: true };
     let capacity = 64 * 1024;
     while (capacity < length) capacity *= 2;
-    return Math.min(capacity, capacityMax);
+    return { buffer: new Uint8Array(Math.min(capacity, capacityMax)), pooled: false };
   }
 
   get bytes(): Uint8Array {
@@ -1068,7 +1107,7 @@ class DirtyChunk {
 
   /** A copy (a chunk being uploaded must not change under the upload). */
   clone(): DirtyChunk {
-    return new DirtyChunk(this.bytes, this.#capacityMax);
+    return DirtyChunk.copyOf(this.bytes, this.#pool);
   }
 
   get length(): number {
@@ -1077,13 +1116,31 @@ class DirtyChunk {
 
   /** Write `data` at `offset`; the chunk becomes `newLength` long (bytes never written read as zeros). */
   write(offset: number, data: Uint8Array, newLength: number): void {
+    if (newLength > this.#capacityMax) throw new InvalidArgumentError('a write past the end of its chunk');
     if (newLength > this.#buffer.length) {
-      const grown = new Uint8Array(DirtyChunk.#capacityFor(newLength, this.#capacityMax));
-      grown.set(this.#buffer.subarray(0, this.#length));
-      this.#buffer = grown;
+      const grown = DirtyChunk.allocate(newLength, this.#pool);
+      grown.buffer.set(this.#buffer.subarray(0, this.#length));
+      if (this.#pooled) this.#pool.give(this.#buffer);
+      this.#buffer = grown.buffer;
+      this.#pooled = grown.pooled;
     }
+    // Bytes past the chunk's length may be a former user's (a pooled buffer): zero the gaps.
+    if (offset > this.#length) this.#buffer.fill(0, this.#length, offset);
+    const end = Math.max(this.#length, offset + data.length);
+    if (newLength > end) this.#buffer.fill(0, end, newLength);
     this.#buffer.set(data, offset);
     this.#length = Math.max(this.#length, newLength);
+  }
+
+  /**
+   * The chunk is committed and nothing reads its bytes any more: its buffer goes back to the pool
+   * (reads copy dirty bytes out, never hand them over).
+   */
+  release(): void {
+    if (this.#pooled) this.#pool.give(this.#buffer);
+    this.#pooled = false;
+    this.#buffer = new Uint8Array(0);
+    this.#length = 0;
   }
 }
 
@@ -1184,21 +1241,48 @@ export class CellFileHandle implements FileHandle {
     if (this.#dirty.size === 0 && offset + length > this.#size) await this.#refresh();
     const chunkBytes = this.#client.chunkBytes;
     const pieces = planRead(this.#currentChunks(), this.#size, offset, length, chunkBytes);
-    const parts = await Promise.all(
+    // Several pieces (a read across chunks) are read straight into one buffer; a single chunk
+    // piece comes back as the read made it. Dirty bytes are always copied: their buffers are
+    // reused once committed (ChunkBufferPool).
+    const single = pieces.length === 1 ? pieces[0]! : undefined;
+    if (single?.kind === 'chunk' && this.#dirty.get(single.chunk.offset / chunkBytes) === undefined)
+      return this.#readPiece(single);
+    const total = pieces.reduce((sum, piece) => sum + piece.length, 0);
+    const output = Buffer.allocUnsafe(total);
+    await Promise.all(
       pieces.map(async (piece) => {
-        if (piece.kind === 'zeros') return new Uint8Array(piece.length);
+        const at = piece.fileOffset - offset;
+        const into = output.subarray(at, at + piece.length);
+        if (piece.kind === 'zeros') {
+          into.fill(0);
+          return;
+        }
         const dirty = this.#dirty.get(piece.chunk.offset / chunkBytes);
-        if (dirty !== undefined)
-          return dirty.bytes.subarray(piece.chunkOffset, piece.chunkOffset + piece.length);
-        if (this.#inode.inlineData.length > 0)
-          return this.#inode.inlineData.subarray(piece.fileOffset, piece.fileOffset + piece.length);
-        return this.#client.readChunk(piece.chunk, piece.chunkOffset, piece.length, this.#inode.id);
+        if (dirty !== undefined) {
+          into.set(dirty.bytes.subarray(piece.chunkOffset, piece.chunkOffset + piece.length));
+          return;
+        }
+        const bytes = await this.#readPiece(piece, into);
+        // A chunk object shorter than its chunk (it should not be): the rest reads as zeros, at
+        // the right offsets.
+        into.fill(0, bytes.byteLength);
       }),
     );
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    return output;
   }
 
-  /** The committed chunk list overlaid with the dirty chunks (as placeholders). */
+  /** A chunk piece of a read (the inline data of a small file, or a chunk's bytes). */
+  #readPiece(piece: Extract<ReadPiece, { kind: 'chunk' }>, into?: Uint8Array): Promise<Uint8Array> {
+    if (this.#inode.inlineData.length > 0) {
+      const bytes = this.#inode.inlineData.subarray(piece.fileOffset, piece.fileOffset + piece.length);
+      into?.set(bytes);
+      return Promise.resolve(into?.subarray(0, bytes.byteLength) ?? bytes);
+    }
+    // Into one buffer in any case: the bytes are copied once, and hashed in one call.
+    const target = into ?? Buffer.allocUnsafe(piece.length);
+    return this.#client.readChunk(piece.chunk, piece.chunkOffset, piece.length, this.#inode.id, target);
+  }
+
   #currentChunks(): Chunk[] {
     const chunkBytes = this.#client.chunkBytes;
     if (this.#inode.inlineData.length > 0 && this.#dirty.size === 0) {
@@ -1278,7 +1362,10 @@ export class CellFileHandle implements FileHandle {
           write.previous === undefined
             ? undefined
             : await this.#client.readChunk(write.previous, 0, write.previous.size);
-        const created = new DirtyChunk(mergeChunk(write, previousBytes, part), chunkBytes, { adopt: true });
+        const pool = this.#client.chunkBuffers;
+        const { buffer, pooled } = DirtyChunk.allocate(write.newSize, pool);
+        const merged = mergeChunk(write, previousBytes, part, buffer);
+        const created = new DirtyChunk(buffer, merged.length, pool, pooled);
         this.#dirtyBytes += created.length;
         this.#dirty.set(write.index, created);
       }
@@ -1297,7 +1384,7 @@ export class CellFileHandle implements FileHandle {
   /** Files committed with inline data are rewritten as chunks before a write. */
   async #inlineToChunks(): Promise<void> {
     if (this.#inode.inlineData.length === 0) return;
-    this.#dirty.set(0, new DirtyChunk(this.#inode.inlineData, this.#client.chunkBytes));
+    this.#dirty.set(0, DirtyChunk.copyOf(this.#inode.inlineData, this.#client.chunkBuffers));
     this.#dirtyBytes += this.#inode.inlineData.length;
     this.#inode = { ...this.#inode, inlineData: new Uint8Array(0) };
   }
@@ -1443,6 +1530,7 @@ export class CellFileHandle implements FileHandle {
     this.#dropStale();
     await this.#commitChunks(written, this.#writtenEnd, backends);
     this.#size = this.#inode.size;
+    for (const dirty of this.#dirty.values()) dirty.release();
     this.#dirty.clear();
     this.#uploads.clear();
     this.#placement = undefined;
@@ -1469,6 +1557,7 @@ export class CellFileHandle implements FileHandle {
     // The file grows to the end of what is committed now; the final commit brings the rest.
     await this.#commitChunks(chunks, Math.max(...chunks.map((chunk) => chunk.offset + chunk.size)), backends);
     for (const [index, chunk] of stored) {
+      this.#dirty.get(index)?.release();
       this.#dirty.delete(index);
       this.#uploads.delete(index);
       this.#dirtyBytes -= chunk.size;

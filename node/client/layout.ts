@@ -137,19 +137,33 @@ export function planWrite(
   return writes;
 }
 
-/** Build a new chunk's bytes: the previous chunk's bytes (if any) with `data` written at writeStart. */
+/**
+ * Build a new chunk's bytes: the previous chunk's bytes (if any) with `data` written at
+ * writeStart, in a new buffer or at the start of `target` (a reused buffer, at least newSize
+ * bytes: what neither the previous bytes nor the write cover is zeroed). Returns the chunk's bytes.
+ */
 export function mergeChunk(
   write: ChunkWrite,
   previousBytes: Uint8Array | undefined,
   data: Uint8Array,
+  target?: Uint8Array,
 ): Uint8Array {
   if (data.length !== write.writeEnd - write.writeStart)
     throw new InvalidArgumentError('data does not match the write');
-  const bytes = new Uint8Array(write.newSize);
+  if (target !== undefined && target.length < write.newSize)
+    throw new InvalidArgumentError(
+      `a ${target.length}-byte buffer cannot hold a ${write.newSize}-byte chunk`,
+    );
+  const bytes = target === undefined ? new Uint8Array(write.newSize) : target.subarray(0, write.newSize);
+  let keep = 0;
   if (previousBytes !== undefined) {
     // Only the previous chunk's logical size counts: bytes past it (left by a truncate) are zeros.
-    const keep = Math.min(previousBytes.length, write.previous?.size ?? 0, write.newSize);
+    keep = Math.min(previousBytes.length, write.previous?.size ?? 0, write.newSize);
     bytes.set(previousBytes.subarray(0, keep));
+  }
+  if (target !== undefined) {
+    if (write.writeStart > keep) bytes.fill(0, keep, write.writeStart);
+    bytes.fill(0, Math.max(keep, write.writeEnd), write.newSize);
   }
   bytes.set(data, write.writeStart);
   return bytes;

@@ -7,15 +7,15 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { LevelRaftStorage } from '../../consensus/storage-level.ts';
-import { HashMismatchError, NotFoundError, UnavailableError, ZhsmError } from '../common/errors.ts';
+import { NotFoundError, UnavailableError, ZhsmError } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
 import { LocalNetwork } from '../controller/local-transport.ts';
 import { ControllerReplica } from '../controller/replica.ts';
 import { LevelKv } from '../metadata/kv.ts';
 import { type BackendRecord, type Command, initCellCommand, type Result } from '../metadata/records.ts';
 import { Backend } from '../store/backend.ts';
-import { matchesContentHash } from '../store/content-hash.ts';
 import type { CellApi, MetadataReader } from './cell-api.ts';
+import { readStoredChunk } from './chunk-io.ts';
 import { CommandSession } from './command-session.ts';
 
 export interface LocalCellOptions {
@@ -243,17 +243,9 @@ export class LocalCell implements CellApi {
     offset: number,
     length: number,
     expectedHash?: Uint8Array,
+    into?: Uint8Array,
   ): Promise<Uint8Array> {
-    const parts: Uint8Array[] = [];
-    for await (const part of this.#backend(backend).read(id, { offset, length })) parts.push(part);
-    const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-    if (expectedHash !== undefined && expectedHash.length > 0 && bytes.length > 0) {
-      if (!matchesContentHash(bytes, expectedHash))
-        throw new HashMismatchError(`chunk ${hex(id)} does not match its content hash`, {
-          backend: hex(backend),
-        });
-    }
-    return bytes;
+    return readStoredChunk(this.#backend(backend), id, offset, length, expectedHash, into);
   }
 
   async deleteObjects(ids: readonly Uint8Array[]): Promise<void> {

@@ -16,8 +16,9 @@
  */
 
 import type { CellApi, MetadataReader } from '../client/cell-api.ts';
+import { readStoredChunk } from '../client/chunk-io.ts';
 import { CommandSession } from '../client/command-session.ts';
-import { HashMismatchError, NotFoundError, UnavailableError, ZhsmError } from '../common/errors.ts';
+import { NotFoundError, UnavailableError, ZhsmError } from '../common/errors.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
 import type { BackendRecord, Command, Result, ServerRecord } from '../metadata/records.ts';
 import type { Host } from '../net/host.ts';
@@ -33,7 +34,6 @@ import {
   verifyObjects,
 } from '../storage/service.ts';
 import type { Backend } from '../store/backend.ts';
-import { matchesContentHash } from '../store/content-hash.ts';
 import type { MemberDirectory } from './directory.ts';
 import {
   type CellInfo,
@@ -421,29 +421,16 @@ export class RemoteCell implements CellApi {
     offset: number,
     length: number,
     expectedHash?: Uint8Array,
+    into?: Uint8Array,
   ): Promise<Uint8Array> {
+    const local = this.#ownBackend(backend);
+    if (local !== undefined) return readStoredChunk(local, id, offset, length, expectedHash, into);
     // An empty expected hash: none is known (a trimmed chunk).
     const check = expectedHash !== undefined && expectedHash.length > 0 ? expectedHash : undefined;
-    const local = this.#ownBackend(backend);
-    if (local !== undefined) {
-      const parts: Uint8Array[] = [];
-      for await (const part of local.read(id, { offset, length })) parts.push(part);
-      const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-      if (check !== undefined && !matchesContentHash(bytes, check))
-        throw new HashMismatchError(`chunk ${hex(id)} does not match its content hash`, {
-          backend: hex(backend),
-        });
-      return bytes;
-    }
-    const peer = await this.#storagePeer(backend);
-    return this.storage.read(
-      peer,
-      backend,
-      id,
-      offset,
-      length,
-      check === undefined ? {} : { expectedHash: check },
-    );
+    return this.storage.read(await this.#storagePeer(backend), backend, id, offset, length, {
+      ...(check === undefined ? {} : { expectedHash: check }),
+      ...(into === undefined ? {} : { into }),
+    });
   }
 
   /** Store META objects (inode headers, node/recovery/) on one backend; returns how many were newer. */

@@ -11,7 +11,7 @@
  * checks every block's checksum before it sends it; with `expectedHash` a read of a whole object
  * also checks its content hash here.
  */
-import { HashMismatchError, IoError, SizeMismatchError } from '../common/errors.ts';
+import { HashMismatchError, InvalidArgumentError, IoError, SizeMismatchError } from '../common/errors.ts';
 import type { Host } from '../net/host.ts';
 import { call, callStream, type PeerTarget } from '../net/rpc.ts';
 import { checkContentHash, checkOptionalContentHash, hasherFor } from '../store/content-hash.ts';
@@ -57,6 +57,15 @@ export interface WriteOptions extends StorageStreamOptions {
 export interface ReadOptions extends StorageStreamOptions {
   /** The object's content hash: checked when the read covers the whole object. */
   readonly expectedHash?: Uint8Array;
+}
+
+export interface ReadIntoOptions extends ReadOptions {
+  /**
+   * Where the bytes go (at least `length` bytes long): `read` then returns the part of it that
+   * was filled, and the bytes are copied once, from the network into place (no list of pieces
+   * to join). Its other bytes are left as they were.
+   */
+  readonly into?: Uint8Array;
 }
 
 export interface WriteResult {
@@ -137,6 +146,15 @@ async function* abortable(
   }
 }
 
+/** HashMismatchError unless a body's digest is the expected content hash. */
+function checkDigest(digest: Uint8Array, expected: Uint8Array, context: Record<string, unknown>): void {
+  if (Buffer.compare(digest, expected) === 0) return;
+  throw new HashMismatchError(
+    `content hash mismatch: got ${Buffer.from(digest).toString('hex')}, expected ${Buffer.from(expected).toString('hex')}`,
+    context,
+  );
+}
+
 /** A protobufjs bytes field as a plain Uint8Array (it decodes to Buffer on Node). */
 function plain(bytes: Uint8Array): Uint8Array {
   return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -205,16 +223,40 @@ export class StorageClient {
     id: Uint8Array,
     offset: number,
     length: number,
-    options: ReadOptions = {},
+    options: ReadIntoOptions = {},
   ): Promise<Uint8Array> {
-    const parts: Uint8Array[] = [];
-    let bytes = 0;
-    for await (const part of this.readStream(peer, backend, id, offset, length, options)) {
-      parts.push(part);
-      bytes += part.byteLength;
+    const { into, ...streamed } = options;
+    if (into === undefined) {
+      const parts: Uint8Array[] = [];
+      let bytes = 0;
+      for await (const part of this.readStream(peer, backend, id, offset, length, streamed)) {
+        parts.push(part);
+        bytes += part.byteLength;
+      }
+      if (parts.length === 1) return parts[0]!;
+      return Buffer.concat(parts, bytes);
     }
-    if (parts.length === 1) return parts[0]!;
-    return Buffer.concat(parts, bytes);
+    if (streamed.expectedHash !== undefined) checkContentHash(streamed.expectedHash!, 'expected hash');
+    if (into.byteLength < length)
+      throw new InvalidArgumentError(`a ${into.byteLength}-byte buffer cannot take ${length} bytes`);
+    // The content hash, if any, is checked once over the assembled bytes (one call over the
+    // whole chunk hashes faster than one per network piece).
+    const { expectedHash, ...rest } = streamed;
+    let received = 0;
+    let objectSize = 0;
+    for await (const part of this.#readStream(peer, backend, id, offset, length, rest, (size) => {
+      objectSize = size;
+    })) {
+      into.set(part, received);
+      received += part.byteLength;
+    }
+    const bytes = into.subarray(0, received);
+    if (expectedHash !== undefined && offset === 0 && received === objectSize) {
+      const hash = hasherFor(expectedHash);
+      hash.update(bytes);
+      checkDigest(hash.digest(), expectedHash, { objectId: Buffer.from(id).toString('hex'), offset, length });
+    }
+    return bytes;
   }
 
   /**
@@ -229,6 +271,19 @@ export class StorageClient {
     offset: number,
     length: number,
     options: ReadOptions = {},
+  ): AsyncGenerator<Uint8Array, void, undefined> {
+    yield* this.#readStream(peer, backend, id, offset, length, options);
+  }
+
+  /** readStream; `onObjectSize` learns the object's size once the trailer has been checked. */
+  async *#readStream(
+    peer: PeerTarget,
+    backend: Uint8Array,
+    id: Uint8Array,
+    offset: number,
+    length: number,
+    options: ReadOptions,
+    onObjectSize?: (size: number) => void,
   ): AsyncGenerator<Uint8Array, void, undefined> {
     checkBytes(backend, backendUuidBytes, 'backend uuid');
     checkBytes(id, objectIdBytes, 'object id');
@@ -271,15 +326,9 @@ export class StorageClient {
         context,
       );
     }
-    if (hash !== undefined && received === trailer.objectSize) {
-      const digest = hash.digest();
-      if (Buffer.compare(digest, options.expectedHash!) !== 0) {
-        throw new HashMismatchError(
-          `content hash mismatch: got ${Buffer.from(digest).toString('hex')}, expected ${Buffer.from(options.expectedHash!).toString('hex')}`,
-          context,
-        );
-      }
-    }
+    if (hash !== undefined && received === trailer.objectSize)
+      checkDigest(hash.digest(), options.expectedHash!, context);
+    onObjectSize?.(trailer.objectSize);
   }
 
   /**

@@ -424,3 +424,33 @@ test('a write whose buffer is taken away before its turn fails and leaves the fi
   await handle.close();
   assert.deepEqual(await readAll(client, '/f.bin'), Buffer.from(patternBytes(3 * chunkBytes, 1)));
 });
+
+test('reused write buffers: holes and gaps read as zeros, whatever a former file left in them', async (t) => {
+  const { client } = await openCell(t);
+  // Fill the pool: whole chunks of 0xff, committed (their buffers come back to the pool).
+  const full = await client.create('/ff.bin', 0o644, caller, { mode: 'write' });
+  await full.write(0, Buffer.alloc(4 * chunkBytes, 0xff));
+  await full.close();
+  assert.ok(client.chunkBuffers.idle >= 4, 'committed chunk buffers are kept for reuse');
+  // A file written with gaps in its chunks: each chunk's buffer is a reused one.
+  const handle = await client.create('/gaps.bin', 0o644, caller, { mode: 'readWrite' });
+  await handle.write(chunkBytes / 2, Buffer.alloc(100, 1)); // chunk 0: zeros up to it
+  await handle.write(chunkBytes / 2 + 1000, Buffer.alloc(chunkBytes / 4, 2)); // a gap inside chunk 0
+  await handle.write(2 * chunkBytes + chunkBytes / 4, Buffer.alloc(chunkBytes / 2, 3)); // chunk 1 a hole
+  const expected = Buffer.alloc(2 * chunkBytes + (3 * chunkBytes) / 4);
+  expected.fill(1, chunkBytes / 2, chunkBytes / 2 + 100);
+  expected.fill(2, chunkBytes / 2 + 1000, chunkBytes / 2 + 1000 + chunkBytes / 4);
+  expected.fill(3, 2 * chunkBytes + chunkBytes / 4);
+  assert.ok(Buffer.from(await handle.read(0, expected.length)).equals(expected), 'uncommitted reads');
+  await handle.close();
+  assert.ok((await readAll(client, '/gaps.bin')).equals(expected), 'committed reads');
+  // A read of dirty bytes is a copy: the buffer it came from is reused after the commit.
+  const writer = await client.create('/copy.bin', 0o644, caller, { mode: 'readWrite' });
+  await writer.write(0, Buffer.alloc(chunkBytes, 7));
+  const seen = await writer.read(0, chunkBytes);
+  await writer.close();
+  const other = await client.create('/other.bin', 0o644, caller, { mode: 'write' });
+  await other.write(0, Buffer.alloc(chunkBytes, 9));
+  await other.close();
+  assert.ok(Buffer.from(seen).equals(Buffer.alloc(chunkBytes, 7)), 'an earlier read keeps its bytes');
+});

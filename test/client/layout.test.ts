@@ -162,3 +162,16 @@ test('copyHoldsChunk: same size and hash; a trimmed chunk (no hash) is held by a
   assert.equal(copyHoldsChunk(trimmed!, { size: C, contentHash: contentHashOf(body.subarray(0, C)) }), true);
   assert.equal(copyHoldsChunk(trimmed!, { size: C - 1, contentHash: hash }), false);
 });
+
+test('mergeChunk into a reused buffer zeroes what neither the previous bytes nor the write cover', () => {
+  const target = new Uint8Array(64).fill(0xee);
+  const previous = { id: new Uint8Array(16), offset: 0, size: 8, hash: new Uint8Array(0) };
+  const [write] = planWrite([previous], 20, 4, 40, 64);
+  const merged = mergeChunk(write!, new Uint8Array(16).fill(5), new Uint8Array(4).fill(9), target);
+  const expected = new Uint8Array(write!.newSize);
+  expected.fill(5, 0, 8); // the previous chunk's logical size only
+  expected.fill(9, 20, 24);
+  assert.deepEqual([...merged], [...expected]);
+  assert.equal(merged.buffer, target.buffer, 'in the given buffer');
+  assert.throws(() => mergeChunk(write!, undefined, new Uint8Array(4), new Uint8Array(8)), /cannot hold/);
+});
