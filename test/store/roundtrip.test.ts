@@ -234,3 +234,19 @@ test('concurrent ingests and header updates of one object never tear it', async 
   const head = await backend.head(id);
   assert.ok((await backend.readAll(id)).equals(patternBytes(1000 + head.version * 4099, head.version)));
 });
+
+test("every ingested object's file has the original's mtime (no write or truncate lands after the utimes)", async (t) => {
+  const backend = await createTestBackend(t);
+  const sizes = [0, 100, 4096, 70_000, 300_000, 70 * 64 * 1024];
+  const wrong: string[] = [];
+  for (let i = 0; i < 240; i++) {
+    const id = newObjectId();
+    const mtimeMs = 1_600_000_000_000 + i * 1001;
+    const body = new Uint8Array(sizes[i % sizes.length]!);
+    if (i % 2 === 0) body.fill(7, 0, Math.min(body.length, 5000)); // some end in a hole (truncate)
+    await backend.ingest({ id, mtimeMs }, body);
+    const onDisk = Math.round(statSync(backend.objectPath(id)).mtimeMs);
+    if (onDisk !== mtimeMs) wrong.push(`object ${i} (${body.length} bytes): ${onDisk} != ${mtimeMs}`);
+  }
+  assert.deepEqual(wrong, []);
+});
