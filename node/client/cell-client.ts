@@ -1061,6 +1061,10 @@ export class CellClient implements FsClient {
 }
 
 /** A chunk written but not committed: `length` bytes in a buffer that grows by doubling. */
+/** The id and hash of a chunk not stored yet (never sent anywhere: planning only). */
+const noId = new Uint8Array(16);
+const noHash = new Uint8Array(0);
+
 class DirtyChunk {
   #buffer: Uint8Array;
   #length: number;
@@ -1152,6 +1156,8 @@ export class CellFileHandle implements FileHandle {
   #inode: Inode;
   /** Chunks written but not yet committed, by chunk index. */
   readonly #dirty = new Map<number, DirtyChunk>();
+  /** The chunks of #inode by index (#chunkAt), for the inode they were made from. */
+  #indexed: { inode: Inode; byIndex: Map<number, Chunk> } | undefined;
   #dirtyBytes = 0;
   /**
    * Write-behind: full chunks start uploading as soon as they are written, while the caller goes
@@ -1240,7 +1246,7 @@ export class CellFileHandle implements FileHandle {
     // (a file another client appends to, e.g. tail -f).
     if (this.#dirty.size === 0 && offset + length > this.#size) await this.#refresh();
     const chunkBytes = this.#client.chunkBytes;
-    const pieces = planRead(this.#currentChunks(), this.#size, offset, length, chunkBytes);
+    const pieces = planRead(this.#chunkAt, this.#size, offset, length, chunkBytes);
     // Several pieces (a read across chunks) are read straight into one buffer; a single chunk
     // piece comes back as the read made it. Dirty bytes are always copied: their buffers are
     // reused once committed (ChunkBufferPool).
@@ -1283,21 +1289,27 @@ export class CellFileHandle implements FileHandle {
     return this.#client.readChunk(piece.chunk, piece.chunkOffset, piece.length, this.#inode.id, target);
   }
 
-  #currentChunks(): Chunk[] {
+  /**
+   * The chunk at an index as this handle sees it: a dirty chunk (its id and hash are not known
+   * yet) over the inode's. The inode's chunks are indexed once per inode, not per call.
+   */
+  #chunkAt = (index: number): Chunk | undefined => {
     const chunkBytes = this.#client.chunkBytes;
     if (this.#inode.inlineData.length > 0 && this.#dirty.size === 0) {
-      return [
-        { id: new Uint8Array(16), offset: 0, size: this.#inode.inlineData.length, hash: new Uint8Array(0) },
-      ];
+      if (index !== 0) return undefined;
+      return { id: noId, offset: 0, size: this.#inode.inlineData.length, hash: noHash };
     }
-    const dirty = [...this.#dirty].map(([index, chunk]) => ({
-      id: new Uint8Array(16),
-      offset: index * chunkBytes,
-      size: chunk.length,
-      hash: new Uint8Array(0),
-    }));
-    return applyChunkWrites(this.#inode.chunks, dirty, chunkBytes);
-  }
+    const dirty = this.#dirty.get(index);
+    if (dirty !== undefined)
+      return { id: noId, offset: index * chunkBytes, size: dirty.length, hash: noHash };
+    if (this.#indexed?.inode !== this.#inode) {
+      this.#indexed = {
+        inode: this.#inode,
+        byIndex: new Map(this.#inode.chunks.map((chunk) => [chunk.offset / chunkBytes, chunk])),
+      };
+    }
+    return this.#indexed.byIndex.get(index);
+  };
 
   async #refresh(): Promise<void> {
     const latest = await this.#client.cell.metadata.inode(this.#inode.id);
@@ -1334,7 +1346,7 @@ export class CellFileHandle implements FileHandle {
       await this.#inlineToChunks();
       const chunkBytes = this.#client.chunkBytes;
       const newSize = Math.max(this.#size, offset + data.length);
-      const plan = planWrite(this.#currentChunks(), offset, data.length, newSize, chunkBytes);
+      const plan = planWrite(this.#chunkAt, offset, data.length, newSize, chunkBytes);
       for (const write of plan) {
         const part = data.subarray(
           write.spanStart + write.writeStart - offset,

@@ -51,9 +51,22 @@ export function validateChunks(
   }
 }
 
+/**
+ * A file's chunks: a list (in any order), or a lookup by chunk index (a large file's list need
+ * not be indexed again for every read and write).
+ */
+export type ChunkSource = readonly Chunk[] | ((index: number) => Chunk | undefined);
+
+/** The lookup by chunk index of a ChunkSource. */
+export function chunkLookup(chunks: ChunkSource, chunkBytes: number): (index: number) => Chunk | undefined {
+  if (typeof chunks === 'function') return chunks;
+  const byIndex = new Map(chunks.map((chunk) => [chunk.offset / chunkBytes, chunk]));
+  return (index) => byIndex.get(index);
+}
+
 /** The pieces that make up bytes [offset, offset+length) of a file (clipped to its size). */
 export function planRead(
-  chunks: readonly Chunk[],
+  chunks: ChunkSource,
   fileSize: number,
   offset: number,
   length: number,
@@ -62,13 +75,13 @@ export function planRead(
   checkRange(offset, length);
   const end = Math.min(fileSize, offset + length);
   const pieces: ReadPiece[] = [];
-  const byIndex = new Map(chunks.map((chunk) => [chunk.offset / chunkBytes, chunk]));
+  const chunkAt = chunkLookup(chunks, chunkBytes);
   let position = offset;
   while (position < end) {
     const index = Math.floor(position / chunkBytes);
     const spanStart = index * chunkBytes;
     const spanEnd = Math.min(end, spanStart + chunkBytes);
-    const chunk = byIndex.get(index);
+    const chunk = chunkAt(index);
     const dataEnd = chunk === undefined ? spanStart : Math.min(spanEnd, spanStart + chunk.size);
     if (chunk !== undefined && position < dataEnd) {
       pieces.push({
@@ -113,7 +126,7 @@ export interface ChunkWrite {
 
 /** The chunks a write of [offset, offset+length) replaces, for a file that becomes `newFileSize` long. */
 export function planWrite(
-  chunks: readonly Chunk[],
+  chunks: ChunkSource,
   offset: number,
   length: number,
   newFileSize: number,
@@ -122,7 +135,7 @@ export function planWrite(
   checkRange(offset, length);
   if (length === 0) return [];
   if (newFileSize < offset + length) throw new InvalidArgumentError('the file size must cover the write');
-  const byIndex = new Map(chunks.map((chunk) => [chunk.offset / chunkBytes, chunk]));
+  const chunkAt = chunkLookup(chunks, chunkBytes);
   const writes: ChunkWrite[] = [];
   const first = Math.floor(offset / chunkBytes);
   const last = Math.floor((offset + length - 1) / chunkBytes);
@@ -130,7 +143,7 @@ export function planWrite(
     const spanStart = index * chunkBytes;
     const writeStart = Math.max(offset, spanStart) - spanStart;
     const writeEnd = Math.min(offset + length, spanStart + chunkBytes) - spanStart;
-    const previous = byIndex.get(index);
+    const previous = chunkAt(index);
     const newSize = Math.min(Math.max(writeEnd, previous?.size ?? 0), newFileSize - spanStart);
     writes.push({ index, spanStart, writeStart, writeEnd, previous, newSize });
   }

@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import {
   applyChunkWrites,
+  chunkLookup,
   copyHoldsChunk,
   mergeChunk,
   planRead,
@@ -25,7 +26,10 @@ class ChunkedFile {
   write(offset: number, data: Uint8Array): void {
     const newSize = Math.max(this.size, offset + data.length);
     const replacements: Chunk[] = [];
-    for (const w of planWrite(this.chunks, offset, data.length, newSize, C)) {
+    const plan = planWrite(this.chunks, offset, data.length, newSize, C);
+    // A lookup by index plans the same as the list.
+    assert.deepEqual(planWrite(chunkLookup(this.chunks, C), offset, data.length, newSize, C), plan);
+    for (const w of plan) {
       const previousBytes =
         w.previous === undefined ? undefined : this.objects.get(Buffer.from(w.previous.id).toString('hex'));
       const part = data.subarray(w.spanStart + w.writeStart - offset, w.spanStart + w.writeEnd - offset);
@@ -47,7 +51,9 @@ class ChunkedFile {
 
   read(offset: number, length: number): Uint8Array {
     const out: Uint8Array[] = [];
-    for (const piece of planRead(this.chunks, this.size, offset, length, C)) {
+    const plan = planRead(this.chunks, this.size, offset, length, C);
+    assert.deepEqual(planRead(chunkLookup(this.chunks, C), this.size, offset, length, C), plan);
+    for (const piece of plan) {
       if (piece.kind === 'zeros') out.push(new Uint8Array(piece.length));
       else {
         const bytes = this.objects.get(Buffer.from(piece.chunk.id).toString('hex'))!;
