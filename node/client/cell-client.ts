@@ -34,14 +34,15 @@ import {
   WAKE_POLL_MS,
   WAKE_WAIT_MS_DEFAULT,
 } from '../hsm/power-policy.ts';
-import type {
-  Chunk,
-  Command,
-  Inode,
-  Attributes as InodeAttributes,
-  NodeType,
-  Result,
-  StoredChains,
+import {
+  type Chunk,
+  type Command,
+  type Inode,
+  type Attributes as InodeAttributes,
+  NO_OPERATION_MESSAGE,
+  type NodeType,
+  type Result,
+  type StoredChains,
 } from '../metadata/records.ts';
 import { NAME_BYTES_MAX } from '../metadata/state-machine.ts';
 import { contentHashAlgorithmOf, contentHashOf } from '../store/content-hash.ts';
@@ -258,6 +259,12 @@ export class CellClient implements FsClient {
   get chunkBytes(): number {
     return this.#chunkBytes;
   }
+
+  /**
+   * Commits send a write's new chunks only (WriteChunks), until a controller turns the command
+   * down as unknown (an older version): then whole rebased lists (CommitWrite).
+   */
+  chunkMerges = true;
 
   /** Write buffers of whole chunks, reused from one commit to the next (ChunkBufferPool). */
   get chunkBuffers(): ChunkBufferPool {
@@ -1580,6 +1587,42 @@ export class CellFileHandle implements FileHandle {
   async #commitChunks(written: readonly Chunk[], sizeFloor: number, backends: Uint8Array[]): Promise<void> {
     const chunkBytes = this.#client.chunkBytes;
     const cell = this.#client.cell;
+    if (this.#client.chunkMerges) {
+      // The new chunks only: the primary merges them into the file's list as it has it (a large
+      // file's commit does not carry, log and replicate every chunk of the file).
+      const result = await cell.propose({
+        writeChunks: {
+          id: this.#inode.id,
+          sizeFloor,
+          chunks: [...written].sort((a, b) => a.offset - b.offset),
+          mtimeMs: cell.nowMs(),
+          storedOn: backends,
+        },
+      });
+      if (result.code === 'OK') {
+        // The answer leaves out the chunk list: ours with these chunks over it, when no other
+        // change came in between (the version moved by one); else the file as the cell has it.
+        const next = result.inode!;
+        if (next.version === this.#inode.version + 1) {
+          const chunks = applyChunkWrites(this.#inode.chunks, written, chunkBytes);
+          this.#inode = { ...next, chunks: chunks.filter((chunk) => chunk.offset < next.size) };
+        } else {
+          const latest = await cell.metadata.inode(next.id);
+          if (latest === undefined) throw new NotFoundError(`${this.path} was deleted`);
+          this.#inode = latest;
+        }
+        if (result.releasedObjects.length > 0)
+          await cell.deleteObjects(result.releasedObjects).catch(() => {});
+        return;
+      }
+      if (result.code === 'INVALID_ARGUMENT' && result.message === NO_OPERATION_MESSAGE) {
+        // A controller older than the command: whole lists from now on.
+        this.#client.chunkMerges = false;
+      } else if (result.code !== 'STALE') {
+        throw resultError(result, { path: this.path });
+      }
+      // STALE: the file holds inline data now (another writer); commit the whole list below.
+    }
     let base = this.#inode;
     for (let attempt = 1; ; attempt++) {
       // Another writer may have grown (or truncated) the file meanwhile: keep its size unless

@@ -249,6 +249,14 @@ export interface Command {
     checkVersion?: boolean;
     storedOn?: Uint8Array[];
   };
+  /** proto WriteChunks: new chunks merged into the file's list as the cell has it. */
+  writeChunks?: {
+    id: Uint8Array;
+    sizeFloor: number;
+    chunks: Chunk[];
+    mtimeMs: number;
+    storedOn?: Uint8Array[];
+  };
   setLocation?: { object: Uint8Array; backend: Uint8Array; location?: Location; remove?: boolean };
   registerServer?: { server: ServerRecord };
   registerBackends?: { serverUuid: Uint8Array; backends: BackendRecord[] };
@@ -314,6 +322,9 @@ export interface ConflictEvent {
   loserServer: string;
   kept: string;
 }
+
+/** The answer's message to a command a controller does not know (a newer client's): INVALID_ARGUMENT. */
+export const NO_OPERATION_MESSAGE = 'command has no operation';
 
 export interface Result {
   code: ResultCode;

@@ -44,6 +44,7 @@ import {
   accessStatsCodec,
   type BackendRecord,
   backendCodec,
+  type Chunk,
   type Command,
   type ConflictEvent,
   chainsCodec,
@@ -61,6 +62,7 @@ import {
   type Member,
   type MemberNetwork,
   memberCodec,
+  NO_OPERATION_MESSAGE,
   type OpenToken,
   openTokenCodec,
   type PowerConfig,
@@ -534,6 +536,7 @@ export class MetadataStateMachine {
     if (command.setXattr !== undefined) return this.#setXattr(tx, command.setXattr, time);
     if (command.removeXattr !== undefined) return this.#removeXattr(tx, command.removeXattr, time);
     if (command.commitWrite !== undefined) return this.#commitWrite(tx, command.commitWrite, time);
+    if (command.writeChunks != null) return this.#writeChunks(tx, command.writeChunks, time);
     if (command.setLocation !== undefined) return this.#setLocation(tx, command.setLocation);
     if (command.registerServer !== undefined)
       return this.#registerServer(tx, command.registerServer.server, time);
@@ -575,7 +578,7 @@ export class MetadataStateMachine {
       return this.#restoreMembers(tx, command.restoreMembers.members);
     }
     if (command.logConflict != null) return this.#logConflict(tx, command.logConflict.event, time);
-    fail('INVALID_ARGUMENT', 'command has no operation');
+    fail('INVALID_ARGUMENT', NO_OPERATION_MESSAGE);
   }
 
   // ---- records -------------------------------------------------------------------------------
@@ -927,27 +930,102 @@ export class MetadataStateMachine {
     const kept = new Set(op.chunks.map((chunk) => hex(chunk.id)));
     const releasedObjects = inode.chunks.filter((chunk) => !kept.has(hex(chunk.id))).map((chunk) => chunk.id);
     const known = new Set(inode.chunks.map((chunk) => hex(chunk.id)));
+    return this.#replaceContent(tx, inode, {
+      chunks: op.chunks,
+      added: op.chunks.filter((chunk) => !known.has(hex(chunk.id))),
+      inlineData,
+      size: op.size,
+      mtimeMs: op.mtimeMs || time,
+      time,
+      releasedObjects,
+      storedOn: op.storedOn ?? [],
+    });
+  }
+
+  async #writeChunks(
+    tx: Transaction,
+    op: NonNullable<Command['writeChunks']>,
+    time: number,
+  ): Promise<Partial<Result>> {
+    const inode = await this.#inode(tx, checkId(op.id, 'inode'));
+    if (inode.type !== 'FILE')
+      fail(inode.type === 'DIRECTORY' ? 'IS_A_DIRECTORY' : 'INVALID_ARGUMENT', 'not a regular file');
+    const written = op.chunks ?? [];
+    let end = 0;
+    for (const chunk of written) {
+      checkId(chunk.id, 'chunk id');
+      if (chunk.offset < end) fail('INVALID_ARGUMENT', 'chunks overlap or are out of order');
+      end = chunk.offset + chunk.size;
+    }
+    if (inode.inlineData.length > 0 && written[0]?.offset !== 0)
+      fail('STALE', 'the file holds inline data: commit its whole content');
+    const byOffset = new Map(inode.chunks.map((chunk) => [chunk.offset, chunk]));
+    const releasedObjects: Uint8Array[] = [];
+    const added: Chunk[] = [];
+    for (const chunk of written) {
+      const replaced = byOffset.get(chunk.offset);
+      if (replaced === undefined || !sameId(replaced.id, chunk.id)) added.push(chunk);
+      if (replaced !== undefined && !sameId(replaced.id, chunk.id)) releasedObjects.push(replaced.id);
+      byOffset.set(chunk.offset, chunk);
+    }
+    const chunks = [...byOffset.values()].sort((a, b) => a.offset - b.offset);
+    end = 0;
+    for (const chunk of chunks) {
+      if (chunk.offset < end) fail('INVALID_ARGUMENT', 'a new chunk overlaps a chunk of the file');
+      end = chunk.offset + chunk.size;
+    }
+    const size = Math.max(inode.size, op.sizeFloor);
+    if (end > size) fail('INVALID_ARGUMENT', 'chunks extend past the file size');
+    const result = await this.#replaceContent(tx, inode, {
+      chunks,
+      added,
+      inlineData: EMPTY,
+      size,
+      mtimeMs: op.mtimeMs || time,
+      time,
+      releasedObjects,
+      storedOn: op.storedOn ?? [],
+    });
+    // The answer's inode without its chunk list (the proposer has it: see WriteChunks).
+    return { ...result, inode: { ...inode, chunks: [] } };
+  }
+
+  /** A file's new content (commitWrite, writeChunks): its chunks, released objects, new locations. */
+  async #replaceContent(
+    tx: Transaction,
+    inode: Inode,
+    change: {
+      chunks: Chunk[];
+      /** Chunks new to the file: stored on `storedOn` (their location records). */
+      added: readonly Chunk[];
+      inlineData: Uint8Array;
+      size: number;
+      mtimeMs: number;
+      time: number;
+      releasedObjects: Uint8Array[];
+      storedOn: readonly Uint8Array[];
+    },
+  ): Promise<Partial<Result>> {
     inode.contentHistory = [inode.mtimeMs, ...(inode.contentHistory ?? [])].slice(0, CONTENT_HISTORY_MAX);
-    inode.chunks = op.chunks;
-    inode.inlineData = inlineData;
-    inode.size = op.size;
+    inode.chunks = change.chunks;
+    inode.inlineData = change.inlineData;
+    inode.size = change.size;
     inode.version++;
-    inode.mtimeMs = op.mtimeMs || time;
-    inode.ctimeMs = time;
+    inode.mtimeMs = change.mtimeMs;
+    inode.ctimeMs = change.time;
     inode.latestAcceptedMtimeMs = Math.max(inode.latestAcceptedMtimeMs, inode.mtimeMs);
     this.#putInode(tx, inode);
-    await this.#forget(tx, releasedObjects);
+    await this.#forget(tx, change.releasedObjects);
     await this.#enqueue(tx, inode.id);
-    for (const chunk of op.chunks) {
-      if (known.has(hex(chunk.id))) continue;
-      for (const backend of op.storedOn ?? []) {
+    for (const chunk of change.added) {
+      for (const backend of change.storedOn) {
         tx.put(
           keys.location(chunk.id, backend),
           locationCodec.encode({ outdated: false, current: true, target: true, mtimeMs: inode.mtimeMs }),
         );
       }
     }
-    return { inode, releasedObjects };
+    return { inode, releasedObjects: change.releasedObjects };
   }
 
   async #setLocation(tx: Transaction, op: NonNullable<Command['setLocation']>): Promise<Partial<Result>> {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { CellClient } from '../../node/client/cell-client.ts';
 import { LocalCell } from '../../node/client/local-cell.ts';
+import { NO_OPERATION_MESSAGE } from '../../node/metadata/records.ts';
 import { patternBytes, tempDirectory } from '../helpers.ts';
 
 const caller = { uid: 1000, gid: 1000 };
@@ -453,4 +454,58 @@ test('reused write buffers: holes and gaps read as zeros, whatever a former file
   await other.write(0, Buffer.alloc(chunkBytes, 9));
   await other.close();
   assert.ok(Buffer.from(seen).equals(Buffer.alloc(chunkBytes, 7)), 'an earlier read keeps its bytes');
+});
+
+test('commits send only the new chunks; with controllers that do not know that command, whole lists', async (t) => {
+  const { cell } = await openCell(t);
+  const commands: string[] = [];
+  const wrapped = (oldControllers: boolean) => ({
+    clientId: cell.clientId,
+    nowMs: () => cell.nowMs(),
+    propose: async (command: Parameters<typeof cell.propose>[0]) => {
+      const kind = Object.keys(command).find(
+        (key) => (command as Record<string, unknown>)[key] !== undefined,
+      )!;
+      commands.push(kind);
+      if (oldControllers && kind === 'writeChunks')
+        return { code: 'INVALID_ARGUMENT' as const, message: NO_OPERATION_MESSAGE, releasedObjects: [] };
+      return cell.propose(command);
+    },
+    writeChunk: cell.writeChunk.bind(cell),
+    readChunk: cell.readChunk.bind(cell),
+    deleteObjects: cell.deleteObjects.bind(cell),
+    metadata: cell.metadata,
+  });
+  for (const oldControllers of [false, true]) {
+    commands.length = 0;
+    const client = new CellClient(wrapped(oldControllers), {
+      chunkBytes,
+      writeBufferBytesMax: 4 * chunkBytes,
+    });
+    const path = `/merge-${oldControllers}.bin`;
+    const data = patternBytes(20 * chunkBytes + 99, oldControllers ? 5 : 6);
+    const handle = await client.create(path, 0o644, caller, { mode: 'readWrite' });
+    for (let offset = 0; offset < data.length; offset += 3 * chunkBytes)
+      await handle.write(offset, data.subarray(offset, offset + 3 * chunkBytes));
+    await handle.write(chunkBytes + 5, Buffer.from('patched')); // a committed chunk again
+    data.set(Buffer.from('patched'), chunkBytes + 5);
+    await handle.close();
+    assert.ok((await readAll(client, path)).equals(data), 'the file reads back as written');
+    const commits = commands.filter((kind) => kind === 'writeChunks' || kind === 'commitWrite');
+    if (oldControllers) {
+      assert.equal(
+        commits.filter((kind) => kind === 'writeChunks').length,
+        1,
+        'asked once, then whole lists',
+      );
+      assert.ok(commits.filter((kind) => kind === 'commitWrite').length >= 2);
+      assert.equal(client.chunkMerges, false);
+    } else {
+      assert.ok(commits.length >= 2, 'several commits (the write buffer filled)');
+      assert.ok(
+        commits.every((kind) => kind === 'writeChunks'),
+        commits.join(' '),
+      );
+    }
+  }
 });

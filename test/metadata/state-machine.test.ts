@@ -218,6 +218,81 @@ test('rename: over files, over empty directories, into itself, no-replace, acros
   assert.deepEqual(await h.names(b), ['e', 'g']);
 });
 
+test('writeChunks: new chunks merged into the list as the cell has it', async () => {
+  const h = await Harness.create();
+  const file = (await h.createFile(h.rootId, 'big')).inode!;
+  const backend = id();
+  const MiB4 = 4 << 20;
+  const chunkAt = (index: number, size = MiB4) => ({
+    id: id(),
+    offset: index * MiB4,
+    size,
+    hash: sha256(`${index}`),
+  });
+  const first = [chunkAt(0), chunkAt(1), chunkAt(2)];
+  const one = await h.run({
+    writeChunks: { id: file.id, sizeFloor: 3 * MiB4, chunks: first, mtimeMs: 10, storedOn: [backend] },
+  });
+  assert.equal(one.code, 'OK');
+  assert.equal(one.inode?.size, 3 * MiB4);
+  assert.equal(one.inode?.version, 1);
+  // Another writer's chunk 1, then this writer's chunk 0 and a new last chunk: chunk 1 is kept
+  // (no rebase needed), the replaced chunk 0 released, the new chunks located.
+  const other = chunkAt(1);
+  assert.equal(
+    (await h.run({ writeChunks: { id: file.id, sizeFloor: 0, chunks: [other], mtimeMs: 11 } })).code,
+    'OK',
+  );
+  const mine = [chunkAt(0), chunkAt(5, 100)];
+  const two = await h.run({
+    writeChunks: { id: file.id, sizeFloor: 5 * MiB4 + 100, chunks: mine, mtimeMs: 12, storedOn: [backend] },
+  });
+  assert.equal(two.code, 'OK');
+  assert.deepEqual(two.inode!.chunks, [], 'the answer leaves the chunk list out');
+  assert.equal(two.inode!.version, 3);
+  assert.deepEqual(
+    (await h.machine.inode(file.id))!.chunks.map((chunk) => hex(chunk.id)),
+    [mine[0]!, other, first[2]!, mine[1]!].map((chunk) => hex(chunk.id)),
+  );
+  assert.equal(two.inode!.size, 5 * MiB4 + 100);
+  assert.deepEqual(two.releasedObjects.map(hex), [hex(first[0]!.id)]);
+  assert.equal((await h.machine.locations(mine[1]!.id))[0]?.location.current, true);
+  assert.deepEqual(await h.machine.locations(first[0]!.id), []);
+  // The size never shrinks through a merge; a smaller floor keeps it.
+  const three = await h.run({
+    writeChunks: { id: file.id, sizeFloor: 1, chunks: [chunkAt(2)], mtimeMs: 13 },
+  });
+  assert.equal(three.inode!.size, 5 * MiB4 + 100);
+  // Refused: out of order, overlapping the file's chunks, past the size, a directory.
+  const refused = async (op: NonNullable<Parameters<typeof h.run>[0]['writeChunks']>) =>
+    (await h.run({ writeChunks: op })).code;
+  assert.equal(
+    await refused({ id: file.id, sizeFloor: 0, chunks: [chunkAt(3), chunkAt(2)], mtimeMs: 0 }),
+    'INVALID_ARGUMENT',
+  );
+  assert.equal(
+    await refused({ id: file.id, sizeFloor: 0, chunks: [{ ...chunkAt(0), offset: 100 }], mtimeMs: 0 }),
+    'INVALID_ARGUMENT',
+  );
+  assert.equal(
+    await refused({ id: file.id, sizeFloor: 0, chunks: [chunkAt(9)], mtimeMs: 0 }),
+    'INVALID_ARGUMENT',
+  );
+  assert.equal(await refused({ id: h.rootId, sizeFloor: 0, chunks: [], mtimeMs: 0 }), 'IS_A_DIRECTORY');
+  // A file with inline data: STALE unless chunk 0 replaces it.
+  const small = (await h.createFile(h.rootId, 'small')).inode!;
+  await h.run({
+    commitWrite: { id: small.id, size: 3, chunks: [], inlineData: Buffer.from('abc'), mtimeMs: 0 },
+  });
+  assert.equal(await refused({ id: small.id, sizeFloor: 0, chunks: [chunkAt(1)], mtimeMs: 0 }), 'STALE');
+  const replaced = await h.run({
+    writeChunks: { id: small.id, sizeFloor: 5, chunks: [chunkAt(0, 5)], mtimeMs: 0 },
+  });
+  assert.equal(replaced.code, 'OK');
+  assert.equal(replaced.inode!.inlineData.length, 0);
+  assert.equal(replaced.inode!.size, 5);
+});
+
 test('writes: commit, versions, stale writers, truncate releases chunks, locations', async () => {
   const h = await Harness.create();
   const file = (await h.createFile(h.rootId, 'data')).inode!;
