@@ -904,14 +904,20 @@ export class MetadataStateMachine {
     return { inode };
   }
 
+  /** A regular file's inode (IS_A_DIRECTORY / INVALID_ARGUMENT for anything else). */
+  async #fileInode(tx: Transaction, id: Uint8Array): Promise<Inode> {
+    const inode = await this.#inode(tx, checkId(id, 'inode'));
+    if (inode.type !== 'FILE')
+      fail(inode.type === 'DIRECTORY' ? 'IS_A_DIRECTORY' : 'INVALID_ARGUMENT', 'not a regular file');
+    return inode;
+  }
+
   async #commitWrite(
     tx: Transaction,
     op: NonNullable<Command['commitWrite']>,
     time: number,
   ): Promise<Partial<Result>> {
-    const inode = await this.#inode(tx, checkId(op.id, 'inode'));
-    if (inode.type !== 'FILE')
-      fail(inode.type === 'DIRECTORY' ? 'IS_A_DIRECTORY' : 'INVALID_ARGUMENT', 'not a regular file');
+    const inode = await this.#fileInode(tx, op.id);
     if (op.checkVersion && op.expectedVersion !== inode.version) {
       fail('STALE', `version is ${inode.version}, expected ${op.expectedVersion}`);
     }
@@ -919,12 +925,7 @@ export class MetadataStateMachine {
     if (inlineData.length > INLINE_BYTES_MAX) fail('INVALID_ARGUMENT', 'inline data too large');
     if (inlineData.length > 0 && op.chunks.length > 0)
       fail('INVALID_ARGUMENT', 'inline data and chunks are exclusive');
-    let end = 0;
-    for (const chunk of op.chunks) {
-      checkId(chunk.id, 'chunk id');
-      if (chunk.offset < end) fail('INVALID_ARGUMENT', 'chunks overlap or are out of order');
-      end = chunk.offset + chunk.size;
-    }
+    const end = checkChunkOrder(op.chunks);
     if (end > op.size || inlineData.length > op.size)
       fail('INVALID_ARGUMENT', 'chunks extend past the file size');
     const kept = new Set(op.chunks.map((chunk) => hex(chunk.id)));
@@ -947,16 +948,9 @@ export class MetadataStateMachine {
     op: NonNullable<Command['writeChunks']>,
     time: number,
   ): Promise<Partial<Result>> {
-    const inode = await this.#inode(tx, checkId(op.id, 'inode'));
-    if (inode.type !== 'FILE')
-      fail(inode.type === 'DIRECTORY' ? 'IS_A_DIRECTORY' : 'INVALID_ARGUMENT', 'not a regular file');
+    const inode = await this.#fileInode(tx, op.id);
     const written = op.chunks ?? [];
-    let end = 0;
-    for (const chunk of written) {
-      checkId(chunk.id, 'chunk id');
-      if (chunk.offset < end) fail('INVALID_ARGUMENT', 'chunks overlap or are out of order');
-      end = chunk.offset + chunk.size;
-    }
+    checkChunkOrder(written);
     if (inode.inlineData.length > 0 && written[0]?.offset !== 0)
       fail('STALE', 'the file holds inline data: commit its whole content');
     const byOffset = new Map(inode.chunks.map((chunk) => [chunk.offset, chunk]));
@@ -969,7 +963,7 @@ export class MetadataStateMachine {
       byOffset.set(chunk.offset, chunk);
     }
     const chunks = [...byOffset.values()].sort((a, b) => a.offset - b.offset);
-    end = 0;
+    let end = 0;
     for (const chunk of chunks) {
       if (chunk.offset < end) fail('INVALID_ARGUMENT', 'a new chunk overlaps a chunk of the file');
       end = chunk.offset + chunk.size;
@@ -1843,6 +1837,17 @@ export class MetadataStateMachine {
     await this.#kv.write(operations, { sync: true });
     this.#appliedIndex = snapshot.appliedIndex;
   }
+}
+
+/** Checks a chunk list's ids and order (ascending, not overlapping); returns where the last ends. */
+function checkChunkOrder(chunks: readonly Chunk[]): number {
+  let end = 0;
+  for (const chunk of chunks) {
+    checkId(chunk.id, 'chunk id');
+    if (chunk.offset < end) fail('INVALID_ARGUMENT', 'chunks overlap or are out of order');
+    end = chunk.offset + chunk.size;
+  }
+  return end;
 }
 
 /** Opens halve for every window that passed: a file read daily stays hot, a burst fades. */
