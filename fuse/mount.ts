@@ -17,6 +17,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { FsClient } from '../node/client/api.ts';
+import { ChunkBufferPool } from '../node/client/buffer-pool.ts';
 import { createLogger, type Logger } from '../node/common/log.ts';
 import { type NativeHandlers, nativeMount, type OperationName } from './binding.ts';
 import { createErrnoMapper, mountErrnoOf } from './errno.ts';
@@ -150,7 +151,12 @@ function readAheadOf(options: MountOptions): ReadAheadOptions | undefined {
     if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`${name} must be an integer >= 0`);
   }
   if (pieces === 0 || pieceBytes === 0 || budgetBytes < pieceBytes) return undefined;
-  return { pieces, pieceBytes, budget: new ReadAheadBudget(budgetBytes) };
+  return {
+    pieces,
+    pieceBytes,
+    budget: new ReadAheadBudget(budgetBytes),
+    buffers: new ChunkBufferPool(pieceBytes, Math.floor(budgetBytes / pieceBytes)),
+  };
 }
 
 function checkSeconds(name: string, value: number): number {

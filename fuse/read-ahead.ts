@@ -15,8 +15,13 @@
  * opened read-only use it (a handle that writes changes its own data under the pieces).
  */
 
-/** Reads `length` bytes at `offset` from the client handle (short at the end of the file). */
-export type ReadFunction = (offset: number, length: number) => Promise<Uint8Array>;
+import type { ChunkBufferPool } from '../node/client/buffer-pool.ts';
+
+/**
+ * Reads `length` bytes at `offset` from the client handle (short at the end of the file); with
+ * `into`, into it (the result is the filled part of it).
+ */
+export type ReadFunction = (offset: number, length: number, into?: Uint8Array) => Promise<Uint8Array>;
 
 export interface ReadAheadOptions {
   /** Piece size: aligned whole pieces are fetched (a multiple of the client's chunk size is best). */
@@ -25,6 +30,14 @@ export interface ReadAheadOptions {
   readonly pieces: number;
   /** Bytes all open files may hold in pieces together (fetches beyond it are skipped). */
   readonly budget: ReadAheadBudget;
+  /**
+   * Buffers of pieceBytes to fetch pieces into, reused (a cold sequential read otherwise fills
+   * fresh memory at the network's pace: page faults and garbage collections). A dropped piece's
+   * buffer goes back once its fetch has settled and a turn of the event loop has passed, so that
+   * every read answered from it has copied its bytes out (a FUSE read copies them into the
+   * kernel's buffer as soon as it resumes, in the same turn).
+   */
+  readonly buffers?: ChunkBufferPool;
 }
 
 /** The memory all read-ahead buffers of a mount may hold. */
@@ -57,6 +70,8 @@ interface Piece {
   readonly promise: Promise<Uint8Array>;
   /** Set once fetched. */
   bytes?: Uint8Array;
+  /** The pooled buffer the piece is fetched into. */
+  readonly buffer?: Uint8Array;
 }
 
 /** How many recent read ends are remembered (the kernel's parallel reads arrive out of order). */
@@ -67,6 +82,7 @@ export class ReadAhead {
   readonly #pieceBytes: number;
   readonly #window: number;
   readonly #budget: ReadAheadBudget;
+  readonly #buffers: ChunkBufferPool | undefined;
   readonly #pieces = new Map<number, Piece>();
   #recentEnds: number[] = [];
   /** Bumped when every piece is dropped: fetches started before then are not kept. */
@@ -82,6 +98,7 @@ export class ReadAhead {
     this.#pieceBytes = options.pieceBytes;
     this.#window = options.pieces;
     this.#budget = options.budget;
+    this.#buffers = options.buffers?.bufferBytes === options.pieceBytes ? options.buffers : undefined;
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
@@ -152,9 +169,11 @@ export class ReadAhead {
       if (!this.#budget.take(this.#pieceBytes)) return;
       const generation = this.#generation;
       const start = Math.max(from, next * this.#pieceBytes);
+      const buffer = this.#buffers?.take();
       const piece: Piece = {
         start,
-        promise: this.#read(start, end - start).then((bytes) => {
+        ...(buffer === undefined ? {} : { buffer }),
+        promise: this.#read(start, end - start, buffer?.subarray(0, end - start)).then((bytes) => {
           piece.bytes = bytes;
           if (generation === this.#generation && start + bytes.length === end) this.#long = true;
           if (generation === this.#generation && !this.#closed) this.#fill(this.#position);
@@ -173,6 +192,15 @@ export class ReadAhead {
   }
 
   #drop(index: number): void {
-    if (this.#pieces.delete(index)) this.#budget.give(this.#pieceBytes);
+    const piece = this.#pieces.get(index);
+    if (piece === undefined) return;
+    this.#pieces.delete(index);
+    this.#budget.give(this.#pieceBytes);
+    const { buffer } = piece;
+    const buffers = this.#buffers;
+    if (buffer === undefined || buffers === undefined) return;
+    // Not while its fetch may still write into it, nor before the reads it answered have copied.
+    const settled = () => setImmediate(() => buffers.give(buffer));
+    piece.promise.then(settled, settled);
   }
 }

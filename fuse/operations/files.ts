@@ -22,7 +22,7 @@ export function fileOperations(context: OperationContext): FileOperations {
     const options = openOptionsOf(flags);
     const readAhead =
       options.mode === 'read' && context.readAhead !== undefined
-        ? new ReadAhead((offset, length) => handle.read(offset, length), context.readAhead)
+        ? new ReadAhead((offset, length, into) => handle.read(offset, length, into), context.readAhead)
         : undefined;
     try {
       return files.add({

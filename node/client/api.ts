@@ -72,7 +72,11 @@ export interface OpenOptions {
 /** An open file: holds an open token (renewed in the background) until closed. */
 export interface FileHandle {
   readonly path: string;
-  read(offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Up to `length` bytes at `offset` (fewer at the end of the file). With `into` (at least
+   * `length` bytes) they are read into it, and the result is the filled part of it.
+   */
+  read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array>;
   /**
    * Writes at `offset` (ignored for append handles: they write at the end). Returns bytes written.
    * `data` is the caller's again once the promise settles (the mount reuses it): keep a copy.

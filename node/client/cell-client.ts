@@ -1237,15 +1237,19 @@ export class CellFileHandle implements FileHandle {
     if (this.#closed) throw new ClosedError(`${this.path} is closed`);
   }
 
-  read(offset: number, length: number): Promise<Uint8Array> {
+  read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
+    if (into !== undefined && into.byteLength < length)
+      return Promise.reject(
+        new InvalidArgumentError(`a ${into.byteLength}-byte buffer cannot take ${length} bytes`),
+      );
     // A read-only handle changes nothing but its view of the inode: its reads run side by side
     // (the mount's read-ahead asks for several pieces at once); others keep their order with
     // the handle's writes.
-    if (this.#mode === 'read') return this.#read(offset, length);
-    return this.#serial(() => this.#read(offset, length));
+    if (this.#mode === 'read') return this.#read(offset, length, into);
+    return this.#serial(() => this.#read(offset, length, into));
   }
 
-  async #read(offset: number, length: number): Promise<Uint8Array> {
+  async #read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
     this.#checkOpen();
     if (this.#mode === 'write')
       throw new ZhsmError('PERMISSION_DENIED', `${this.path} is open for writing only`);
@@ -1259,9 +1263,9 @@ export class CellFileHandle implements FileHandle {
     // reused once committed (ChunkBufferPool).
     const single = pieces.length === 1 ? pieces[0]! : undefined;
     if (single?.kind === 'chunk' && this.#dirty.get(single.chunk.offset / chunkBytes) === undefined)
-      return this.#readPiece(single);
+      return this.#readPiece(single, into?.subarray(0, single.length));
     const total = pieces.reduce((sum, piece) => sum + piece.length, 0);
-    const output = Buffer.allocUnsafe(total);
+    const output = into?.subarray(0, total) ?? Buffer.allocUnsafe(total);
     await Promise.all(
       pieces.map(async (piece) => {
         const at = piece.fileOffset - offset;

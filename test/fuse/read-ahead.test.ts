@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ReadAhead, ReadAheadBudget } from '../../fuse/read-ahead.ts';
+import { ChunkBufferPool } from '../../node/client/buffer-pool.ts';
 
 const piece = 1024;
 const request = 128;
@@ -130,5 +131,88 @@ describe('ReadAhead', () => {
     }
     ahead.close();
     assert.equal(budget.bytes, 0);
+  });
+
+  test('pieces are fetched into reused buffers; every answer is exact when copied out at once', async () => {
+    const { file, bytesAt } = fakeFile(40 * piece + 77);
+    const buffersSeen = new Set<ArrayBufferLike>();
+    let fetches = 0;
+    const read = async (offset: number, length: number, into?: Uint8Array) => {
+      if (into === undefined) return bytesAt(offset, length);
+      // Piece fetches take a while: some of a dropped piece's are still running when new pieces
+      // are fetched.
+      await new Promise((resolve) => setTimeout(resolve, ((offset / piece) * 7) % 9));
+      const bytes = bytesAt(offset, length);
+      fetches += 1;
+      buffersSeen.add(into.buffer);
+      into.fill(0xee); // whatever the buffer held must never show
+      into.set(bytes);
+      return into.subarray(0, bytes.length);
+    };
+    const buffers = new ChunkBufferPool(piece, 16);
+    const ahead = new ReadAhead(read, {
+      pieceBytes: piece,
+      pieces: 3,
+      budget: new ReadAheadBudget(64 * piece),
+      buffers,
+    });
+    // Sequential, and in bursts of parallel out-of-order requests (as the kernel sends them),
+    // each answer copied out as soon as it arrives (as the FUSE read does).
+    for (let offset = 0; offset < file.size; offset += 4 * request) {
+      const offsets = [offset + request, offset, offset + 3 * request, offset + 2 * request];
+      const answers = await Promise.all(
+        offsets.map(async (at) => Buffer.from(await ahead.read(at, request))),
+      );
+      for (const [i, answer] of answers.entries())
+        assert.deepEqual(new Uint8Array(answer), bytesAt(offsets[i]!, request), `at ${offsets[i]}`);
+      if ((offset / (4 * request)) % 5 === 4) {
+        // A short read at the end of the file drops every piece, some still being fetched.
+        const tail = Buffer.from(await ahead.read(file.size - 10, request));
+        assert.deepEqual(new Uint8Array(tail), bytesAt(file.size - 10, request));
+      }
+    }
+    ahead.close();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.ok(fetches >= 30, `${fetches} pieces fetched into buffers`);
+    assert.ok(buffersSeen.size <= 8, `${buffersSeen.size} buffers for ${fetches} pieces`);
+    assert.ok(buffers.idle > 0, 'dropped pieces give their buffers back');
+  });
+
+  test('a dropped piece gives its buffer back only after its fetch settled and a turn passed', async () => {
+    const pending: Array<{ offset: number; length: number; into?: Uint8Array; done: () => void }> = [];
+    const read = (offset: number, length: number, into?: Uint8Array) =>
+      new Promise<Uint8Array>((resolve) => {
+        pending.push({
+          offset,
+          length,
+          ...(into === undefined ? {} : { into }),
+          done: () => resolve(into ?? new Uint8Array(length)),
+        });
+        if (into === undefined) pending.pop()!.done();
+      });
+    const buffers = new ChunkBufferPool(piece, 16);
+    const ahead = new ReadAhead(read, {
+      pieceBytes: piece,
+      pieces: 3,
+      budget: new ReadAheadBudget(64 * piece),
+      buffers,
+    });
+    await ahead.read(0, request);
+    const second = ahead.read(request, request); // sequential: fetches the rest of piece 0 ahead
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.ok(
+      pending.length >= 1 && pending.every((fetch) => fetch.into !== undefined),
+      'a piece is being fetched',
+    );
+    ahead.clear(); // drops it while its fetch runs
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.equal(buffers.idle, 0, 'not back while its fetch may still write into it');
+    for (const fetch of pending.splice(0)) fetch.done();
+    await second;
+    assert.equal(buffers.idle, 0, 'not back in the turn its fetch settled (answers copy out then)');
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.ok(buffers.idle >= 1, 'back once a turn has passed');
+    ahead.close();
   });
 });
