@@ -38,6 +38,16 @@ const nodesOf = new WeakMap<TestContext, ZhsmNode[]>();
  * so the others' orderly shutdown (a storage server deregisters) does not wait for a primary.
  */
 function stopAfter(t: TestContext, node: ZhsmNode): ZhsmNode {
+  nodesStoppedAfter(t).push(node);
+  return node;
+}
+
+/**
+ * The nodes stopped when `t` ends. Called before the test's temporary directory is made: hooks
+ * run in the order they were added, and the nodes must stop before their directory is removed
+ * (a node still running would make object directories in it again).
+ */
+function nodesStoppedAfter(t: TestContext): ZhsmNode[] {
   let nodes = nodesOf.get(t);
   if (nodes === undefined) {
     const list: ZhsmNode[] = [];
@@ -47,8 +57,7 @@ function stopAfter(t: TestContext, node: ZhsmNode): ZhsmNode {
       for (const started of list.reverse()) await started.stop();
     });
   }
-  nodes.push(node);
-  return node;
+  return nodes;
 }
 
 /** A logger that keeps its entries (level 30 info, 40 warn, 50 error) for the test to inspect. */
@@ -77,6 +86,7 @@ export async function startCell(
   t: TestContext,
   options: { backend?: boolean; logger?: Logger; start?: StartOptions } = {},
 ): Promise<InProcessCell> {
+  nodesStoppedAfter(t);
   const base = tempDirectory(t, 'zhsm-inproc-');
   const data = join(base, 'c1');
   const init = await ZhsmNode.init({
