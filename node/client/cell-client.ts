@@ -45,6 +45,7 @@ import {
   type StoredChains,
 } from '../metadata/records.ts';
 import { NAME_BYTES_MAX } from '../metadata/state-machine.ts';
+import { checkReadTarget } from '../storage/client.ts';
 import { contentHashAlgorithmOf, contentHashOf } from '../store/content-hash.ts';
 import {
   type Attributes,
@@ -265,6 +266,14 @@ export class CellClient implements FsClient {
    * down as unknown (an older version): then whole rebased lists (CommitWrite).
    */
   chunkMerges = true;
+
+  /**
+   * Delete the objects a command released (the metadata no longer references them). Best effort:
+   * what fails stays as garbage for fsck.
+   */
+  async deleteReleased(objects: readonly Uint8Array[]): Promise<void> {
+    if (objects.length > 0) await this.#cell.deleteObjects(objects).catch(() => {});
+  }
 
   /** Write buffers of whole chunks, reused from one commit to the next (ChunkBufferPool). */
   get chunkBuffers(): ChunkBufferPool {
@@ -542,8 +551,7 @@ export class CellClient implements FsClient {
     tokenId: Uint8Array,
     mode: OpenOptions['mode'],
   ): FileHandle {
-    if (opened.releasedObjects.length > 0)
-      void this.#cell.deleteObjects(opened.releasedObjects).catch(() => {});
+    void this.deleteReleased(opened.releasedObjects);
     const handle = new CellFileHandle(this, path, opened.inode ?? inode, tokenId, mode);
     this.#handles.add(handle);
     return handle;
@@ -569,8 +577,7 @@ export class CellClient implements FsClient {
     }
     const result = check(answer, { path });
     if (!directory) this.#noteDirectory(path, result);
-    if (result.releasedObjects.length > 0)
-      await this.#cell.deleteObjects(result.releasedObjects).catch(() => {});
+    await this.deleteReleased(result.releasedObjects);
   }
 
   unlink(path: string): Promise<void> {
@@ -606,8 +613,7 @@ export class CellClient implements FsClient {
       this.#forgetDirectories();
     }
     const result = check(answer, { path: from });
-    if (result.releasedObjects.length > 0)
-      await this.#cell.deleteObjects(result.releasedObjects).catch(() => {});
+    await this.deleteReleased(result.releasedObjects);
   }
 
   async symlink(target: string, path: string, caller: Caller): Promise<Attributes> {
@@ -653,8 +659,7 @@ export class CellClient implements FsClient {
     if (this.#changedDirectories !== undefined && result.inode?.type === 'DIRECTORY')
       for (const [key, inode] of this.#changedDirectories.entries())
         if (Buffer.compare(inode.id, id) === 0) this.#changedDirectories.delete(key);
-    if (result.releasedObjects.length > 0)
-      await this.#cell.deleteObjects(result.releasedObjects).catch(() => {});
+    await this.deleteReleased(result.releasedObjects);
     return result.inode!;
   }
 
@@ -1075,7 +1080,6 @@ const noHash = new Uint8Array(0);
 class DirtyChunk {
   #buffer: Uint8Array;
   #length: number;
-  readonly #capacityMax: number;
   readonly #pool: ChunkBufferPool;
   /** #buffer came from the pool (and goes back there on release). */
   #pooled: boolean;
@@ -1086,7 +1090,6 @@ class DirtyChunk {
    */
   constructor(buffer: Uint8Array, length: number, pool: ChunkBufferPool, pooled: boolean) {
     this.#pool = pool;
-    this.#capacityMax = pool.bufferBytes;
     this.#buffer = buffer;
     this.#length = length;
     this.#pooled = pooled;
@@ -1127,7 +1130,8 @@ class DirtyChunk {
 
   /** Write `data` at `offset`; the chunk becomes `newLength` long (bytes never written read as zeros). */
   write(offset: number, data: Uint8Array, newLength: number): void {
-    if (newLength > this.#capacityMax) throw new InvalidArgumentError('a write past the end of its chunk');
+    if (newLength > this.#pool.bufferBytes)
+      throw new InvalidArgumentError('a write past the end of its chunk');
     if (newLength > this.#buffer.length) {
       const grown = DirtyChunk.allocate(newLength, this.#pool);
       grown.buffer.set(this.#buffer.subarray(0, this.#length));
@@ -1238,10 +1242,11 @@ export class CellFileHandle implements FileHandle {
   }
 
   read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
-    if (into !== undefined && into.byteLength < length)
-      return Promise.reject(
-        new InvalidArgumentError(`a ${into.byteLength}-byte buffer cannot take ${length} bytes`),
-      );
+    try {
+      checkReadTarget(into, length);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     // A read-only handle changes nothing but its view of the inode: its reads run side by side
     // (the mount's read-ahead asks for several pieces at once); others keep their order with
     // the handle's writes.
@@ -1453,9 +1458,8 @@ export class CellFileHandle implements FileHandle {
         clearInterval(this.#renewTimer);
         this.#client.forget(this);
         const result = await this.#client.release(this.#tokenId);
-        if (result !== undefined && result.code === 'OK' && result.releasedObjects.length > 0) {
-          await this.#client.cell.deleteObjects(result.releasedObjects).catch(() => {});
-        }
+        if (result !== undefined && result.code === 'OK')
+          await this.#client.deleteReleased(result.releasedObjects);
       }
     });
   }
@@ -1615,8 +1619,7 @@ export class CellFileHandle implements FileHandle {
           if (latest === undefined) throw new NotFoundError(`${this.path} was deleted`);
           this.#inode = latest;
         }
-        if (result.releasedObjects.length > 0)
-          await cell.deleteObjects(result.releasedObjects).catch(() => {});
+        await this.#client.deleteReleased(result.releasedObjects);
         return;
       }
       if (result.code === 'INVALID_ARGUMENT' && result.message === NO_OPERATION_MESSAGE) {
@@ -1648,8 +1651,7 @@ export class CellFileHandle implements FileHandle {
       });
       if (result.code === 'OK') {
         this.#inode = result.inode!;
-        if (result.releasedObjects.length > 0)
-          await cell.deleteObjects(result.releasedObjects).catch(() => {});
+        await this.#client.deleteReleased(result.releasedObjects);
         return;
       }
       if (result.code !== 'STALE' || attempt >= COMMIT_ATTEMPTS_MAX)

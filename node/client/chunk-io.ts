@@ -3,7 +3,8 @@
  * role): the same checks as a read from a storage server (node/storage/client.ts), without the
  * network.
  */
-import { HashMismatchError, InvalidArgumentError } from '../common/errors.ts';
+import { HashMismatchError } from '../common/errors.ts';
+import { checkReadTarget } from '../storage/client.ts';
 import type { Backend } from '../store/backend.ts';
 import { matchesContentHash } from '../store/content-hash.ts';
 
@@ -23,8 +24,7 @@ export async function readStoredChunk(
   expectedHash?: Uint8Array,
   into?: Uint8Array,
 ): Promise<Uint8Array> {
-  if (into !== undefined && into.byteLength < length)
-    throw new InvalidArgumentError(`a ${into.byteLength}-byte buffer cannot take ${length} bytes`);
+  checkReadTarget(into, length);
   const parts: Uint8Array[] = [];
   let received = 0;
   for await (const part of backend.read(id, { offset, length })) {

@@ -146,6 +146,12 @@ async function* abortable(
   }
 }
 
+/** InvalidArgumentError unless a read's target buffer (if any) can take `length` bytes. */
+export function checkReadTarget(into: Uint8Array | undefined, length: number): void {
+  if (into !== undefined && into.byteLength < length)
+    throw new InvalidArgumentError(`a ${into.byteLength}-byte buffer cannot take ${length} bytes`);
+}
+
 /** HashMismatchError unless a body's digest is the expected content hash. */
 function checkDigest(digest: Uint8Array, expected: Uint8Array, context: Record<string, unknown>): void {
   if (Buffer.compare(digest, expected) === 0) return;
@@ -236,9 +242,8 @@ export class StorageClient {
       if (parts.length === 1) return parts[0]!;
       return Buffer.concat(parts, bytes);
     }
-    if (streamed.expectedHash !== undefined) checkContentHash(streamed.expectedHash!, 'expected hash');
-    if (into.byteLength < length)
-      throw new InvalidArgumentError(`a ${into.byteLength}-byte buffer cannot take ${length} bytes`);
+    if (streamed.expectedHash !== undefined) checkContentHash(streamed.expectedHash, 'expected hash');
+    checkReadTarget(into, length);
     // The content hash, if any, is checked once over the assembled bytes (one call over the
     // whole chunk hashes faster than one per network piece).
     const { expectedHash, ...rest } = streamed;

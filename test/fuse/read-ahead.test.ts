@@ -1,7 +1,7 @@
 /** The mount's read-ahead (fuse/read-ahead.ts) over a fake handle: no mount needed. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ReadAhead, ReadAheadBudget } from '../../fuse/read-ahead.ts';
+import { ReadAhead, ReadAheadBudget, type ReadFunction } from '../../fuse/read-ahead.ts';
 import { ChunkBufferPool } from '../../node/client/buffer-pool.ts';
 
 const piece = 1024;
@@ -22,6 +22,18 @@ function fakeFile(size: number) {
     return bytesAt(offset, length);
   };
   return { file, read, bytesAt };
+}
+
+/** A read-ahead of 3 pieces that fetches into buffers of a pool of its own. */
+function pooledReadAhead(read: ReadFunction) {
+  const buffers = new ChunkBufferPool(piece, 16);
+  const ahead = new ReadAhead(read, {
+    pieceBytes: piece,
+    pieces: 3,
+    budget: new ReadAheadBudget(64 * piece),
+    buffers,
+  });
+  return { ahead, buffers };
 }
 
 describe('ReadAhead', () => {
@@ -149,13 +161,7 @@ describe('ReadAhead', () => {
       into.set(bytes);
       return into.subarray(0, bytes.length);
     };
-    const buffers = new ChunkBufferPool(piece, 16);
-    const ahead = new ReadAhead(read, {
-      pieceBytes: piece,
-      pieces: 3,
-      budget: new ReadAheadBudget(64 * piece),
-      buffers,
-    });
+    const { ahead, buffers } = pooledReadAhead(read);
     // Sequential, and in bursts of parallel out-of-order requests (as the kernel sends them),
     // each answer copied out as soon as it arrives (as the FUSE read does).
     for (let offset = 0; offset < file.size; offset += 4 * request) {
@@ -190,13 +196,7 @@ describe('ReadAhead', () => {
         });
         if (into === undefined) pending.pop()!.done();
       });
-    const buffers = new ChunkBufferPool(piece, 16);
-    const ahead = new ReadAhead(read, {
-      pieceBytes: piece,
-      pieces: 3,
-      budget: new ReadAheadBudget(64 * piece),
-      buffers,
-    });
+    const { ahead, buffers } = pooledReadAhead(read);
     await ahead.read(0, request);
     const second = ahead.read(request, request); // sequential: fetches the rest of piece 0 ahead
     await new Promise((resolve) => setImmediate(resolve));
