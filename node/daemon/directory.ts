@@ -159,6 +159,15 @@ export function sameNetwork(
 }
 
 /**
+ * How long a peer's replaced addresses are trusted before they are written again: every chunk
+ * transfer looks its server up, and a peer-store patch (a write lock and a merge) per chunk cost
+ * the mover's controller about 5 % of its CPU. Within this time the peer store may hold what
+ * identify learned instead (dials still rank routing's order first, setDialOrder).
+ */
+const rememberedForMs = 10_000;
+const remembered = new WeakMap<Host, Map<string, { addresses: string; atMs: number }>>();
+
+/**
  * Put a peer's addresses into the libp2p peer store so a dial by peer id finds them: merged with
  * what it knows, or (`replace`) instead of it.
  */
@@ -170,13 +179,27 @@ export async function rememberAddresses(
   replace = false,
 ): Promise<void> {
   if (peerId === host.peerId.toString() || addresses.length === 0) return;
+  const key = addresses.join(' ');
+  let byPeer = remembered.get(host);
+  if (replace) {
+    const last = byPeer?.get(peerId);
+    if (last !== undefined && last.addresses === key && Date.now() - last.atMs < rememberedForMs) return;
+  }
   try {
     const multiaddrs = addresses.map((address) => multiaddr(address));
     const id = peerIdFromString(peerId);
     if (replace) {
       host.setDialOrder(peerId, addresses);
       await host.libp2p.peerStore.patch(id, { multiaddrs });
-    } else await host.libp2p.peerStore.merge(id, { multiaddrs });
+      if (byPeer === undefined) {
+        byPeer = new Map();
+        remembered.set(host, byPeer);
+      }
+      byPeer.set(peerId, { addresses: key, atMs: Date.now() });
+    } else {
+      await host.libp2p.peerStore.merge(id, { multiaddrs });
+      byPeer?.delete(peerId);
+    }
   } catch (error) {
     log?.warn({ peer: peerId, err: error }, 'cannot remember the addresses of a peer');
   }
