@@ -61,8 +61,9 @@ export function formatStatus(status: StatusReport): string {
       ? 'NO PRIMARY (no quorum reachable)'
       : `controller ${status.primary.id} (${status.primary.peerId})`;
   const pinned = status.pinnedLeader ? `, pinned to controller ${status.pinnedLeader} (manual)` : '';
+  const level = status.metadataLevel === undefined ? '' : `, metadata level ${status.metadataLevel}`;
   lines.push(
-    `cell ${status.cell}: primary ${primary}, term ${status.term}, commit index ${status.commitIndex}${pinned}`,
+    `cell ${status.cell}: primary ${primary}, term ${status.term}, commit index ${status.commitIndex}${level}${pinned}`,
   );
   lines.push(
     `this node: ${status.node.name} ${status.node.peerId}${status.node.controllerId > 0 ? `, controller ${status.node.controllerId}` : ''}${status.node.storage ? ', storage server' : ''}`,
@@ -74,7 +75,7 @@ export function formatStatus(status: StatusReport): string {
   const replication = new Map((status.replication ?? []).map((r) => [r.id, r]));
   lines.push(
     table([
-      ['ID', 'ROLE', 'TERM', 'COMMIT', 'APPLIED', 'MEMBER', 'LAG', 'PEER'],
+      ['ID', 'ROLE', 'TERM', 'COMMIT', 'APPLIED', 'MEMBER', 'LAG', 'LEVEL', 'PEER'],
       ...status.controllers.map((c) => [
         String(c.id),
         c.role || 'not running',
@@ -83,6 +84,7 @@ export function formatStatus(status: StatusReport): string {
         String(c.appliedIndex),
         replication.get(c.id)?.membership ?? '?',
         lagText(replication.get(c.id)),
+        String(c.softwareLevel ?? 0),
         c.peerId,
       ]),
     ]),
@@ -373,9 +375,10 @@ export function formatControllers(report: ControllersReport): string {
     `primary: ${primary}, term ${report.term}, last index ${report.lastIndex}, commit index ${report.commitIndex}`,
     `leadership: ${report.pinnedLeader > 0 ? `pinned to controller ${report.pinnedLeader} (manual: no failover while it is down)` : 'elected (the lowest live up-to-date voter leads)'}`,
     `voters: ${report.voters.join(', ') || '-'}; learners: ${report.learners.join(', ') || '-'}`,
+    `metadata level: ${report.metadataLevel ?? 'unknown'} (LEVEL: what each controller's zhsm applies; the primary raises the cell's level once every controller runs a newer one)`,
     '',
     table([
-      ['ID', 'ROLE', 'MEMBER', 'TERM', 'COMMIT', 'APPLIED', 'MATCH', 'LAG', 'HEALTH', 'PEER'],
+      ['ID', 'ROLE', 'MEMBER', 'TERM', 'COMMIT', 'APPLIED', 'MATCH', 'LAG', 'HEALTH', 'LEVEL', 'PEER'],
       ...report.controllers.map((c) => [
         `${c.id}${c.primary ? '*' : ''}${c.pinned ? ' (pinned)' : ''}`,
         c.role,
@@ -386,6 +389,7 @@ export function formatControllers(report: ControllersReport): string {
         c.matchIndex === null ? '-' : String(c.matchIndex),
         c.lag === null ? '-' : String(c.lag),
         c.healthy ? 'ok' : c.reachable ? 'LAGGING' : 'DOWN',
+        String(c.softwareLevel),
         c.peerId,
       ]),
     ]).replace(/^ {2}/gm, ''),

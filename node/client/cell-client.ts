@@ -104,6 +104,8 @@ const locationCacheEntriesMax = 100_000;
 const CHUNK_WRITES_IN_FLIGHT = 6;
 /** Attempts to commit a write over concurrent writers before giving up with STALE. */
 const COMMIT_ATTEMPTS_MAX = 8;
+/** After the cell turned WriteChunks down, it is tried again this much later (an upgrade may have ended). */
+const CHUNK_MERGES_RETRY_MS = 60_000;
 /** Attempts to store a commit's chunks, each on a new placement avoiding backends that failed. */
 const UPLOAD_ATTEMPTS_MAX = 3;
 /** A backend that failed a write is left out of new placements for this long. */
@@ -262,10 +264,20 @@ export class CellClient implements FsClient {
   }
 
   /**
-   * Commits send a write's new chunks only (WriteChunks), until a controller turns the command
-   * down as unknown (an older version): then whole rebased lists (CommitWrite).
+   * Commits send a write's new chunks only (WriteChunks). When the cell turns the command down as
+   * unknown (a controller of an older version, or a cell whose metadata level is not raised yet:
+   * records.ts METADATA_LEVEL), whole rebased lists (CommitWrite) for the next minute.
    */
-  chunkMerges = true;
+  get chunkMerges(): boolean {
+    return this.#chunkMergesRetryAtMs === 0 || this.cell.nowMs() >= this.#chunkMergesRetryAtMs;
+  }
+
+  /** The cell turned WriteChunks down: whole lists until this time (0: not turned down). */
+  #chunkMergesRetryAtMs = 0;
+
+  chunkMergesRefused(): void {
+    this.#chunkMergesRetryAtMs = this.cell.nowMs() + CHUNK_MERGES_RETRY_MS;
+  }
 
   /**
    * Delete the objects a command released (the metadata no longer references them). Best effort:
@@ -1623,8 +1635,8 @@ export class CellFileHandle implements FileHandle {
         return;
       }
       if (result.code === 'INVALID_ARGUMENT' && result.message === NO_OPERATION_MESSAGE) {
-        // A controller older than the command: whole lists from now on.
-        this.#client.chunkMerges = false;
+        // Not applied by this cell yet (see chunkMerges): whole lists for a while.
+        this.#client.chunkMergesRefused();
       } else if (result.code !== 'STALE') {
         throw resultError(result, { path: this.path });
       }

@@ -14,7 +14,7 @@
  */
 import { LevelRaftStorage } from '../../consensus/storage-level.ts';
 import type { Membership } from '../../consensus/types.ts';
-import { InvalidArgumentError, NotLeaderError } from '../common/errors.ts';
+import { InvalidArgumentError, NotLeaderError, UnsupportedFormatError } from '../common/errors.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
 import { createNetReplicaTransport } from '../controller/net-transport.ts';
 import { ControllerReplica, type ReplicaOptions } from '../controller/replica.ts';
@@ -22,7 +22,8 @@ import { type CacheOptions, ControllerCache } from '../hsm/cache.ts';
 import { Mover, type MoverIo } from '../hsm/mover.ts';
 import { PowerManager, type PowerManagerOptions, type PowerRequestAction } from '../hsm/power-manager.ts';
 import { LevelKv } from '../metadata/kv.ts';
-import type { Command } from '../metadata/records.ts';
+import { type Command, METADATA_LEVEL, type Member } from '../metadata/records.ts';
+import { keys as stateKeys } from '../metadata/state-machine.ts';
 import type { Host } from '../net/host.ts';
 import { type Service, serveSession } from '../net/session.ts';
 import { HeaderWriter, type HeaderWriterIo } from '../recovery/header-writer.ts';
@@ -81,6 +82,8 @@ export class ControllerRole implements LocalController {
   readonly #log: Logger;
   readonly #closers: Array<() => Promise<void>>;
   #timer: ReturnType<typeof setInterval> | undefined;
+  /** The cell's metadata level in this copy (read on every duty round). */
+  #metadataLevel = 0;
   #lastExpiry = 0;
   readonly #serverStaleMs: number;
   #refreshing: Promise<void> | undefined;
@@ -168,6 +171,18 @@ export class ControllerRole implements LocalController {
     closers.push(() => storage.close());
     const kv = await LevelKv.open(options.metadataPath);
     closers.push(() => kv.close());
+    // Metadata of a newer level than this software's: applying its log would diverge from the
+    // controllers that understand it (records.ts METADATA_LEVEL). No downgrade below it.
+    const levelBytes = await kv.get(stateKeys.level);
+    const level = levelBytes === undefined ? 0 : Number(Buffer.from(levelBytes).toString('utf8'));
+    if (level > METADATA_LEVEL) {
+      for (const close of closers.reverse()) await close().catch(() => {});
+      throw new UnsupportedFormatError(
+        `this cell's metadata is at level ${level}, newer than this zhsm (level ${METADATA_LEVEL}): ` +
+          'run the newer zhsm on this node',
+        { level, softwareLevel: METADATA_LEVEL },
+      );
+    }
     const self = options.host.peerId.toString();
     const transport = await createNetReplicaTransport({
       host: options.host,
@@ -195,6 +210,7 @@ export class ControllerRole implements LocalController {
     });
     closers.unshift(() => replica.stop());
     const role = new ControllerRole(options, replica, closers);
+    role.#metadataLevel = await replica.machine.metadataLevel();
     let seenMembersVersion = -1;
     replica.onApplied(() => {
       if (replica.machine.membersVersion === seenMembersVersion) return;
@@ -257,6 +273,7 @@ export class ControllerRole implements LocalController {
       learners: [...status.membership.learners],
       progress: [...status.progress].map(([id, p]) => ({ id, matchIndex: p.matchIndex })),
       pinnedLeader: status.pinnedLeader,
+      metadataLevel: this.#metadataLevel,
     };
   }
 
@@ -372,6 +389,7 @@ export class ControllerRole implements LocalController {
   }
 
   async #duties(): Promise<void> {
+    this.#metadataLevel = await this.replica.machine.metadataLevel().catch(() => this.#metadataLevel);
     if (this.#headerWriter !== undefined && !this.#stopped) {
       if (this.replica.isLeader) this.#headerWriter.start();
       else void this.#headerWriter.stop();
@@ -404,6 +422,7 @@ export class ControllerRole implements LocalController {
         const result = this.replica.proposeConfigChange({ kind: 'promote', node: learner });
         if (result.ok) this.#log.info({ learner }, 'promoting a caught-up learner to voter');
       }
+      await this.#raiseMetadataLevel(status.membership);
       const now = Date.now();
       if (now - this.#lastExpiry >= TOKEN_EXPIRY_INTERVAL_MS) {
         this.#lastExpiry = now;
@@ -413,6 +432,22 @@ export class ControllerRole implements LocalController {
     } catch (error) {
       this.#log.debug({ err: error }, 'primary duties deferred');
     }
+  }
+
+  /**
+   * The cell's metadata level up to the highest that every controller's software applies (at most
+   * this node's), once each reported it: commands of that level are applied from then on
+   * (records.ts METADATA_LEVEL). A consensus member without a controller record (one being
+   * removed) holds the level back: it still applies the log.
+   */
+  async #raiseMetadataLevel(membership: { voters: readonly number[]; learners: readonly number[] }) {
+    const current = this.#metadataLevel;
+    if (current >= METADATA_LEVEL) return;
+    const level = metadataLevelToRaise(current, await this.replica.machine.members(), membership);
+    if (level === undefined) return;
+    const result = await this.replica.propose({ setMetadataLevel: { level } });
+    if (result.code === 'OK') this.#log.info({ from: current, to: level }, 'metadata level raised');
+    else this.#log.debug({ code: result.code, message: result.message }, 'metadata level not raised yet');
   }
 
   /** Storage servers that stopped re-registering (crashed, cut off) are marked offline. */
@@ -445,6 +480,25 @@ export class ControllerRole implements LocalController {
       }
     }
   }
+}
+
+/**
+ * The metadata level a cell at `current` can go up to (undefined: none above it): the lowest that
+ * every controller's software applies (as its member record says), at most this software's
+ * METADATA_LEVEL. A consensus member without a controller record (one being removed) counts as
+ * level 0: it still applies the log.
+ */
+export function metadataLevelToRaise(
+  current: number,
+  members: readonly Member[],
+  membership: { voters: readonly number[]; learners: readonly number[] },
+  softwareLevel = METADATA_LEVEL,
+): number | undefined {
+  const controllers = new Map(members.filter((m) => m.controllerId > 0).map((m) => [m.controllerId, m]));
+  let level = softwareLevel;
+  for (const id of [...membership.voters, ...membership.learners, ...controllers.keys()])
+    level = Math.min(level, controllers.get(id)?.softwareLevel ?? 0);
+  return level > current ? level : undefined;
 }
 
 function withoutTime(command: Command): Omit<Command, 'timeMs'> {

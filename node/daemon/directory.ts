@@ -137,6 +137,7 @@ function sameMembers(a: ReadonlyMap<string, Member>, b: ReadonlyMap<string, Memb
   for (const [peerId, member] of a) {
     const other = b.get(peerId);
     if (other === undefined || other.controllerId !== member.controllerId) return false;
+    if ((other.softwareLevel ?? 0) !== (member.softwareLevel ?? 0)) return false;
     if (other.addresses.length !== member.addresses.length) return false;
     if (other.addresses.some((address, i) => address !== member.addresses[i])) return false;
     if (!sameNetwork(other.network, member.network)) return false;

@@ -27,7 +27,7 @@ import {
 import { type Logger, silentLogger } from '../common/log.ts';
 import { placementAdmin } from '../hsm/placement-admin.ts';
 import { powerAdmin } from '../hsm/power-admin.ts';
-import { initCellCommand, type Member, type Route } from '../metadata/records.ts';
+import { initCellCommand, METADATA_LEVEL, type Member, type Route } from '../metadata/records.ts';
 import { createHost, type Host } from '../net/host.ts';
 import { loadOrCreateIdentity } from '../net/identity.ts';
 import { probeProtocol, serveProbe } from '../net/probe.ts';
@@ -109,6 +109,8 @@ export interface ControllerStatus {
   term: number;
   commitIndex: number;
   appliedIndex: number;
+  /** The metadata level its software reported (records.ts METADATA_LEVEL; 0: older software). */
+  softwareLevel: number;
   error?: string;
 }
 
@@ -138,6 +140,8 @@ export interface StatusReport {
   replication?: ReplicationStatus[];
   /** Manual mode: the only controller that may lead (0: not pinned). */
   pinnedLeader?: number;
+  /** The cell's metadata level, as the primary has it (records.ts METADATA_LEVEL; absent: no primary). */
+  metadataLevel?: number;
   /** Open file tokens in the cell (null: the metadata is not reachable). */
   openTokens?: number | null;
   /** Long operations of this node (jobs.ts). */
@@ -368,6 +372,7 @@ export class ZhsmNode {
               secretHash: secretHash(request.secret),
               controller: request.controller,
               addresses: request.addresses,
+              softwareLevel: request.softwareLevel ?? 0,
             },
           });
           if (result.code !== 'OK' || result.member === undefined) {
@@ -465,7 +470,10 @@ export class ZhsmNode {
     void loop();
   }
 
-  /** Make the cell's record of this node's addresses current (after a restart on another port). */
+  /**
+   * Make the cell's record of this node current: its addresses (after a restart on another port)
+   * and the metadata level its software applies (after an upgrade; records.ts METADATA_LEVEL).
+   */
   async #announceAddresses(): Promise<void> {
     const self = this.directory.member(this.peerId);
     if (self === undefined) return;
@@ -476,6 +484,7 @@ export class ZhsmNode {
       .filter((a) => !a.includes('/p2p-circuit'));
     const network = localNetwork(this.config.routes);
     const same =
+      (self.softwareLevel ?? 0) === METADATA_LEVEL &&
       addresses.length === self.addresses.length &&
       addresses.every((a, i) => a === self.addresses[i]) &&
       sameNetwork(network, self.network);
@@ -483,7 +492,7 @@ export class ZhsmNode {
     this.directory.setSelf(this.peerId, network);
     try {
       const result = await this.remote.propose({
-        setMemberAddresses: { peerId: this.peerId, addresses, network },
+        setMemberAddresses: { peerId: this.peerId, addresses, network, softwareLevel: METADATA_LEVEL },
       });
       if (result.code === 'OK' && result.member !== undefined) this.directory.upsert(result.member);
     } catch (error) {
@@ -554,6 +563,7 @@ export class ZhsmNode {
             term: info.term,
             commitIndex: info.commitIndex,
             appliedIndex: info.appliedIndex,
+            softwareLevel: member.softwareLevel ?? 0,
           };
         } catch (error) {
           return {
@@ -564,6 +574,7 @@ export class ZhsmNode {
             term: 0,
             commitIndex: 0,
             appliedIndex: 0,
+            softwareLevel: member.softwareLevel ?? 0,
             error: (error as Error).message,
           };
         }
@@ -625,6 +636,7 @@ export class ZhsmNode {
       primary: primary === undefined ? null : { id: primary.id, peerId: primary.peerId },
       term: primary?.term ?? Math.max(0, ...controllers.map((c) => c.term)),
       commitIndex: primary?.commitIndex ?? 0,
+      ...(primaryInfo === undefined ? {} : { metadataLevel: primaryInfo.metadataLevel ?? 0 }),
       controllers,
       voters,
       learners,
@@ -930,6 +942,7 @@ export class ZhsmNode {
           secretHash: secretHash(self.secret),
           controller: true,
           addresses: node.host.multiaddrs().map(String),
+          softwareLevel: METADATA_LEVEL,
         },
       });
       if (admitted.code !== 'OK' || admitted.member?.controllerId !== 1)
@@ -993,6 +1006,7 @@ export class ZhsmNode {
           secret: token.secret,
           controller: options.controller === true,
           addresses: host.multiaddrs().map(String),
+          softwareLevel: METADATA_LEVEL,
         },
         { timeoutMs: 30_000 },
       );

@@ -105,6 +105,8 @@ export interface ControllersReport {
   lastIndex: number;
   /** Manual mode: the only controller that may lead (0: not pinned). */
   pinnedLeader: number;
+  /** The cell's metadata level as the primary has it (records.ts METADATA_LEVEL; null: no primary). */
+  metadataLevel: number | null;
   voters: number[];
   learners: number[];
   controllers: ControllerRow[];
@@ -199,6 +201,7 @@ export async function controllersReport(node: ZhsmNode): Promise<ControllersRepo
           commitIndex: 0,
           appliedIndex: 0,
           lastIndex: 0,
+          softwareLevel: member.softwareLevel ?? 0,
           ...(error === undefined ? {} : { error }),
         }
       : {
@@ -212,6 +215,7 @@ export async function controllersReport(node: ZhsmNode): Promise<ControllersRepo
           commitIndex: info.commitIndex,
           appliedIndex: info.appliedIndex,
           lastIndex: info.lastIndex,
+          softwareLevel: member.softwareLevel ?? 0,
         },
   );
   const replication = replicationOf(statuses, leader);
@@ -228,6 +232,7 @@ export async function controllersReport(node: ZhsmNode): Promise<ControllersRepo
         commitIndex: 0,
         appliedIndex: 0,
         lastIndex: 0,
+        softwareLevel: 0,
       }),
       ...health,
       primary: leader !== undefined && leader.controllerId === health.id,
@@ -240,6 +245,7 @@ export async function controllersReport(node: ZhsmNode): Promise<ControllersRepo
     commitIndex: leader?.commitIndex ?? 0,
     lastIndex: leader?.lastIndex ?? 0,
     pinnedLeader,
+    metadataLevel: leader === undefined ? null : (leader.metadataLevel ?? 0),
     voters: [...(leader?.voters ?? [])].sort((a, b) => a - b),
     learners: [...(leader?.learners ?? [])].sort((a, b) => a - b),
     controllers: rows,

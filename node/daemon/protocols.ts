@@ -144,6 +144,8 @@ export interface CellInfo {
   progress: Array<{ id: number; matchIndex: number }>;
   /** Manual mode: the only controller that may lead (0 or absent: not pinned). */
   pinnedLeader?: number;
+  /** The cell's metadata level in this controller's copy (records.ts METADATA_LEVEL). */
+  metadataLevel?: number;
 }
 
 export interface JoinRequest {
@@ -151,6 +153,8 @@ export interface JoinRequest {
   secret: Uint8Array;
   controller: boolean;
   addresses: string[];
+  /** The metadata level the joiner's software applies (0: older software; records.ts). */
+  softwareLevel?: number;
 }
 
 export interface JoinResponse {

@@ -180,6 +180,8 @@ export interface Member {
   addresses: string[];
   /** Where the member sits and how other subnets reach it (absent until it announces it). */
   network?: MemberNetwork;
+  /** The metadata level its software applies, as it last reported it (0: older software). */
+  softwareLevel?: number;
 }
 
 /** Routing facts of a member (node/daemon/routing.ts). */
@@ -212,6 +214,8 @@ export interface InitCell {
   gid: number;
   mode: number;
   lostFoundId: Uint8Array;
+  /** The new cell's metadata level (0: a cell made before levels). */
+  level?: number;
 }
 
 /** A command; exactly one operation field is set. */
@@ -273,9 +277,16 @@ export interface Command {
     secretHash: Uint8Array;
     controller: boolean;
     addresses?: string[];
+    /** The joiner's metadata level; a controller older than the cell's level is refused. */
+    softwareLevel?: number;
   };
   initCell?: InitCell;
-  setMemberAddresses?: { peerId: string; addresses: string[]; network?: MemberNetwork };
+  setMemberAddresses?: {
+    peerId: string;
+    addresses: string[];
+    network?: MemberNetwork;
+    softwareLevel?: number;
+  };
   setChains?: { chains: StoredChains; expectedVersion?: number; checkVersion?: boolean };
   placeCopy?: { object: Uint8Array; backend: Uint8Array; location?: Location; remove?: boolean };
   placementDone?: { files: Array<{ id: Uint8Array; queued: number }> };
@@ -301,6 +312,8 @@ export interface Command {
   setPinnedLeader?: { controllerId: number };
   /** The member stops being a controller (`zhsm controllers remove`). */
   retireController?: { peerId: string };
+  /** The cell's metadata level goes up (the primary, once every controller runs software for it). */
+  setMetadataLevel?: { level: number };
 }
 
 /** An inode recovered from the META headers on the backends (rebuild). */
@@ -321,6 +334,24 @@ export interface ConflictEvent {
   loserMtimeMs: number;
   loserServer: string;
   kept: string;
+}
+
+/**
+ * The metadata level this software applies. A command that older controllers would not apply
+ * (they see no operation in it) has a level above theirs (`commandLevel`); every controller
+ * refuses it alike, with NO_OPERATION_MESSAGE, while the cell's recorded level is below it, so
+ * that controllers of different versions never diverge during a rolling upgrade. The primary
+ * raises the cell's level once every controller reported software of the new level
+ * (node/daemon/controller.ts); a controller that joins or is promoted with older software is
+ * refused after that, and levels never go down (no downgrade below it).
+ * - 0: the commands before levels existed.
+ * - 1: WriteChunks.
+ */
+export const METADATA_LEVEL = 1;
+
+/** The metadata level a command needs (see METADATA_LEVEL). */
+export function commandLevel(command: Omit<Command, 'timeMs'>): number {
+  return command.writeChunks != null ? 1 : 0;
 }
 
 /** The answer's message to a command a controller does not know (a newer client's): INVALID_ARGUMENT. */
@@ -384,5 +415,6 @@ export function initCellCommand(cell: string): InitCell {
     gid: process.getgid?.() ?? 0,
     mode: 0o755,
     lostFoundId: new Uint8Array(randomBytes(16)),
+    level: METADATA_LEVEL,
   };
 }

@@ -50,6 +50,7 @@ import {
   chainsCodec,
   clientSessionCodec,
   commandCodec,
+  commandLevel,
   conflictEventCodec,
   type InitCell,
   type Inode,
@@ -122,6 +123,8 @@ export const keys = {
   powerPolicy: 'meta:power',
   powerLogNext: 'meta:powerlog',
   pinnedLeader: 'meta:pin',
+  /** The cell's metadata level (records.ts METADATA_LEVEL); absent: 0. */
+  level: 'meta:level',
   powerEvent: (sequence: number) => `pl:${String(sequence).padStart(16, '0')}`,
   /** The inode changed at this log index; its META objects are not written yet (node/recovery/). */
   header: (id: Uint8Array) => `h:${hex(id)}`,
@@ -227,6 +230,13 @@ function checkAddresses(addresses: readonly string[]): string[] {
       fail('INVALID_ARGUMENT', `invalid member address ${JSON.stringify(address.slice(0, 80))}`);
   }
   return [...addresses];
+}
+
+/** A metadata level (records.ts METADATA_LEVEL): a small non-negative integer. */
+function checkLevel(level: number): number {
+  if (!Number.isSafeInteger(level) || level < 0 || level > 0xffff)
+    fail('INVALID_ARGUMENT', 'bad metadata level');
+  return level;
 }
 
 const MEMBER_ROUTES_MAX = 64;
@@ -527,6 +537,10 @@ export class MetadataStateMachine {
 
   async #execute(tx: Transaction, command: Command): Promise<Partial<Result>> {
     const time = command.timeMs;
+    // A command of a newer level than the cell's: refused as a controller of an older version
+    // refuses it (it sees no operation), so controllers of both versions agree.
+    const needed = commandLevel(command);
+    if (needed > 0 && needed > (await this.#level(tx))) fail('INVALID_ARGUMENT', NO_OPERATION_MESSAGE);
     if (command.initCell !== undefined) return this.#initCell(tx, command.initCell, time);
     if (command.create !== undefined) return this.#create(tx, command.create, time);
     if (command.link !== undefined) return this.#link(tx, command.link, time);
@@ -571,6 +585,7 @@ export class MetadataStateMachine {
     if (command.setPinnedLeader != null)
       return this.#setPinnedLeader(tx, command.setPinnedLeader.controllerId);
     if (command.retireController != null) return this.#retireController(tx, command.retireController.peerId);
+    if (command.setMetadataLevel != null) return this.#setMetadataLevel(tx, command.setMetadataLevel.level);
     if (command.headersDone != null) return this.#headersDone(tx, command.headersDone);
     if (command.restoreInodes != null) return this.#restoreInodes(tx, command.restoreInodes.inodes);
     if (command.restoreMembers != null) {
@@ -614,6 +629,8 @@ export class MetadataStateMachine {
     const rootId = checkId(init.rootId, 'root id');
     const lostFoundId = checkId(init.lostFoundId, 'lost+found id');
     tx.put(keys.cell, initCellCodec.encode(init));
+    const level = checkLevel(init.level ?? 0);
+    if (level > 0) tx.put(keys.level, encoder.encode(String(level)));
     const root = newInode({
       id: rootId,
       type: 'DIRECTORY',
@@ -1159,6 +1176,7 @@ export class MetadataStateMachine {
         addresses: checkAddresses(member.addresses ?? []),
       };
       if (member.network != null) stored.network = checkNetwork(member.network);
+      if ((member.softwareLevel ?? 0) > 0) stored.softwareLevel = checkLevel(member.softwareLevel ?? 0);
       tx.put(keys.member(member.peerId), memberCodec.encode(stored));
     }
     const bytes = await tx.get(keys.controllers);
@@ -1629,10 +1647,24 @@ export class MetadataStateMachine {
     if (token.expiresMs <= time) fail('PERMISSION_DENIED', 'join token expired');
     if (!sameId(token.secretHash, op.secretHash)) fail('PERMISSION_DENIED', 'wrong join token secret');
     const existing = await tx.get(keys.member(op.peerId));
-    if (existing !== undefined) {
-      const member = memberCodec.decode(existing);
+    const known = existing === undefined ? undefined : memberCodec.decode(existing);
+    const softwareLevel = checkLevel(op.softwareLevel ?? 0) || (known?.softwareLevel ?? 0);
+    if (op.controller && (known === undefined || known.controllerId === 0)) {
+      // A controller applies every command: one whose software is older than the cell's level
+      // would see no operation in commands the others apply.
+      const level = await this.#level(tx);
+      if (softwareLevel < level)
+        fail(
+          'INVALID_ARGUMENT',
+          `the node's zhsm applies metadata level ${softwareLevel}, older than the cell's ` +
+            `level ${level}: upgrade zhsm on it before it becomes a controller`,
+        );
+    }
+    if (known !== undefined) {
+      const member = known;
       if (op.controller && member.controllerId === 0) member.controllerId = await this.#nextControllerId(tx);
       if ((op.addresses ?? []).length > 0) member.addresses = checkAddresses(op.addresses ?? []);
+      if (softwareLevel > 0) member.softwareLevel = softwareLevel;
       tx.put(keys.member(op.peerId), memberCodec.encode(member));
       return { member };
     }
@@ -1643,6 +1675,7 @@ export class MetadataStateMachine {
       joinToken: op.tokenId,
       addresses: checkAddresses(op.addresses ?? []),
     };
+    if (softwareLevel > 0) member.softwareLevel = softwareLevel;
     tx.put(keys.member(op.peerId), memberCodec.encode(member));
     return { member };
   }
@@ -1655,8 +1688,32 @@ export class MetadataStateMachine {
     if (bytes === undefined) fail('NOT_FOUND', 'no such member');
     const member: Member = { ...memberCodec.decode(bytes), addresses: checkAddresses(op.addresses) };
     if (op.network != null) member.network = checkNetwork(op.network);
+    if ((op.softwareLevel ?? 0) > 0) member.softwareLevel = checkLevel(op.softwareLevel ?? 0);
     tx.put(keys.member(op.peerId), memberCodec.encode(member));
     return { member };
+  }
+
+  /** The cell's metadata level goes up to `level`; refused while a controller's software is older. */
+  async #setMetadataLevel(tx: Transaction, level: number): Promise<Partial<Result>> {
+    if (checkLevel(level) === 0) fail('INVALID_ARGUMENT', 'metadata level missing');
+    const current = await this.#level(tx);
+    if (level <= current) return {};
+    for (const key of await tx.keysWithPrefix('m:', Number.POSITIVE_INFINITY)) {
+      const member = memberCodec.decode((await tx.get(key))!);
+      if (member.controllerId > 0 && (member.softwareLevel ?? 0) < level)
+        fail(
+          'INVALID_ARGUMENT',
+          `controller ${member.controllerId} (${member.peerId}) runs zhsm of metadata level ` +
+            `${member.softwareLevel ?? 0}, older than ${level}`,
+        );
+    }
+    tx.put(keys.level, encoder.encode(String(level)));
+    return {};
+  }
+
+  async #level(tx: Transaction): Promise<number> {
+    const bytes = await tx.get(keys.level);
+    return bytes === undefined ? 0 : Number(Buffer.from(bytes).toString('utf8'));
   }
 
   /** Manual mode (node/daemon/controller-admin.ts checks that the id is a voter): 0 unpins. */
@@ -1687,6 +1744,12 @@ export class MetadataStateMachine {
   }
 
   // ---- reads (serve after a linearizable read index) -----------------------------------------
+
+  /** The cell's metadata level (records.ts METADATA_LEVEL). */
+  async metadataLevel(): Promise<number> {
+    const bytes = await this.#kv.get(keys.level);
+    return bytes === undefined ? 0 : Number(Buffer.from(bytes).toString('utf8'));
+  }
 
   async cell(): Promise<InitCell | undefined> {
     const bytes = await this.#kv.get(keys.cell);

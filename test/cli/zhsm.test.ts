@@ -21,6 +21,7 @@ import type {
   ReplicationStatus,
 } from '../../node/daemon/ops-admin.ts';
 import type { ControllerAnswer } from '../../node/daemon/protocols.ts';
+import { METADATA_LEVEL } from '../../node/metadata/records.ts';
 import {
   initCell,
   joinNode,
@@ -109,6 +110,8 @@ test('zhsm: every command, human and JSON; controllers by hand; errors', { timeo
         primary: { id: number };
         replication: ReplicationStatus[];
         pinnedLeader: number;
+        metadataLevel: number;
+        controllers: Array<{ id: number; softwareLevel: number }>;
         openTokens: number;
         jobs: Array<{ kind: string; state: string; done: number; total: number }>;
         servers: Array<{ name: string; power: string }>;
@@ -124,6 +127,16 @@ test('zhsm: every command, human and JSON; controllers by hand; errors', { timeo
       ],
     );
     assert.equal(report.pinnedLeader, 0);
+    // A new cell is at this software's metadata level; each controller reported its own.
+    assert.equal(report.metadataLevel, METADATA_LEVEL);
+    assert.deepEqual(
+      report.controllers.map((c) => [c.id, c.softwareLevel]),
+      [
+        [1, METADATA_LEVEL],
+        [2, METADATA_LEVEL],
+      ],
+    );
+    assert.match(human, new RegExp(`commit index \\d+, metadata level ${METADATA_LEVEL}`));
     assert.equal(report.openTokens, 1);
     assert.deepEqual(report.jobs, []);
     assert.equal(report.servers[0]?.power, 'ON');
@@ -232,7 +245,10 @@ test('zhsm: every command, human and JSON; controllers by hand; errors', { timeo
     );
     assert.equal(report.controllers[1]?.peerId, c2.peerId);
     assert.match(human, /primary: controller 1, term \d+/);
-    assert.match(human, /ID\s+ROLE\s+MEMBER\s+TERM\s+COMMIT\s+APPLIED\s+MATCH\s+LAG\s+HEALTH\s+PEER/);
+    assert.match(human, /ID\s+ROLE\s+MEMBER\s+TERM\s+COMMIT\s+APPLIED\s+MATCH\s+LAG\s+HEALTH\s+LEVEL\s+PEER/);
+    assert.equal(report.metadataLevel, METADATA_LEVEL);
+    assert.match(human, new RegExp(`metadata level: ${METADATA_LEVEL} `));
+    assert.match(human, new RegExp(`^2\\s.*\\sok\\s+${METADATA_LEVEL}\\s+${c2.peerId}`, 'm'));
     assert.match(human, /^1\*\s+leader\s+voter/m);
     assert.match(human, /^2\s+follower\s+voter/m);
     assert.match(human, /replication: healthy/);

@@ -1,7 +1,7 @@
 /** Drives a MetadataStateMachine with commands as a consensus log would (one entry each). */
 import { createHash, randomBytes } from 'node:crypto';
 import { type KvStore, MemoryKv } from '../../node/metadata/kv.ts';
-import { type Command, commandCodec, type Result } from '../../node/metadata/records.ts';
+import { type Command, commandCodec, METADATA_LEVEL, type Result } from '../../node/metadata/records.ts';
 import { MetadataStateMachine } from '../../node/metadata/state-machine.ts';
 
 export const id = (): Uint8Array => new Uint8Array(randomBytes(16));
@@ -23,6 +23,8 @@ export class Harness {
   static async create(
     kv: KvStore = new MemoryKv(),
     ids?: { root: Uint8Array; lostFound: Uint8Array },
+    /** The cell's metadata level (a new cell's: this software's). */
+    level = METADATA_LEVEL,
   ): Promise<Harness> {
     const machine = await MetadataStateMachine.open(kv);
     const harness = new Harness(machine, ids?.root ?? id(), ids?.lostFound ?? id());
@@ -34,6 +36,7 @@ export class Harness {
         gid: 0,
         mode: 0o755,
         lostFoundId: harness.lostFoundId,
+        level,
       },
     });
     if (result.code !== 'OK') throw new Error(`init failed: ${result.message}`);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { LevelKv, MemoryKv } from '../../node/metadata/kv.ts';
-import { commandCodec } from '../../node/metadata/records.ts';
+import { commandCodec, METADATA_LEVEL, NO_OPERATION_MESSAGE } from '../../node/metadata/records.ts';
 import {
   MetadataStateMachine,
   SESSION_IDLE_MS,
@@ -293,6 +293,71 @@ test('writeChunks: new chunks merged into the list as the cell has it', async ()
   assert.equal(replaced.inode!.size, 5);
 });
 
+test('metadata levels: a newer command waits until every controller runs software for it', async () => {
+  // A cell made before levels (level 0) with two controllers, one on older software.
+  const h = await Harness.create(undefined, undefined, 0);
+  assert.equal(await h.machine.metadataLevel(), 0);
+  const file = (await h.createFile(h.rootId, 'f')).inode!;
+  const chunk = { id: id(), offset: 0, size: 10, hash: sha256('c') };
+  const writeChunks = { id: file.id, sizeFloor: 10, chunks: [chunk], mtimeMs: 1 };
+  // Refused with exactly the answer an older controller gives (clients fall back on it).
+  const early = await h.run({ writeChunks });
+  assert.deepEqual([early.code, early.message], ['INVALID_ARGUMENT', NO_OPERATION_MESSAGE]);
+  assert.equal((await h.machine.inode(file.id))!.version, 0, 'nothing applied');
+  const admit = async (peerId: string, softwareLevel: number) => {
+    const token = {
+      id: id(),
+      secretHash: sha256(peerId),
+      expiresMs: h.timeMs + 60_000,
+      revoked: false,
+      createdMs: 0,
+    };
+    await h.run({ createJoinToken: { token } });
+    return h.run({
+      admitMember: {
+        peerId,
+        tokenId: token.id,
+        secretHash: token.secretHash,
+        controller: true,
+        softwareLevel,
+      },
+    });
+  };
+  assert.equal((await admit('new', METADATA_LEVEL)).member?.softwareLevel, METADATA_LEVEL);
+  assert.equal((await admit('old', 0)).code, 'OK', 'at level 0 any controller may join');
+  const blocked = await h.run({ setMetadataLevel: { level: 1 } });
+  assert.equal(blocked.code, 'INVALID_ARGUMENT');
+  assert.match(blocked.message, /controller 2 \(old\) runs zhsm of metadata level 0/);
+  assert.equal(await h.machine.metadataLevel(), 0);
+  // The old controller is upgraded and announces its level: the level goes up.
+  const announced = await h.run({ setMemberAddresses: { peerId: 'old', addresses: [], softwareLevel: 1 } });
+  assert.equal(announced.member?.softwareLevel, 1);
+  assert.equal((await h.run({ setMetadataLevel: { level: 1 } })).code, 'OK');
+  assert.equal(await h.machine.metadataLevel(), 1);
+  assert.equal((await h.run({ writeChunks })).code, 'OK');
+  // Levels never go down; a controller on older software cannot join or be promoted now.
+  assert.equal((await h.run({ setMetadataLevel: { level: 1 } })).code, 'OK');
+  assert.equal(await h.machine.metadataLevel(), 1);
+  const late = await admit('late', 0);
+  assert.equal(late.code, 'INVALID_ARGUMENT');
+  assert.match(late.message, /upgrade zhsm on it/);
+  const token = {
+    id: id(),
+    secretHash: sha256('s'),
+    expiresMs: h.timeMs + 60_000,
+    revoked: false,
+    createdMs: 0,
+  };
+  await h.run({ createJoinToken: { token } });
+  const storage = await h.run({
+    admitMember: { peerId: 'storage', tokenId: token.id, secretHash: token.secretHash, controller: false },
+  });
+  assert.equal(storage.code, 'OK', 'members that are not controllers do not apply the log');
+  assert.equal((await admit('storage', 0)).code, 'INVALID_ARGUMENT', 'nor is an old member promoted');
+  // A new cell starts at the level given at init.
+  assert.equal(await (await Harness.create()).machine.metadataLevel(), METADATA_LEVEL);
+});
+
 test('writes: commit, versions, stale writers, truncate releases chunks, locations', async () => {
   const h = await Harness.create();
   const file = (await h.createFile(h.rootId, 'data')).inode!;
@@ -449,7 +514,15 @@ test('membership: join tokens admit members; wrong, expired and revoked tokens d
     },
   });
   const admit = (peerId: string, secret: string, controller: boolean, token = tokenId) =>
-    h.run({ admitMember: { peerId, tokenId: token, secretHash: sha256(secret), controller } });
+    h.run({
+      admitMember: {
+        peerId,
+        tokenId: token,
+        secretHash: sha256(secret),
+        controller,
+        softwareLevel: METADATA_LEVEL,
+      },
+    });
   assert.equal((await admit('p1', 'secret', true)).member?.controllerId, 1);
   assert.equal((await admit('p2', 'secret', false)).member?.controllerId, 0);
   assert.equal((await admit('p3', 'secret', true)).member?.controllerId, 2);
