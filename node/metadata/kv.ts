@@ -117,7 +117,14 @@ export class LevelKv implements KvStore {
   }
 
   async *range(range: KvRange): AsyncIterable<readonly [string, Uint8Array]> {
-    const iterator = this.#db.iterator({ gte: range.gte, lt: range.lt, limit: range.limit ?? -1 });
+    // Entries come from LevelDB's thread in batches of up to this many bytes: the default (16 KiB)
+    // made a scan of 98 chunk segments of 18 KB (a 100 GiB file's list) 98 round trips.
+    const iterator = this.#db.iterator({
+      gte: range.gte,
+      lt: range.lt,
+      limit: range.limit ?? -1,
+      highWaterMarkBytes: 1024 * 1024,
+    });
     try {
       for await (const [key, value] of iterator) yield [key, value] as const;
     } finally {

@@ -74,6 +74,11 @@ export interface Inode {
   entries: number;
   /** mtimes of the content versions this one replaced, newest first (at most 16). */
   contentHistory: number[];
+  /**
+   * The state machine keeps the chunk list apart (ChunkSegment values); inodes it hands out carry
+   * their chunks all the same (except the answer to WriteChunks).
+   */
+  chunksApart?: boolean;
 }
 
 export interface ServerRecord {
@@ -346,8 +351,10 @@ export interface ConflictEvent {
  * refused after that, and levels never go down (no downgrade below it).
  * - 0: the commands before levels existed.
  * - 1: WriteChunks.
+ * - 2: chunk lists stored apart from their inodes, a segment per GiB of file (Inode.chunks_apart):
+ *   a controller of level 1 would read such a file as empty.
  */
-export const METADATA_LEVEL = 1;
+export const METADATA_LEVEL = 2;
 
 /** The metadata level a command needs (see METADATA_LEVEL). */
 export function commandLevel(command: Omit<Command, 'timeMs'>): number {
@@ -369,6 +376,7 @@ export interface Result {
 }
 
 export const inodeCodec = codec<Inode>('zhsm.metadata.Inode');
+export const chunkSegmentCodec = codec<{ chunks: Chunk[] }>('zhsm.metadata.ChunkSegment');
 export const conflictEventCodec = codec<ConflictEvent>('zhsm.metadata.ConflictEvent');
 export const serverCodec = codec<ServerRecord>('zhsm.metadata.ServerRecord');
 export const backendCodec = codec<BackendRecord>('zhsm.metadata.BackendRecord');

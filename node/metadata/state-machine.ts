@@ -48,6 +48,7 @@ import {
   type Command,
   type ConflictEvent,
   chainsCodec,
+  chunkSegmentCodec,
   clientSessionCodec,
   commandCodec,
   commandLevel,
@@ -92,6 +93,11 @@ export const LOCATIONS_PER_OBJECT_MAX = 4096;
 const hex = (id: Uint8Array): string => Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('hex');
 const fromHex = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'hex'));
 const EMPTY = new Uint8Array(0);
+/** Bytes of a file per chunk segment (Inode.chunks_apart); also the largest chunk then. */
+export const CHUNK_SEGMENT_BYTES = 2 ** 30;
+/** The metadata level from which chunk lists are stored apart (records.ts METADATA_LEVEL). */
+const CHUNKS_APART_LEVEL = 2;
+const segmentOf = (offset: number) => Math.floor(offset / CHUNK_SEGMENT_BYTES);
 const encoder = new TextEncoder();
 
 export const keys = {
@@ -125,6 +131,9 @@ export const keys = {
   pinnedLeader: 'meta:pin',
   /** The cell's metadata level (records.ts METADATA_LEVEL); absent: 0. */
   level: 'meta:level',
+  /** A file's chunks starting in GiB `segment` of it (Inode.chunks_apart, metadata level 2). */
+  chunkSegment: (id: Uint8Array, segment: number) => `k:${hex(id)}:${String(segment).padStart(12, '0')}`,
+  chunkSegments: (id: Uint8Array) => `k:${hex(id)}:`,
   powerEvent: (sequence: number) => `pl:${String(sequence).padStart(16, '0')}`,
   /** The inode changed at this log index; its META objects are not written yet (node/recovery/). */
   header: (id: Uint8Array) => `h:${hex(id)}`,
@@ -443,6 +452,8 @@ export class MetadataStateMachine {
    */
   /** The log index of the command being applied (META header marks carry it). */
   #applyingIndex = 0;
+  /** Whether the command being applied keeps chunk lists apart (the cell's level >= 2). */
+  #chunksApart = false;
 
   async apply(
     entries: ReadonlyArray<{ index: number; data: Uint8Array }>,
@@ -527,6 +538,10 @@ export class MetadataStateMachine {
     const tx = new Transaction(batch);
     try {
       const result = await this.#execute(tx, command);
+      // An answer's file carries its chunks, as it did before lists were kept apart (the answer
+      // to WriteChunks leaves them out on purpose: see WriteChunks).
+      if (result.inode?.chunksApart === true && command.writeChunks == null)
+        result.inode = await this.#withChunks(tx, { ...result.inode });
       tx.commitInto(batch);
       return { code: 'OK', message: '', releasedObjects: [], ...result };
     } catch (error) {
@@ -539,8 +554,10 @@ export class MetadataStateMachine {
     const time = command.timeMs;
     // A command of a newer level than the cell's: refused as a controller of an older version
     // refuses it (it sees no operation), so controllers of both versions agree.
+    const level = await this.#level(tx);
     const needed = commandLevel(command);
-    if (needed > 0 && needed > (await this.#level(tx))) fail('INVALID_ARGUMENT', NO_OPERATION_MESSAGE);
+    if (needed > 0 && needed > level) fail('INVALID_ARGUMENT', NO_OPERATION_MESSAGE);
+    this.#chunksApart = level >= CHUNKS_APART_LEVEL;
     if (command.initCell !== undefined) return this.#initCell(tx, command.initCell, time);
     if (command.create !== undefined) return this.#create(tx, command.create, time);
     if (command.link !== undefined) return this.#link(tx, command.link, time);
@@ -598,10 +615,47 @@ export class MetadataStateMachine {
 
   // ---- records -------------------------------------------------------------------------------
 
+  /**
+   * The inode as stored: a file whose chunks are kept apart comes without them (`chunks` empty;
+   * `#withChunks` loads them). Commands that do not change the content never read the list.
+   */
   async #inode(tx: Transaction, id: Uint8Array): Promise<Inode> {
     const bytes = await tx.get(keys.inode(id));
     if (bytes === undefined) fail('NOT_FOUND', `no inode ${hex(id)}`);
     return inodeCodec.decode(bytes);
+  }
+
+  /** Set a file's size (see `truncate`), its chunk list kept apart or not; the released chunks. */
+  async #truncate(tx: Transaction, inode: Inode, size: number): Promise<Uint8Array[]> {
+    if (inode.chunksApart && size >= inode.size) {
+      // Growing leaves every chunk as it is: no need to read the list.
+      inode.size = size;
+      return [];
+    }
+    await this.#withChunks(tx, inode);
+    const released = truncate(inode, size);
+    await this.#setChunks(tx, inode, inode.chunks);
+    return released;
+  }
+
+  /** `inode` with its chunk list (loaded from its segments when kept apart). */
+  async #withChunks(tx: Reader, inode: Inode): Promise<Inode> {
+    // An empty file has no chunks: no scan of its segments (each create's answer).
+    if (inode.chunksApart) inode.chunks = inode.size === 0 ? [] : await loadChunks(tx, inode.id);
+    return inode;
+  }
+
+  /**
+   * Replace a file's whole chunk list. Kept apart from metadata level 2 on: every segment is
+   * rewritten (a whole-list commit, a truncate, a restore carry or change the whole list anyway).
+   */
+  async #setChunks(tx: Transaction, inode: Inode, chunks: Chunk[]): Promise<void> {
+    inode.chunks = chunks;
+    if (!this.#chunksApart && !inode.chunksApart) return;
+    for (const key of await tx.keysWithPrefix(keys.chunkSegments(inode.id), Number.POSITIVE_INFINITY))
+      tx.del(key);
+    putSegments(tx, inode.id, chunks);
+    inode.chunksApart = true;
   }
 
   async #directory(tx: Transaction, id: Uint8Array): Promise<Inode> {
@@ -615,7 +669,13 @@ export class MetadataStateMachine {
   }
 
   #putInode(tx: Transaction, inode: Inode): void {
-    tx.put(keys.inode(inode.id), inodeCodec.encode(inode));
+    if (inode.type === 'FILE' && this.#chunksApart && !inode.chunksApart) {
+      // A file of a cell from before level 2, written again: its list moves apart (it has no
+      // segments yet; a restore, which may replace segments, goes through #setChunks first).
+      putSegments(tx, inode.id, inode.chunks);
+      inode.chunksApart = true;
+    }
+    tx.put(keys.inode(inode.id), inodeCodec.encode(inode.chunksApart ? { ...inode, chunks: [] } : inode));
     // Every change of an inode is written to its META objects on the backends (the header
     // writer on the primary drains these marks; node/recovery/header-writer.ts).
     tx.put(keys.header(inode.id), encoder.encode(String(this.#applyingIndex)));
@@ -772,12 +832,17 @@ export class MetadataStateMachine {
   }
 
   async #deleteInode(tx: Transaction, inode: Inode): Promise<Uint8Array[]> {
+    await this.#withChunks(tx, inode);
+    if (inode.chunksApart) {
+      for (const key of await tx.keysWithPrefix(keys.chunkSegments(inode.id), Number.POSITIVE_INFINITY))
+        tx.del(key);
+    }
     tx.del(keys.inode(inode.id));
     tx.del(keys.orphan(inode.id));
     tx.del(keys.access(inode.id));
     // The header writer replaces the inode's META objects with tombstones (a rebuild must not
     // bring it back from a stale copy); the chunks are released.
-    tx.put(keys.deleted(inode.id), inodeCodec.encode(inode));
+    tx.put(keys.deleted(inode.id), inodeCodec.encode({ ...inode, chunksApart: false }));
     for (const key of await tx.keysWithPrefix(keys.names(inode.id), NAMES_MAX)) tx.del(key);
     tx.put(keys.header(inode.id), encoder.encode(String(this.#applyingIndex)));
     return this.#forget(
@@ -878,7 +943,7 @@ export class MetadataStateMachine {
     if (attributes.size !== undefined && attributes.size !== inode.size) {
       if (inode.type === 'DIRECTORY') fail('IS_A_DIRECTORY', 'cannot truncate a directory');
       if (inode.type !== 'FILE') fail('INVALID_ARGUMENT', 'only regular files have a size to set');
-      releasedObjects = await this.#forget(tx, truncate(inode, attributes.size));
+      releasedObjects = await this.#forget(tx, await this.#truncate(tx, inode, attributes.size));
       inode.version++;
       if (attributes.mtimeMs === undefined) inode.mtimeMs = time;
     }
@@ -938,11 +1003,12 @@ export class MetadataStateMachine {
     if (op.checkVersion && op.expectedVersion !== inode.version) {
       fail('STALE', `version is ${inode.version}, expected ${op.expectedVersion}`);
     }
+    await this.#withChunks(tx, inode);
     const inlineData = op.inlineData ?? EMPTY;
     if (inlineData.length > INLINE_BYTES_MAX) fail('INVALID_ARGUMENT', 'inline data too large');
     if (inlineData.length > 0 && op.chunks.length > 0)
       fail('INVALID_ARGUMENT', 'inline data and chunks are exclusive');
-    const end = checkChunkOrder(op.chunks);
+    const end = checkChunkOrder(op.chunks, this.#chunksApart);
     if (end > op.size || inlineData.length > op.size)
       fail('INVALID_ARGUMENT', 'chunks extend past the file size');
     const kept = new Set(op.chunks.map((chunk) => hex(chunk.id)));
@@ -967,9 +1033,10 @@ export class MetadataStateMachine {
   ): Promise<Partial<Result>> {
     const inode = await this.#fileInode(tx, op.id);
     const written = op.chunks ?? [];
-    checkChunkOrder(written);
+    checkChunkOrder(written, this.#chunksApart);
     if (inode.inlineData.length > 0 && written[0]?.offset !== 0)
       fail('STALE', 'the file holds inline data: commit its whole content');
+    if (inode.chunksApart) return this.#writeSegments(tx, inode, op, time);
     const byOffset = new Map(inode.chunks.map((chunk) => [chunk.offset, chunk]));
     const releasedObjects: Uint8Array[] = [];
     const added: Chunk[] = [];
@@ -1001,12 +1068,79 @@ export class MetadataStateMachine {
     return { ...result, inode: { ...inode, chunks: [] } };
   }
 
-  /** A file's new content (commitWrite, writeChunks): its chunks, released objects, new locations. */
+  /**
+   * WriteChunks on a file whose list is kept apart: only the segments the new chunks start in are
+   * read and written, and their neighbours read (a chunk may reach into the next segment).
+   */
+  async #writeSegments(
+    tx: Transaction,
+    inode: Inode,
+    op: NonNullable<Command['writeChunks']>,
+    time: number,
+  ): Promise<Partial<Result>> {
+    const written = op.chunks ?? [];
+    const size = Math.max(inode.size, op.sizeFloor);
+    const segments = new Map<number, Chunk[]>();
+    const segment = async (index: number) => {
+      let chunks = segments.get(index);
+      if (chunks === undefined) {
+        chunks = await loadSegment(tx, inode.id, index);
+        segments.set(index, chunks);
+      }
+      return chunks;
+    };
+    const releasedObjects: Uint8Array[] = [];
+    const added: Chunk[] = [];
+    const touched = new Set<number>();
+    for (const chunk of written) {
+      if (chunk.offset + chunk.size > size) fail('INVALID_ARGUMENT', 'chunks extend past the file size');
+      const index = segmentOf(chunk.offset);
+      touched.add(index);
+      const chunks = await segment(index);
+      const at = chunks.findIndex((c) => c.offset >= chunk.offset);
+      const replaced = at >= 0 && chunks[at]!.offset === chunk.offset ? chunks[at] : undefined;
+      if (replaced === undefined || !sameId(replaced.id, chunk.id)) added.push(chunk);
+      if (replaced !== undefined && !sameId(replaced.id, chunk.id)) releasedObjects.push(replaced.id);
+      if (replaced !== undefined) chunks[at] = chunk;
+      else if (at < 0) chunks.push(chunk);
+      else chunks.splice(at, 0, chunk);
+    }
+    // No overlap within a touched segment, nor with the last chunk before it or the first after.
+    for (const index of [...touched].sort((a, b) => a - b)) {
+      // A chunk is at most a segment long: only the previous segment's last one can reach here.
+      const last = index > 0 ? (await segment(index - 1)).at(-1) : undefined;
+      let end = last === undefined ? 0 : last.offset + last.size;
+      const chunks = await segment(index);
+      for (const chunk of chunks) {
+        if (chunk.offset < end) fail('INVALID_ARGUMENT', 'a new chunk overlaps a chunk of the file');
+        end = chunk.offset + chunk.size;
+      }
+      const next = (await segment(index + 1))[0];
+      if (next !== undefined && next.offset < end)
+        fail('INVALID_ARGUMENT', 'a new chunk overlaps a chunk of the file');
+    }
+    for (const index of touched) putSegment(tx, inode.id, index, segments.get(index)!);
+    const result = await this.#replaceContent(tx, inode, {
+      added,
+      inlineData: EMPTY,
+      size,
+      mtimeMs: op.mtimeMs || time,
+      time,
+      releasedObjects,
+      storedOn: op.storedOn ?? [],
+    });
+    return { ...result, inode: { ...inode, chunks: [] } };
+  }
+
+  /**
+   * A file's new content (commitWrite, writeChunks): its chunks (absent: written to their
+   * segments by the caller), released objects, new locations.
+   */
   async #replaceContent(
     tx: Transaction,
     inode: Inode,
     change: {
-      chunks: Chunk[];
+      chunks?: Chunk[];
       /** Chunks new to the file: stored on `storedOn` (their location records). */
       added: readonly Chunk[];
       inlineData: Uint8Array;
@@ -1018,7 +1152,7 @@ export class MetadataStateMachine {
     },
   ): Promise<Partial<Result>> {
     inode.contentHistory = [inode.mtimeMs, ...(inode.contentHistory ?? [])].slice(0, CONTENT_HISTORY_MAX);
-    inode.chunks = change.chunks;
+    if (change.chunks !== undefined) await this.#setChunks(tx, inode, change.chunks);
     inode.inlineData = change.inlineData;
     inode.size = change.size;
     inode.version++;
@@ -1098,6 +1232,7 @@ export class MetadataStateMachine {
       const existingBytes = await tx.get(keys.inode(id));
       const existing = existingBytes === undefined ? undefined : inodeCodec.decode(existingBytes);
       if (existing !== undefined && existing.ctimeMs >= inode.ctimeMs) continue;
+      if (existing !== undefined) await this.#withChunks(tx, existing);
       let parent = await this.#directory(tx, checkId(inode.parent, 'restored parent'));
       let name = inode.name;
       checkName(name);
@@ -1118,6 +1253,8 @@ export class MetadataStateMachine {
         skipCount: 0,
         latestAcceptedMtimeMs: inode.mtimeMs,
         contentHistory: (inode.contentHistory ?? []).slice(0, CONTENT_HISTORY_MAX),
+        // The recovered list replaces what the cell has (its segments when kept apart).
+        chunksApart: existing?.chunksApart === true && inode.type === 'FILE',
       };
       if (existing !== undefined) {
         next.nlink = existing.nlink;
@@ -1146,6 +1283,7 @@ export class MetadataStateMachine {
         if (inode.type === 'DIRECTORY') parent.nlink++;
         this.#putInode(tx, parent);
       }
+      if (next.type === 'FILE') await this.#setChunks(tx, next, next.chunks ?? []);
       this.#putInode(tx, next);
       if (next.type !== 'DIRECTORY') tx.put(keys.name(id, parent.id, name), EMPTY);
       for (const { object, backend, location } of item.locations) {
@@ -1271,7 +1409,7 @@ export class MetadataStateMachine {
   async #reportBadCopy(tx: Transaction, op: NonNullable<Command['reportBadCopy']>): Promise<Partial<Result>> {
     checkId(op.object, 'object');
     checkId(op.backend, 'backend');
-    const inode = await this.#inode(tx, checkId(op.inode, 'inode'));
+    const inode = await this.#withChunks(tx, await this.#inode(tx, checkId(op.inode, 'inode')));
     if (!inode.chunks.some((chunk) => sameId(chunk.id, op.object)))
       fail('NOT_FOUND', 'the file has no such chunk (rewritten since?)');
     const key = keys.location(op.object, op.backend);
@@ -1368,6 +1506,7 @@ export class MetadataStateMachine {
     const gte = after === '' ? 'i:' : `i:${after}\u0000`;
     for await (const [, value] of this.#kv.range({ gte, lt: rangeEnd('i:'), limit }))
       found.push(inodeCodec.decode(value));
+    for (const inode of found) await this.#whole(inode);
     return found;
   }
 
@@ -1555,7 +1694,7 @@ export class MetadataStateMachine {
     if (inode.nlink === 0) fail('NOT_FOUND', 'file was deleted');
     let releasedObjects: Uint8Array[] = [];
     if (op.truncate && inode.type === 'FILE' && inode.size > 0) {
-      releasedObjects = await this.#forget(tx, truncate(inode, 0));
+      releasedObjects = await this.#forget(tx, await this.#truncate(tx, inode, 0));
       inode.version++;
       inode.mtimeMs = time;
       inode.ctimeMs = time;
@@ -1756,9 +1895,23 @@ export class MetadataStateMachine {
     return bytes === undefined ? undefined : initCellCodec.decode(bytes);
   }
 
+  /** An inode with its chunk list (every reader outside the state machine gets it whole). */
   async inode(id: Uint8Array): Promise<Inode | undefined> {
     const bytes = await this.#kv.get(keys.inode(id));
-    return bytes === undefined ? undefined : inodeCodec.decode(bytes);
+    return bytes === undefined ? undefined : this.#whole(inodeCodec.decode(bytes));
+  }
+
+  async #whole(inode: Inode): Promise<Inode> {
+    if (!inode.chunksApart) return inode;
+    const chunks: Chunk[] = [];
+    if (inode.size > 0) {
+      // One pass over the segments (a get per segment is twice as slow for a long list).
+      const prefix = keys.chunkSegments(inode.id);
+      for await (const [, value] of this.#kv.range({ gte: prefix, lt: rangeEnd(prefix) }))
+        for (const chunk of chunkSegmentCodec.decode(value).chunks) chunks.push(chunk);
+    }
+    inode.chunks = chunks;
+    return inode;
   }
 
   async lookup(parent: Uint8Array, name: string): Promise<Inode | undefined> {
@@ -1902,11 +2055,50 @@ export class MetadataStateMachine {
   }
 }
 
-/** Checks a chunk list's ids and order (ascending, not overlapping); returns where the last ends. */
-function checkChunkOrder(chunks: readonly Chunk[]): number {
+/** A file's chunks kept apart (Inode.chunks_apart), from all its segments in order. */
+async function loadChunks(reader: Reader, id: Uint8Array): Promise<Chunk[]> {
+  const chunks: Chunk[] = [];
+  for (const key of await reader.keysWithPrefix(keys.chunkSegments(id), Number.POSITIVE_INFINITY)) {
+    const bytes = await reader.get(key);
+    if (bytes !== undefined) chunks.push(...chunkSegmentCodec.decode(bytes).chunks);
+  }
+  return chunks;
+}
+
+/** One segment's chunks (none: an empty list). */
+async function loadSegment(reader: Reader, id: Uint8Array, segment: number): Promise<Chunk[]> {
+  const bytes = await reader.get(keys.chunkSegment(id, segment));
+  return bytes === undefined ? [] : chunkSegmentCodec.decode(bytes).chunks;
+}
+
+function putSegment(tx: Transaction, id: Uint8Array, segment: number, chunks: readonly Chunk[]): void {
+  if (chunks.length === 0) tx.del(keys.chunkSegment(id, segment));
+  else tx.put(keys.chunkSegment(id, segment), chunkSegmentCodec.encode({ chunks: [...chunks] }));
+}
+
+/** Write `chunks` (in offset order) into their segments (none of which holds anything yet). */
+function putSegments(tx: Transaction, id: Uint8Array, chunks: readonly Chunk[]): void {
+  let start = 0;
+  while (start < chunks.length) {
+    const segment = segmentOf(chunks[start]!.offset);
+    let end = start + 1;
+    while (end < chunks.length && segmentOf(chunks[end]!.offset) === segment) end++;
+    putSegment(tx, id, segment, chunks.slice(start, end));
+    start = end;
+  }
+}
+
+/**
+ * Checks a chunk list's ids and order (ascending, not overlapping); returns where the last ends.
+ * `apart`: chunk lists are kept apart (each chunk 1 byte to a segment long).
+ */
+function checkChunkOrder(chunks: readonly Chunk[], apart: boolean): number {
   let end = 0;
   for (const chunk of chunks) {
     checkId(chunk.id, 'chunk id');
+    // Kept apart, a chunk reaches at most into the next segment (the overlap checks rely on it).
+    if (apart && (chunk.size > CHUNK_SEGMENT_BYTES || chunk.size === 0))
+      fail('INVALID_ARGUMENT', `a chunk must hold 1 to ${CHUNK_SEGMENT_BYTES} bytes`);
     if (chunk.offset < end) fail('INVALID_ARGUMENT', 'chunks overlap or are out of order');
     end = chunk.offset + chunk.size;
   }
