@@ -10,6 +10,11 @@
  * A deleted inode's META objects are replaced by tombstones (its header as it was, flagged
  * deleted), so that a rebuild does not bring it back from a stale copy on a server that slept.
  *
+ * A large file's META object carries its whole chunk list (1.7 MB at 100 GiB): while such a file
+ * is being written, its object is rewritten at most every `msPerChunk` per chunk (10 s at 25,000
+ * chunks, about 100 s at 256,000), not every pass; its mark stays until then. A rebuild after the
+ * loss of every controller may then find such a file up to that long behind.
+ *
  * Writes never wake a sleeping server: they go to awake ones. A backend's store keeps the newer
  * of two META objects of one inode (ctime, then change index), so late or repeated writes are
  * harmless.
@@ -36,6 +41,11 @@ export interface HeaderWriterOptions {
   readonly intervalMs?: number;
   /** Marks per pass at most. */
   readonly batch?: number;
+  /** A file of at least this many chunks is a large one (default 4096: 16 GiB of 4 MiB chunks). */
+  readonly largeChunks?: number;
+  /** A large file's META object is rewritten at most every this many ms per chunk (default 0.4). */
+  readonly msPerChunk?: number;
+  readonly nowMs?: () => number;
 }
 
 export interface HeaderWriterStatus {
@@ -69,8 +79,15 @@ export class HeaderWriter {
   readonly #copies: number | undefined;
   readonly #intervalMs: number;
   readonly #batch: number;
+  readonly #largeChunks: number;
+  readonly #msPerChunk: number;
+  readonly #nowMs: () => number;
+  /** Large files whose META object was written lately (hex id): not again before `dueMs`. */
+  readonly #large = new Map<string, number>();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #stopped = true;
+  /** stop() was called: a pass under way writes no more (a pass run by hand is not stopped). */
+  #stopping = false;
   #busy: Promise<void> = Promise.resolve();
   #lastWarnMs = 0;
   readonly #status: HeaderWriterStatus = { active: false, pending: 0, written: 0, failed: 0, lastError: '' };
@@ -82,17 +99,22 @@ export class HeaderWriter {
     this.#copies = options.copies;
     this.#intervalMs = options.intervalMs ?? 1_000;
     this.#batch = options.batch ?? 1024;
+    this.#largeChunks = options.largeChunks ?? 4096;
+    this.#msPerChunk = options.msPerChunk ?? 0.4;
+    this.#nowMs = options.nowMs ?? Date.now;
   }
 
   start(): void {
     if (!this.#stopped) return;
     this.#stopped = false;
+    this.#stopping = false;
     this.#status.active = true;
     this.#schedule(0);
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#stopping = true;
     this.#status.active = false;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
@@ -159,8 +181,14 @@ export class HeaderWriter {
     const targetsOf = new Map<string, number>();
     const done: Array<{ id: Uint8Array; queued: number }> = [];
     const byId = new Map<string, { id: Uint8Array; queued: number }>();
+    const now = this.#nowMs();
+    for (const [key, dueMs] of this.#large) if (dueMs <= now) this.#large.delete(key);
     for (const mark of marks) {
+      // A large file written lately: its mark waits (not read: loading its list costs).
+      if (this.#large.has(hex(mark.id))) continue;
       const inode = await this.#state.inode(mark.id);
+      if (inode !== undefined && inode.chunks.length >= this.#largeChunks)
+        this.#large.set(hex(mark.id), now + inode.chunks.length * this.#msPerChunk);
       // Deleted: its META objects become tombstones.
       const dead = inode === undefined ? await this.#state.deletedInode(mark.id) : undefined;
       if (inode === undefined && dead === undefined) {
@@ -192,7 +220,7 @@ export class HeaderWriter {
     await Promise.all(
       [...perBackend.values()].map(async (group) => {
         for (let start = 0; start < group.objects.length; start += OBJECTS_PER_REQUEST) {
-          if (this.#stopped) return;
+          if (this.#stopping) return;
           const objects = group.objects.slice(start, start + OBJECTS_PER_REQUEST);
           try {
             written += await this.#io.putMeta(group.backend, objects);

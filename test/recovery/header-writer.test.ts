@@ -57,3 +57,70 @@ test('header writer: with every server asleep it waits the interval, no busy loo
   assert.equal(calls.headerMarks, 1, `passes in 300 ms: ${calls.headerMarks}`);
   assert.equal(left(), 12, 'nothing written, nothing cleared');
 });
+
+test('header writer: a large file being written gets its META object every few seconds, not every pass', async () => {
+  // Two files, each marked again after every pass (being written): a small one and one of 5,000
+  // chunks (at 0.4 ms per chunk: every 2 s at most).
+  const small = id(1);
+  const large = id(2);
+  const inode = (file: Uint8Array, chunks: number) => ({
+    id: file,
+    type: 'FILE',
+    size: chunks * 4,
+    nlink: 1,
+    chunks: Array.from({ length: chunks }, (_, i) => ({
+      id: id(9),
+      offset: i * 4,
+      size: 4,
+      hash: new Uint8Array(0),
+    })),
+    xattrs: [],
+    inlineData: new Uint8Array(0),
+    parent: id(3),
+    name: 'f',
+  });
+  let queued = 0;
+  const reads: number[] = [];
+  const state = {
+    headerMarks: async () => [
+      { id: small, queued: ++queued },
+      { id: large, queued: ++queued },
+    ],
+    servers: async () => [{ uuid: id(200), online: true, power: 'ON' }],
+    backends: async () => [{ uuid: id(201), serverUuid: id(200), tags: [] }],
+    chains: async () => undefined,
+    inode: async (file: Uint8Array) => {
+      reads.push(file[0]!);
+      return file[0] === 1 ? inode(small, 3) : inode(large, 5000);
+    },
+    deletedInode: async () => undefined,
+    names: async () => [],
+  } as unknown as MetadataStateMachine;
+  const written: number[] = [];
+  const io = {
+    propose: async () => ({ code: 'OK' as const, message: '', releasedObjects: [] }),
+    putMeta: async (_backend: Uint8Array, objects: ReadonlyArray<{ header: { id?: Uint8Array } }>) => {
+      for (const object of objects) written.push(object.header.id![0]!);
+      return objects.length;
+    },
+  };
+  let now = 1_000_000;
+  const writer = new HeaderWriter({ state, io: io as never, nowMs: () => now });
+  const pass = async () => {
+    written.length = 0;
+    reads.length = 0;
+    await writer.pass();
+    return { written: [...written].sort(), reads: [...reads].sort() };
+  };
+  assert.deepEqual(await pass(), { written: [1, 2], reads: [1, 2] }, 'the first pass writes both');
+  for (const step of [500, 500, 500]) {
+    now += step;
+    assert.deepEqual(
+      await pass(),
+      { written: [1], reads: [1] },
+      `${now - 1_000_000} ms: the large file waits, unread`,
+    );
+  }
+  now += 600; // 2,100 ms after its write: due
+  assert.deepEqual(await pass(), { written: [1, 2], reads: [1, 2] });
+});
