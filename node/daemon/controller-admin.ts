@@ -12,13 +12,13 @@
  *   and with its duties), so a pin survives restarts and failovers.
  * - add PEER: the member gets a controller id (an `admitMember` with a one-off token, as a join
  *   with --controller does). The primary adds it as a learner at once and promotes it once caught
- *   up; the node itself notices (`reconcileControllerRole`), writes its node.json and runs the
- *   controller role after its daemon restarts.
+ *   up; the node itself notices (`reconcileControllerRole`, within seconds), starts the controller
+ *   role in its running daemon and writes its node.json.
  * - remove ID: refused for the last voter, the primary, the pinned controller, and when the
  *   remaining voters that answer would not make a quorum. The member is retired first
  *   (`retireController`: controller id 0, so the primary does not add it back), then removed from
- *   the consensus membership; the removed node notices, writes controllerId 0 to its node.json and
- *   runs without the controller role after a restart.
+ *   the consensus membership; the removed node notices, stops its controller role and writes
+ *   controllerId 0 to its node.json.
  */
 import { rename, stat } from 'node:fs/promises';
 import {
@@ -246,7 +246,7 @@ async function add(context: ControllerAdminContext, peerId: string): Promise<Con
     return answer(
       context,
       true,
-      `member ${member.peerId} is controller ${controllerId}; restart its daemon (zhsm-node start) to run the controller role: it joins as a learner and becomes a voter once caught up`,
+      `member ${member.peerId} is controller ${controllerId}; its daemon starts the controller role within seconds: it joins as a learner and becomes a voter once caught up`,
       controllerId,
     );
   } finally {
@@ -313,7 +313,7 @@ async function remove(context: ControllerAdminContext, id: number): Promise<Cont
     context,
     committed,
     committed
-      ? `controller ${id} removed (voters ${after.voters.join(', ')}); ${informed ? 'it runs without the controller role after its daemon restarts' : 'it did not answer: when it comes back it finds out, and runs without the controller role after a restart'}`
+      ? `controller ${id} removed (voters ${after.voters.join(', ')}); ${informed ? 'its daemon stops the controller role within seconds' : 'it did not answer: when it comes back it finds out and stops the controller role'}`
       : `the removal of controller ${id} did not commit within ${CONFIG_CHANGE_WAIT_MS / 1000} s`,
   );
 }
@@ -352,9 +352,9 @@ const selfChecks = new WeakMap<ZhsmNode, { lastAskMs: number; noted: string }>()
 
 /**
  * Called from the node's directory loop: when the cell made this node a controller (`controllers
- * add`) or retired it (`controllers remove`), write the new controller id to node.json (a new
- * controller's stale raft/ and metadata/ directories are moved aside) and say that a restart makes
- * it take effect. Controllers ask the primary for their own record every SELF_CHECK_INTERVAL_MS:
+ * add`) or retired it (`controllers remove`), start or stop the controller role in the running
+ * daemon and write the new controller id to node.json (a new controller's stale raft/ and
+ * metadata/ directories are moved aside first: it starts from an empty log). Controllers ask the primary for their own record every SELF_CHECK_INTERVAL_MS:
  * a removed controller's own metadata stops at its removal.
  */
 export async function reconcileControllerRole(node: ZhsmNode): Promise<void> {
@@ -393,16 +393,11 @@ export async function reconcileControllerRole(node: ZhsmNode): Promise<void> {
       );
       if (exists) await rename(directory, `${directory}.retired-${Date.now()}`);
     }
+    // node.json only once the role runs: a start that failed is tried again on the next round.
+    await node.startControllerRole(cellId);
     await writeConfig(node.data, { ...rest, controllerId: cellId });
-    node.log.warn(
-      { controller: cellId },
-      `this node was made controller ${cellId}: restart its daemon (zhsm-node start) to run the controller role`,
-    );
     return;
   }
   await writeConfig(node.data, { ...rest, controllerId: 0 });
-  node.log.warn(
-    { controller: config.controllerId },
-    'this node is no longer a controller: restart its daemon (zhsm-node start) to stop the controller role',
-  );
+  await node.stopControllerRole();
 }

@@ -219,7 +219,9 @@ export class NodeMetrics {
     registry.registerMetric(this.powerChanges);
     registry.registerMetric(this.wakeSeconds);
     registry.registerMetric(this.cacheEvents);
-    const status = () => role.replica.status();
+    // The node's role at scrape time (a role started or stopped while the daemon runs).
+    const current = () => this.#subject?.controller ?? role;
+    const status = () => current().replica.status();
     const gauge = (name: string, help: string, read: () => number) =>
       new Gauge({
         name,
@@ -234,7 +236,7 @@ export class NodeMetrics {
     gauge(
       'zhsm_raft_applied_index',
       "This controller's applied index (its metadata state machine)",
-      () => role.replica.machine.appliedIndex,
+      () => current().replica.machine.appliedIndex,
     );
     gauge('zhsm_raft_last_index', "The last index of this controller's log", () => status().lastIndex);
     gauge('zhsm_raft_leader', '1 while this controller is the primary, else 0', () =>
@@ -267,7 +269,7 @@ export class NodeMetrics {
     });
     const cache = (name: string, help: string, pick: (status: CacheStatus) => number) =>
       gauge(name, help, () => {
-        const now = role.cache?.status();
+        const now = current().cache?.status();
         return now?.active === true ? pick(now) : 0;
       });
     cache('zhsm_cache_bytes', "The primary's cache: bytes of cached files (0 elsewhere)", (c) => c.bytes);
@@ -279,8 +281,8 @@ export class NodeMetrics {
       registers: [this.registry],
       async collect() {
         this.reset();
-        if (!role.isLeader()) return;
-        const servers = await role.replica.machine.servers();
+        if (!current().isLeader()) return;
+        const servers = await current().replica.machine.servers();
         for (const power of POWER_STATES)
           for (const online of [true, false])
             this.set(

@@ -183,11 +183,13 @@ export interface PathStatus {
 
 export class ZhsmNode {
   readonly data: string;
-  readonly config: NodeConfig;
+  /** node.json as this daemon runs it (controllerId changes when the cell makes it a controller). */
+  config: NodeConfig;
   readonly host: Host;
   readonly directory: MemberDirectory;
   readonly remote: RemoteCell;
-  readonly controller: ControllerRole | undefined;
+  /** The controller role, while this node is a controller (started and stopped while running). */
+  controller: ControllerRole | undefined;
   storage: StorageRole | undefined;
   readonly log: Logger;
   /** Prometheus metrics (metrics.ts); served when configured (`--metrics`, node.json). */
@@ -205,6 +207,8 @@ export class ZhsmNode {
   #stopped = false;
   /** This daemon's FUSE mounts by mountpoint (a pending entry while mounting). */
   readonly #mounts = new Map<string, Promise<NodeMount>>();
+  /** The options it was started with (a controller role started later uses them too). */
+  #options: StartOptions = {};
 
   private constructor(init: {
     data: string;
@@ -229,6 +233,41 @@ export class ZhsmNode {
 
   get peerId(): string {
     return this.host.peerId.toString();
+  }
+
+  /**
+   * The cell made this running node controller `id` (`zhsm controllers add`): start the role
+   * (an empty log: the primary adds it as a learner and sends it the metadata), no restart.
+   */
+  async startControllerRole(id: number): Promise<void> {
+    if (this.controller !== undefined || this.#stopped) return;
+    const config = { ...this.config, controllerId: id };
+    const controller = await startControllerRole({
+      config: { ...config, initialVoters: [] },
+      data: this.data,
+      host: this.host,
+      directory: this.directory,
+      metrics: this.metrics,
+      log: this.log,
+      options: this.#options,
+    });
+    attachControllerDuties(controller, this.remote);
+    this.config = config;
+    this.controller = controller;
+    this.remote.setLocal(controller);
+    this.metrics.attach(this);
+    this.log.info({ controller: id }, 'this node is a controller now: controller role started');
+  }
+
+  /** The cell retired this node's controller (`zhsm controllers remove`): stop the role. */
+  async stopControllerRole(): Promise<void> {
+    const controller = this.controller;
+    if (controller === undefined) return;
+    this.remote.setLocal(undefined);
+    this.controller = undefined;
+    this.config = { ...this.config, controllerId: 0 };
+    await controller.stop();
+    this.log.info('this node is no longer a controller: controller role stopped');
   }
 
   /** Start the daemon on an initialized data directory. */
@@ -258,20 +297,7 @@ export class ZhsmNode {
       const metrics = new NodeMetrics();
       let controller: ControllerRole | undefined;
       if (config.controllerId > 0) {
-        controller = await ControllerRole.start({
-          id: config.controllerId,
-          cell: config.cell,
-          host,
-          directory,
-          raftPath: where.raft,
-          metadataPath: where.metadata,
-          initialMembership: { voters: [...(config.initialVoters ?? [])], learners: [] },
-          tickMs: options.tickMs,
-          snapshotEveryEntries: options.snapshotEveryEntries,
-          serverStaleMs: options.serverStaleMs,
-          observer: metrics.controllerObserver,
-          logger: log,
-        });
+        controller = await startControllerRole({ config, data, host, directory, metrics, log, options });
         closeOnError.unshift(() => controller!.stop());
       }
       const remote = new RemoteCell({
@@ -280,22 +306,9 @@ export class ZhsmNode {
         local: controller,
         logger: log.child({ module: 'cell' }),
       });
-      if (controller !== undefined) {
-        const replica = controller.replica;
-        controller.attachMover({
-          propose: (command) => replica.propose(command),
-          readChunk: (backend, id, size, hash) => remote.readChunk(backend, id, 0, size, hash),
-          writeChunk: (backend, id, bytes, hash) => remote.writeChunk(backend, id, bytes, hash),
-          deleteChunk: (backend, id) => remote.deleteChunk(backend, id),
-          copyChunk: (from, to, id, size, hash) => remote.copyChunk(from, to, id, size, hash),
-          nowMs: () => Date.now(),
-        });
-        controller.attachHeaderWriter({
-          propose: (command) => replica.propose(command),
-          putMeta: (backend, objects) => remote.putMeta(backend, objects),
-        });
-      }
+      if (controller !== undefined) attachControllerDuties(controller, remote);
       node = new ZhsmNode({ data, config, host, directory, remote, controller, log, metrics });
+      node.#options = options;
       closeOnError.unshift(() => node!.stop());
       await node.#serve();
       if (config.backends.length > 0) {
@@ -1051,6 +1064,50 @@ function checkMultiaddrs(values: readonly string[], what: string): string[] {
     } catch {
       throw new InvalidArgumentError(`invalid ${what} multiaddr ${JSON.stringify(value)}`);
     }
+  });
+}
+
+/** The controller role of `config.controllerId` (at start, or when the cell makes a node one). */
+function startControllerRole(init: {
+  config: NodeConfig;
+  data: string;
+  host: Host;
+  directory: MemberDirectory;
+  metrics: NodeMetrics;
+  log: Logger;
+  options: StartOptions;
+}): Promise<ControllerRole> {
+  const where = paths(init.data);
+  return ControllerRole.start({
+    id: init.config.controllerId,
+    cell: init.config.cell,
+    host: init.host,
+    directory: init.directory,
+    raftPath: where.raft,
+    metadataPath: where.metadata,
+    initialMembership: { voters: [...(init.config.initialVoters ?? [])], learners: [] },
+    tickMs: init.options.tickMs,
+    snapshotEveryEntries: init.options.snapshotEveryEntries,
+    serverStaleMs: init.options.serverStaleMs,
+    observer: init.metrics.controllerObserver,
+    logger: init.log,
+  });
+}
+
+/** The primary's duties that move data: the mover and the META header writer. */
+function attachControllerDuties(controller: ControllerRole, remote: RemoteCell): void {
+  const replica = controller.replica;
+  controller.attachMover({
+    propose: (command) => replica.propose(command),
+    readChunk: (backend, id, size, hash) => remote.readChunk(backend, id, 0, size, hash),
+    writeChunk: (backend, id, bytes, hash) => remote.writeChunk(backend, id, bytes, hash),
+    deleteChunk: (backend, id) => remote.deleteChunk(backend, id),
+    copyChunk: (from, to, id, size, hash) => remote.copyChunk(from, to, id, size, hash),
+    nowMs: () => Date.now(),
+  });
+  controller.attachHeaderWriter({
+    propose: (command) => replica.propose(command),
+    putMeta: (backend, objects) => remote.putMeta(backend, objects),
   });
 }
 

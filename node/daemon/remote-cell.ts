@@ -82,7 +82,7 @@ export class RemoteCell implements CellApi {
   /** Numbers this client's proposals for exactly-once retries. */
   readonly #commands = new CommandSession();
   readonly #directory: MemberDirectory;
-  readonly #local: LocalController | undefined;
+  #local: LocalController | undefined;
   readonly #log: Logger;
   readonly #retryMs: number;
   #primary: { peerId: string; term: number } | undefined;
@@ -131,6 +131,15 @@ export class RemoteCell implements CellApi {
       servers: async () => (await read({ servers: {} }, 'servers'))?.servers ?? [],
       chains: async () => (await read({ chains: {} }, 'chains')) ?? undefined,
     };
+  }
+
+  /**
+   * This node's own controller role (started or stopped while the daemon runs): requests to it
+   * go to it directly. The primary is looked up again.
+   */
+  setLocal(local: LocalController | undefined): void {
+    this.#local = local;
+    this.#primary = undefined;
   }
 
   /**
