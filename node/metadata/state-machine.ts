@@ -1054,14 +1054,22 @@ export class MetadataStateMachine {
     }
     const size = Math.max(inode.size, op.sizeFloor);
     if (end > size) fail('INVALID_ARGUMENT', 'chunks extend past the file size');
+    return this.#chunksMerged(tx, inode, op, time, { chunks, added, releasedObjects, size });
+  }
+
+  /** WriteChunks' new content recorded (`chunks` absent: its segments are written already). */
+  async #chunksMerged(
+    tx: Transaction,
+    inode: Inode,
+    op: NonNullable<Command['writeChunks']>,
+    time: number,
+    change: { chunks?: Chunk[]; added: Chunk[]; releasedObjects: Uint8Array[]; size: number },
+  ): Promise<Partial<Result>> {
     const result = await this.#replaceContent(tx, inode, {
-      chunks,
-      added,
+      ...change,
       inlineData: EMPTY,
-      size,
       mtimeMs: op.mtimeMs || time,
       time,
-      releasedObjects,
       storedOn: op.storedOn ?? [],
     });
     // The answer's inode without its chunk list (the proposer has it: see WriteChunks).
@@ -1120,16 +1128,7 @@ export class MetadataStateMachine {
         fail('INVALID_ARGUMENT', 'a new chunk overlaps a chunk of the file');
     }
     for (const index of touched) putSegment(tx, inode.id, index, segments.get(index)!);
-    const result = await this.#replaceContent(tx, inode, {
-      added,
-      inlineData: EMPTY,
-      size,
-      mtimeMs: op.mtimeMs || time,
-      time,
-      releasedObjects,
-      storedOn: op.storedOn ?? [],
-    });
-    return { ...result, inode: { ...inode, chunks: [] } };
+    return this.#chunksMerged(tx, inode, op, time, { added, releasedObjects, size });
   }
 
   /**
