@@ -149,7 +149,13 @@ export function planRebuild(input: PlanInput): RebuildPlan {
 
   // The old root and lost+found (a rebuild that ran before, or the new cell's header writer, may
   // have left more than one root: every directory that is its own parent maps to the new root).
-  const translate = new Map<string, Uint8Array>();
+  // The new cell's own root and lost+found are never restored as children: its header writer may
+  // have written one of their META objects and not yet the other when the backends were scanned
+  // (its lost+found, found without its root, was restored into the root as a fourth inode).
+  const translate = new Map<string, Uint8Array>([
+    [hex(input.rootId), input.rootId],
+    [hex(input.lostFoundId), input.lostFoundId],
+  ]);
   const attributesFrom = new Set<string>();
   const roots = [...winners.values()]
     .filter((v) => v.inode.type === 'DIRECTORY' && Buffer.compare(v.inode.id, v.inode.parent) === 0)
