@@ -28,7 +28,7 @@ import { StorageClient } from '../storage/client.ts';
 import {
   coalesce,
   type ListedObject,
-  listLimitMax,
+  listBackendPage,
   type MetaObject,
   storeMetaObjects,
   verifyObjects,
@@ -161,27 +161,32 @@ export class RemoteCell implements CellApi {
   }
 
   async propose(command: Omit<Command, 'timeMs'>, options: { retryMs?: number } = {}): Promise<Result> {
-    const { stamp, done } = this.#commands.begin();
-    try {
-      const response = await this.request({ propose: { ...command, ...stamp, timeMs: 0 } }, options);
+    return this.#numbered([command], async ([numbered]) => {
+      const response = await this.request({ propose: numbered! }, options);
       if (response.result == null)
         throw new ZhsmError('DECODE_ERROR', 'the primary answered without a result');
       return response.result;
-    } finally {
-      done();
-    }
+    });
   }
 
   /** Several commands at once (one round trip; each its own log entry). */
   async proposeBatch(commands: ReadonlyArray<Omit<Command, 'timeMs'>>): Promise<Result[]> {
+    return this.#numbered(commands, async (numbered) => {
+      const response = await this.request({ proposeBatch: { commands: numbered } });
+      return response.results?.results ?? [];
+    });
+  }
+
+  /** `commands` numbered in this client's session (exactly-once retries) while `send` runs. */
+  async #numbered<T>(
+    commands: ReadonlyArray<Omit<Command, 'timeMs'>>,
+    send: (numbered: Command[]) => Promise<T>,
+  ): Promise<T> {
     const begun = commands.map(() => this.#commands.begin());
     try {
-      const response = await this.request({
-        proposeBatch: {
-          commands: commands.map((command, index) => ({ ...command, ...begun[index]!.stamp, timeMs: 0 })),
-        },
-      });
-      return response.results?.results ?? [];
+      return await send(
+        commands.map((command, index) => ({ ...command, ...begun[index]!.stamp, timeMs: 0 })),
+      );
     } finally {
       for (const { done } of begun) done();
     }
@@ -455,7 +460,7 @@ export class RemoteCell implements CellApi {
     page: { after?: Uint8Array; limit?: number; metaOnly?: boolean },
   ): Promise<{ objects: ListedObject[]; next: Uint8Array | undefined }> {
     const own = this.#ownBackend(backend);
-    if (own !== undefined) return listOwnBackend(own, page);
+    if (own !== undefined) return listBackendPage(own, page);
     return this.storage.list(await this.#storagePeer(backend), backend, page);
   }
 
@@ -496,44 +501,6 @@ export class RemoteCell implements CellApi {
     this.#closed = true;
     await this.#session?.session.close().catch(() => {});
   }
-}
-
-/** storage/list on a backend of this node (the same page rules as the storage service). */
-async function listOwnBackend(
-  backend: Backend,
-  page: { after?: Uint8Array; limit?: number; metaOnly?: boolean },
-): Promise<{ objects: ListedObject[]; next: Uint8Array | undefined }> {
-  const limit = Math.min(page.limit || listLimitMax, listLimitMax);
-  const objects: ListedObject[] = [];
-  const empty = new Uint8Array(0);
-  for await (const entry of backend.scan(page.after === undefined ? {} : { after: page.after })) {
-    if (entry.kind === 'stray') continue;
-    if (objects.length >= limit) return { objects, next: objects.at(-1)!.id };
-    if (entry.kind === 'corrupt') {
-      objects.push({
-        id: entry.id,
-        header: null,
-        body: empty,
-        errorCode: entry.error.code,
-        error: entry.error.message,
-      });
-      continue;
-    }
-    if (page.metaOnly && entry.header.mainType !== 'META') continue;
-    let body: Uint8Array = empty;
-    if (entry.header.mainType === 'META' && entry.header.bodySize > 0) {
-      try {
-        body = await backend.readAll(entry.id, 'full');
-      } catch (error) {
-        if (error instanceof NotFoundError) continue;
-        if (!(error instanceof ZhsmError)) throw error;
-        objects.push({ id: entry.id, header: null, body, errorCode: error.code, error: error.message });
-        continue;
-      }
-    }
-    objects.push({ id: entry.id, header: entry.header, body, errorCode: '', error: '' });
-  }
-  return { objects, next: undefined };
 }
 
 function sleep(ms: number): Promise<void> {

@@ -377,6 +377,52 @@ export async function* coalesce(
   if (piece !== undefined && filled > 0) yield piece.subarray(0, filled);
 }
 
+/**
+ * One page of a backend's objects in id order after `after` (storage/list, and a node's own
+ * backends): headers, META bodies, and the objects that cannot be read as entries with an error.
+ * `next`: the id to continue after (undefined: the end), counting entries skipped by `metaOnly`.
+ */
+export async function listBackendPage(
+  backend: Backend,
+  page: { after?: Uint8Array; limit?: number; metaOnly?: boolean },
+): Promise<{ objects: ListedObject[]; next: Uint8Array | undefined }> {
+  const limit = Math.min(page.limit || listLimitMax, listLimitMax);
+  const objects: ListedObject[] = [];
+  const empty = new Uint8Array(0);
+  let bytes = 0;
+  let last: Uint8Array | undefined;
+  for await (const entry of backend.scan(page.after === undefined ? {} : { after: page.after })) {
+    if (entry.kind === 'stray') continue;
+    if (objects.length >= limit || bytes >= listPageBytesMax) return { objects, next: last };
+    last = entry.id;
+    if (entry.kind === 'corrupt') {
+      objects.push({
+        id: entry.id,
+        header: null,
+        body: empty,
+        errorCode: entry.error.code,
+        error: entry.error.message,
+      });
+      continue;
+    }
+    if (page.metaOnly && entry.header.mainType !== 'META') continue;
+    let body: Uint8Array = empty;
+    if (entry.header.mainType === 'META' && entry.header.bodySize > 0) {
+      try {
+        body = await backend.readAll(entry.id, 'full');
+      } catch (error) {
+        if (error instanceof NotFoundError) continue;
+        if (!(error instanceof ZhsmError)) throw error;
+        objects.push({ id: entry.id, header: null, body, errorCode: error.code, error: error.message });
+        continue;
+      }
+    }
+    bytes += 256 + body.length + entry.header.xattrs.reduce((sum, x) => sum + x.value.length, 0);
+    objects.push({ id: entry.id, header: entry.header, body, errorCode: '', error: '' });
+  }
+  return { objects, next: undefined };
+}
+
 /** A system error of a backend as a typed IoError (rpc.ts would report only "internal error"). */
 function typed(error: unknown, what: string, log: Logger): unknown {
   if (error instanceof ZhsmError) return error;
@@ -603,53 +649,16 @@ export async function serveStorage(host: Host, options: StorageServiceOptions): 
           const after =
             request.after.length === 0 ? undefined : checkBytes(request.after, objectIdBytes, 'after');
           const limit = Math.min(checkCount(request.limit, 'limit') || listLimitMax, listLimitMax);
-          const objects: ListedObject[] = [];
-          let bytes = 0;
-          let last: Uint8Array | undefined;
-          let more = false;
           try {
-            for await (const entry of backend.scan(after === undefined ? {} : { after })) {
-              if (entry.kind === 'stray') continue;
-              if (objects.length >= limit || bytes >= listPageBytesMax) {
-                more = true;
-                break;
-              }
-              last = entry.id;
-              if (entry.kind === 'corrupt') {
-                objects.push({
-                  id: entry.id,
-                  header: null,
-                  body: new Uint8Array(0),
-                  errorCode: entry.error.code,
-                  error: entry.error.message,
-                });
-                continue;
-              }
-              if (request.metaOnly && entry.header.mainType !== 'META') continue;
-              let body: Uint8Array = new Uint8Array(0);
-              if (entry.header.mainType === 'META' && entry.header.bodySize > 0) {
-                try {
-                  body = await backend.readAll(entry.id, 'full');
-                } catch (error) {
-                  if (error instanceof NotFoundError) continue;
-                  if (!(error instanceof ZhsmError)) throw error;
-                  objects.push({
-                    id: entry.id,
-                    header: null,
-                    body,
-                    errorCode: error.code,
-                    error: error.message,
-                  });
-                  continue;
-                }
-              }
-              bytes += 256 + body.length + entry.header.xattrs.reduce((sum, x) => sum + x.value.length, 0);
-              objects.push({ id: entry.id, header: entry.header, body, errorCode: '', error: '' });
-            }
+            const page = await listBackendPage(backend, {
+              ...(after === undefined ? {} : { after }),
+              limit,
+              metaOnly: request.metaOnly,
+            });
+            return { objects: page.objects, next: page.next ?? new Uint8Array(0) };
           } catch (error) {
             throw typed(error, `list of backend ${hex(backend.uuid)}`, log);
           }
-          return { objects, next: more && last !== undefined ? last : new Uint8Array(0) };
         },
       }),
     );
