@@ -2136,7 +2136,8 @@ function savedResult(bytes: Uint8Array): Result {
   return result;
 }
 
-function newInode(init: {
+/** A new inode of `type` (its link count and times set; empty content). */
+export function newInode(init: {
   id: Uint8Array;
   type: Inode['type'];
   mode: number;

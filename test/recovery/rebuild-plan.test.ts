@@ -6,38 +6,30 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import type { Inode } from '../../node/metadata/records.ts';
+import { newInode } from '../../node/metadata/state-machine.ts';
 import { metaObjectOf } from '../../node/recovery/meta-header.ts';
 import { type FoundMeta, planRebuild } from '../../node/recovery/rebuild-plan.ts';
 
 const id = () => new Uint8Array(randomBytes(16));
 const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
 
-function inode(type: Inode['type'], self: Uint8Array, parent: Uint8Array, name: string, time: number): Inode {
-  return {
+const inode = (
+  type: Inode['type'],
+  self: Uint8Array,
+  parent: Uint8Array,
+  name: string,
+  time: number,
+): Inode =>
+  newInode({
     id: self,
     type,
     mode: type === 'DIRECTORY' ? 0o755 : 0o644,
     uid: 0,
     gid: 0,
-    size: 0,
-    atimeMs: time,
-    mtimeMs: time,
-    ctimeMs: time,
-    nlink: type === 'DIRECTORY' ? 2 : 1,
-    rdev: 0,
-    symlinkTarget: new Uint8Array(0),
-    xattrs: [],
-    inlineData: new Uint8Array(0),
-    chunks: [],
-    version: 0,
-    latestAcceptedMtimeMs: time,
-    skipCount: 0,
+    time,
     parent,
     name,
-    entries: 0,
-    contentHistory: [],
-  };
-}
+  });
 
 const found = (node: Inode, changeIndex: number): FoundMeta => ({
   backend: 'b1',
