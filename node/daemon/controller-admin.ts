@@ -348,7 +348,7 @@ export async function syncPinnedLeader(replica: ControllerReplica): Promise<void
 
 // ---- the node side -------------------------------------------------------------------------------
 
-const selfChecks = new WeakMap<ZhsmNode, { lastAskMs: number; noted: string }>();
+const selfChecks = new WeakMap<ZhsmNode, { lastAskMs: number; noted: string; lastWarnMs: number }>();
 
 /**
  * Called from the node's directory loop: when the cell made this node a controller (`controllers
@@ -358,7 +358,7 @@ const selfChecks = new WeakMap<ZhsmNode, { lastAskMs: number; noted: string }>()
  * a removed controller's own metadata stops at its removal.
  */
 export async function reconcileControllerRole(node: ZhsmNode): Promise<void> {
-  const state = selfChecks.get(node) ?? { lastAskMs: 0, noted: '' };
+  const state = selfChecks.get(node) ?? { lastAskMs: 0, noted: '', lastWarnMs: 0 };
   selfChecks.set(node, state);
   let cellId = node.directory.member(node.peerId)?.controllerId;
   if (node.controller !== undefined && !node.controller.isLeader() && cellId !== 0) {
@@ -394,7 +394,16 @@ export async function reconcileControllerRole(node: ZhsmNode): Promise<void> {
       if (exists) await rename(directory, `${directory}.retired-${Date.now()}`);
     }
     // node.json only once the role runs: a start that failed is tried again on the next round.
-    await node.startControllerRole(cellId);
+    try {
+      await node.startControllerRole(cellId);
+    } catch (error) {
+      const now = Date.now();
+      if (now - state.lastWarnMs >= 60_000) {
+        state.lastWarnMs = now;
+        node.log.warn({ controller: cellId, err: error }, 'cannot start the controller role; trying again');
+      }
+      return;
+    }
     await writeConfig(node.data, { ...rest, controllerId: cellId });
     return;
   }

@@ -167,6 +167,20 @@ export class ControllerRole implements LocalController {
 
   static async start(options: ControllerRoleOptions): Promise<ControllerRole> {
     const closers: Array<() => Promise<void>> = [];
+    try {
+      return await ControllerRole.#start(options, closers);
+    } catch (error) {
+      // A role that did not start leaves nothing open: a running daemon tries again
+      // (controller-admin.ts reconcileControllerRole), and LevelDB allows one opener.
+      for (const close of closers) await close().catch(() => {});
+      throw error;
+    }
+  }
+
+  static async #start(
+    options: ControllerRoleOptions,
+    closers: Array<() => Promise<void>>,
+  ): Promise<ControllerRole> {
     const storage = await LevelRaftStorage.open(options.raftPath);
     closers.push(() => storage.close());
     const kv = await LevelKv.open(options.metadataPath);
@@ -176,7 +190,6 @@ export class ControllerRole implements LocalController {
     const levelBytes = await kv.get(stateKeys.level);
     const level = levelBytes === undefined ? 0 : Number(Buffer.from(levelBytes).toString('utf8'));
     if (level > METADATA_LEVEL) {
-      for (const close of closers.reverse()) await close().catch(() => {});
       throw new UnsupportedFormatError(
         `this cell's metadata is at level ${level}, newer than this zhsm (level ${METADATA_LEVEL}): ` +
           'run the newer zhsm on this node',
@@ -223,9 +236,10 @@ export class ControllerRole implements LocalController {
       handler: (request) => role.handleMeta(request),
     });
     closers.unshift(() => service.stop());
+    await syncPinnedLeader(replica);
+    // Nothing can fail after this.
     role.#timer = setInterval(() => void role.#duties(), DUTY_INTERVAL_MS);
     role.power.start();
-    await syncPinnedLeader(replica);
     return role;
   }
 
