@@ -178,8 +178,8 @@ leadership to a lower-id voter that has been caught up for two election timeouts
 without a pin is therefore temporary when a lower-id voter is alive. A pin (manual mode) makes one
 voter the only one that may lead: the primary hands over to it, and while it is down nobody else
 takes over. A controller that is added becomes a learner, and a voter once caught up; the node's
-daemon must be restarted to run the controller role (it writes its node.json itself). A removed
-controller runs without the controller role after its next restart. Removing the primary, the
+running daemon starts the controller role within seconds and writes its node.json itself. A
+removed controller's daemon stops the role. Removing the primary, the
 pinned controller or the last voter is refused, and so is a removal that would leave fewer live
 voters than a quorum.
 

@@ -23,7 +23,7 @@ import { Mover, type MoverIo } from '../hsm/mover.ts';
 import { PowerManager, type PowerManagerOptions, type PowerRequestAction } from '../hsm/power-manager.ts';
 import { LevelKv } from '../metadata/kv.ts';
 import { type Command, METADATA_LEVEL, type Member } from '../metadata/records.ts';
-import { keys as stateKeys } from '../metadata/state-machine.ts';
+import { readMetadataLevel } from '../metadata/state-machine.ts';
 import type { Host } from '../net/host.ts';
 import { type Service, serveSession } from '../net/session.ts';
 import { HeaderWriter, type HeaderWriterIo } from '../recovery/header-writer.ts';
@@ -187,8 +187,7 @@ export class ControllerRole implements LocalController {
     closers.push(() => kv.close());
     // Metadata of a newer level than this software's: applying its log would diverge from the
     // controllers that understand it (records.ts METADATA_LEVEL). No downgrade below it.
-    const levelBytes = await kv.get(stateKeys.level);
-    const level = levelBytes === undefined ? 0 : Number(Buffer.from(levelBytes).toString('utf8'));
+    const level = await readMetadataLevel(kv);
     if (level > METADATA_LEVEL) {
       throw new UnsupportedFormatError(
         `this cell's metadata is at level ${level}, newer than this zhsm (level ${METADATA_LEVEL}): ` +

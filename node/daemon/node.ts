@@ -242,7 +242,7 @@ export class ZhsmNode {
   async startControllerRole(id: number): Promise<void> {
     if (this.controller !== undefined || this.#stopped) return;
     const config = { ...this.config, controllerId: id };
-    const controller = await startControllerRole({
+    const controller = await openControllerRole({
       config: { ...config, initialVoters: [] },
       data: this.data,
       host: this.host,
@@ -297,7 +297,7 @@ export class ZhsmNode {
       const metrics = new NodeMetrics();
       let controller: ControllerRole | undefined;
       if (config.controllerId > 0) {
-        controller = await startControllerRole({ config, data, host, directory, metrics, log, options });
+        controller = await openControllerRole({ config, data, host, directory, metrics, log, options });
         closeOnError.unshift(() => controller!.stop());
       }
       const remote = new RemoteCell({
@@ -1068,7 +1068,7 @@ function checkMultiaddrs(values: readonly string[], what: string): string[] {
 }
 
 /** The controller role of `config.controllerId` (at start, or when the cell makes a node one). */
-function startControllerRole(init: {
+function openControllerRole(init: {
   config: NodeConfig;
   data: string;
   host: Host;

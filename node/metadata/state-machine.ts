@@ -540,7 +540,8 @@ export class MetadataStateMachine {
       const result = await this.#execute(tx, command);
       // An answer's file carries its chunks, as it did before lists were kept apart (the answer
       // to WriteChunks leaves them out on purpose: see WriteChunks).
-      if (result.inode?.chunksApart === true && command.writeChunks == null)
+      // CommitWrite's answer has the list already: the command's own, set by #setChunks.
+      if (result.inode?.chunksApart === true && command.writeChunks == null && command.commitWrite == null)
         result.inode = await this.#withChunks(tx, { ...result.inode });
       tx.commitInto(batch);
       return { code: 'OK', message: '', releasedObjects: [], ...result };
@@ -1849,9 +1850,8 @@ export class MetadataStateMachine {
     return {};
   }
 
-  async #level(tx: Transaction): Promise<number> {
-    const bytes = await tx.get(keys.level);
-    return bytes === undefined ? 0 : Number(Buffer.from(bytes).toString('utf8'));
+  #level(tx: Transaction): Promise<number> {
+    return readMetadataLevel(tx);
   }
 
   /** Manual mode (node/daemon/controller-admin.ts checks that the id is a voter): 0 unpins. */
@@ -1884,9 +1884,8 @@ export class MetadataStateMachine {
   // ---- reads (serve after a linearizable read index) -----------------------------------------
 
   /** The cell's metadata level (records.ts METADATA_LEVEL). */
-  async metadataLevel(): Promise<number> {
-    const bytes = await this.#kv.get(keys.level);
-    return bytes === undefined ? 0 : Number(Buffer.from(bytes).toString('utf8'));
+  metadataLevel(): Promise<number> {
+    return readMetadataLevel(this.#kv);
   }
 
   async cell(): Promise<InitCell | undefined> {
@@ -2052,6 +2051,12 @@ export class MetadataStateMachine {
     await this.#kv.write(operations, { sync: true });
     this.#appliedIndex = snapshot.appliedIndex;
   }
+}
+
+/** The metadata level stored in `store` (the state machine's, or its database before it opens). */
+export async function readMetadataLevel(store: { get(key: string): Promise<Uint8Array | undefined> }) {
+  const bytes = await store.get(keys.level);
+  return bytes === undefined ? 0 : Number(Buffer.from(bytes).toString('utf8'));
 }
 
 /** A file's chunks kept apart (Inode.chunks_apart), from all its segments in order. */

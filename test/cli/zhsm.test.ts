@@ -2,8 +2,8 @@
  * The operations CLI `zhsm` on a real local cell (zhsm-node processes on loopback): controllers c1
  * and c2, a storage server s1 with a tagged backend, and a client node in this process that holds
  * an open file and runs a job. Every command's human and JSON output; leadership transfer, pin and
- * unpin; a member made a controller (s1: restarted, learner, voter) and removed again; refusals
- * (the primary, the last voter, a pinned primary); bad arguments (exit 2 with a message); a daemon
+ * unpin; a member made a controller (s1: its running daemon starts the role, learner, voter) and
+ * removed again; refusals (the primary, the last voter, a pinned primary); bad arguments (exit 2 with a message); a daemon
  * that is not running (exit 3).
  */
 import assert from 'node:assert/strict';
