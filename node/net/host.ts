@@ -30,6 +30,7 @@ import { InvalidArgumentError, IoError } from '../common/errors.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
 import { muxerStreamWindowBytesMax, readHighWaterBytesDefault } from './frames.ts';
 import { noiseCrypto } from './noise-crypto.ts';
+import { coalescingTcp } from './coalesce.ts';
 
 export const listenDefault = '/ip4/127.0.0.1/tcp/0';
 /** Relay reservations a node holds at most (libp2p's default is 15). */
@@ -150,7 +151,11 @@ export async function createHost(options: HostOptions): Promise<Host> {
     libp2p = await createLibp2p({
       privateKey: options.privateKey,
       addresses: announce === undefined ? { listen } : { listen, announce },
-      transports: [tcp(), circuitRelayTransport({ maxInboundStopStreams: relayedConnectionsMaxDefault })],
+      transports: [
+        // One socket write per tick's sends (node/net/coalesce.ts).
+        coalescingTcp(tcp()),
+        circuitRelayTransport({ maxInboundStopStreams: relayedConnectionsMaxDefault }),
+      ],
       // Noise with the session key kept as a KeyObject (node/net/noise-crypto.ts).
       connectionEncrypters: [noise({ crypto: noiseCrypto })],
       streamMuxers: [
