@@ -20,6 +20,8 @@ import { ZhsmError } from '../common/errors.ts';
 import type { JobStatus } from '../daemon/jobs.ts';
 import { type Inode, initCellCommand } from '../metadata/records.ts';
 import { RESTORE_INODES_MAX } from '../metadata/state-machine.ts';
+import type { ListedObject } from '../storage/service.ts';
+import { headerCodec } from '../store/format.ts';
 import { allInodes, awakeBackends, pathOf, type RecoveryContext, sleep } from './context.ts';
 import { type FoundData, type FoundMeta, type PlannedConflict, planRebuild } from './rebuild-plan.ts';
 
@@ -152,21 +154,9 @@ export async function rebuild(ctx: RecoveryContext, job: JobStatus, options: Reb
       const page = await remote.listObjects(backend.uuid, after === undefined ? {} : { after });
       for (const object of page.objects) {
         report.objects += 1;
-        const header = object.header;
-        if (header == null) {
-          report.damagedObjects += 1;
-          continue;
-        }
-        if (header.mainType === 'META') {
-          report.metaObjects += 1;
-          metas.push({ backend: backendKey, server: serverName, header, body: object.body });
-        } else {
-          const key = hex(object.id);
-          const copy = { backend: backendKey, contentHash: header.contentHash, size: header.bodySize };
-          const list = data.get(key);
-          if (list === undefined) data.set(key, [copy]);
-          else list.push(copy);
-        }
+        const kind = recordFound({ metas, data }, backendKey, serverName, object);
+        if (kind === 'damaged') report.damagedObjects += 1;
+        else if (kind === 'meta') report.metaObjects += 1;
       }
       jobs.count(job, 'objects', page.objects.length);
       after = page.next;
@@ -234,6 +224,36 @@ export async function rebuild(ctx: RecoveryContext, job: JobStatus, options: Reb
   jobs.count(job, 'conflicts', report.conflicts.length);
   ctx.log.info({ ...report, conflicts: report.conflicts.length }, 'rebuild done');
   return report;
+}
+
+/**
+ * File one listed object into the scan's findings (META objects whole, DATA objects as where a
+ * copy is), copied out of the listing page: a page is up to 4 MiB, and a hash or body that is a
+ * view of it would keep all of it in memory until the rebuild ends.
+ */
+export function recordFound(
+  findings: { metas: FoundMeta[]; data: Map<string, FoundData[]> },
+  backend: string,
+  server: string,
+  object: ListedObject,
+): 'meta' | 'data' | 'damaged' {
+  const header = object.header;
+  if (header == null) return 'damaged';
+  if (header.mainType === 'META') {
+    findings.metas.push({
+      backend,
+      server,
+      header: headerCodec.decode(headerCodec.encode(header)),
+      body: new Uint8Array(object.body),
+    });
+    return 'meta';
+  }
+  const key = hex(object.id);
+  const copy = { backend, contentHash: new Uint8Array(header.contentHash), size: header.bodySize };
+  const list = findings.data.get(key);
+  if (list === undefined) findings.data.set(key, [copy]);
+  else list.push(copy);
+  return 'data';
 }
 
 /**
