@@ -28,9 +28,9 @@ import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
 import { InvalidArgumentError, IoError } from '../common/errors.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
+import { coalescingTcp } from './coalesce.ts';
 import { muxerStreamWindowBytesMax, readHighWaterBytesDefault } from './frames.ts';
 import { noiseCrypto } from './noise-crypto.ts';
-import { coalescingTcp } from './coalesce.ts';
 
 export const listenDefault = '/ip4/127.0.0.1/tcp/0';
 /** Relay reservations a node holds at most (libp2p's default is 15). */
