@@ -2,9 +2,11 @@
  * `zhsm-node` child processes for the benchmarks: the same commands a user types, every child
  * killed when the benchmark process exits.
  */
+
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { DAEMON_V8_FLAGS } from '../node/common/daemon-flags.ts';
 
 const execFileAsync = promisify(execFile);
 export const nodeCli = join(import.meta.dirname, '..', 'node', 'cli', 'node.ts');
@@ -46,7 +48,17 @@ export async function cli(args: string[]): Promise<Record<string, unknown>> {
 export async function start(proc: Proc, extra: string[] = []): Promise<void> {
   const child = spawn(
     process.execPath,
-    [...nodeArgs, nodeCli, 'start', '--data', proc.data, '--log-level', 'error', ...extra],
+    [
+      ...DAEMON_V8_FLAGS,
+      ...nodeArgs,
+      nodeCli,
+      'start',
+      '--data',
+      proc.data,
+      '--log-level',
+      'error',
+      ...extra,
+    ],
     {
       stdio: ['ignore', 'pipe', 'inherit'],
     },

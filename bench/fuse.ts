@@ -29,6 +29,7 @@
  * entry timeouts), then a second pass over all N (cached only where the first pass took < 1 s).
  */
 // Its child processes run as a daemon would (see node/common/v8-tuning.ts).
+import { DAEMON_V8_FLAGS } from '../node/common/daemon-flags.ts';
 import '../node/common/v8-tuning.ts';
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
@@ -514,7 +515,7 @@ async function startNode(
 ): Promise<NodeProcess> {
   const { child, value } = await spawnChild(
     name,
-    [nodeCli, 'start', '--data', data, '--log-level', 'error', ...extra],
+    [...DAEMON_V8_FLAGS, nodeCli, 'start', '--data', data, '--log-level', 'error', ...extra],
     (line) => {
       if (!line.includes('"event":"started"')) return undefined;
       return JSON.parse(line) as { peerId: string; addresses: string[] };

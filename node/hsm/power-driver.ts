@@ -13,10 +13,12 @@
  *   deregisters and exits) and SIGKILL after a grace period. The daemon's pid comes from its admin
  *   socket (`pid` op) or, for a process this driver started, from `DIR/sim-power.pid`.
  */
+
 import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { access, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { DAEMON_V8_FLAGS } from '../common/daemon-flags.ts';
 import { InvalidArgumentError, ZhsmError } from '../common/errors.ts';
 import { packageRoot } from '../common/package-root.ts';
 import { adminRequest } from '../daemon/admin-client.ts';
@@ -289,7 +291,15 @@ export class SimPowerDriver implements PowerDriver {
     try {
       child = spawn(
         process.execPath,
-        [this.#options.nodeCli ?? NODE_CLI, 'start', '--data', this.#options.data, '--log-level', 'warn'],
+        [
+          ...DAEMON_V8_FLAGS,
+          this.#options.nodeCli ?? NODE_CLI,
+          'start',
+          '--data',
+          this.#options.data,
+          '--log-level',
+          'warn',
+        ],
         { detached: true, stdio: ['ignore', log, log] },
       );
     } finally {
