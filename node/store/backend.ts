@@ -68,6 +68,7 @@ import {
 } from './format.ts';
 import { InlineHasher, WorkerHasher } from './hasher.ts';
 import {
+  fanOutDirectories,
   type ObjectId,
   objectIdFromPathParts,
   objectIdsEqual,
@@ -305,6 +306,13 @@ export class Backend {
     identity.backendUuid[6] = (identity.backendUuid[6]! & 0x0f) | 0x40;
     identity.backendUuid[8] = (identity.backendUuid[8]! & 0x3f) | 0x80;
     await fs.mkdirp(join(root, TEMP_DIRECTORY));
+    // The first level of the fan-out now (made durable by the root's fsync below): the first
+    // objects of a new backend then create one directory each, not two, and fsync one parent, not
+    // two (4 KiB ingests into a fresh backend: about 345 -> 440 objects/s here).
+    const fanOut = fanOutDirectories();
+    for (let at = 0; at < fanOut.length; at += 16) {
+      await Promise.all(fanOut.slice(at, at + 16).map((name) => fs.mkdirp(join(root, name))));
+    }
     const temp = join(root, TEMP_DIRECTORY, `${IDENTITY_FILE}.new`);
     const handle = await fs.open(temp, 'w', 0o644);
     try {

@@ -38,6 +38,11 @@ export function objectRelativePath(id: ObjectId): string {
   return `${hex.slice(0, 2)}/${hex.slice(2, 4)}/${hex.slice(4)}`;
 }
 
+/** The 256 first-level fan-out directories of a backend ('00' … 'ff'). */
+export function fanOutDirectories(): string[] {
+  return Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, '0'));
+}
+
 /** Inverse of objectRelativePath for the three path components, or undefined if they are not one. */
 export function objectIdFromPathParts(first: string, second: string, rest: string): ObjectId | undefined {
   const hex = `${first}${second}${rest}`;

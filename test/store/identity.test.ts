@@ -11,6 +11,15 @@ test('a backend has a UUID and an identity file; reopening keeps it', async (t) 
   const created = await Backend.create(root, { cell: 'alpha' });
   assert.match(created.uuidString, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   assert.ok(readdirSync(root).includes(IDENTITY_FILE));
+  // The first fan-out level is there from the start, empty: an object's first ingest creates
+  // only its second-level directory.
+  const firstLevel = readdirSync(root).filter((name) => /^[0-9a-f]{2}$/.test(name));
+  assert.equal(firstLevel.length, 256);
+  assert.ok(firstLevel.every((name) => readdirSync(join(root, name)).length === 0));
+  const id = newObjectId();
+  await created.ingest({ id }, new Uint8Array(10));
+  assert.equal(readdirSync(root).length, 258, 'identity, tmp and the 256 first-level directories');
+  assert.deepEqual(readdirSync(join(root, objectRelativePath(id), '..')), [objectRelativePath(id).slice(6)]);
   const opened = await Backend.open(root, { cell: 'alpha' });
   assert.equal(opened.uuidString, created.uuidString);
   assert.deepEqual(await Backend.identify(root), { uuid: created.uuidString, cell: 'alpha' });
