@@ -2,7 +2,6 @@
  * `zhsm-node` child processes for the benchmarks: the same commands a user types, every child
  * killed when the benchmark process exits.
  */
-
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';

@@ -29,7 +29,6 @@
  * entry timeouts), then a second pass over all N (cached only where the first pass took < 1 s).
  */
 // Its child processes run as a daemon would (see node/common/v8-tuning.ts).
-import { DAEMON_V8_FLAGS } from '../node/common/daemon-flags.ts';
 import '../node/common/v8-tuning.ts';
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
@@ -44,6 +43,7 @@ import { MountErrno, MountError } from '../fuse/errno.ts';
 import { mountOptionString } from '../fuse/mount.ts';
 import type { Attributes, FileType } from '../node/client/api.ts';
 import { CellClient } from '../node/client/cell-client.ts';
+import { DAEMON_V8_FLAGS } from '../node/common/daemon-flags.ts';
 import { errnoOf } from '../node/common/errors.ts';
 import { ZhsmNode } from '../node/daemon/node.ts';
 import { probeDownload, probeUpload } from '../node/net/probe.ts';

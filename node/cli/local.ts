@@ -7,7 +7,6 @@
  * (`zhsm-node init`, `join`); later runs start the same nodes again. Ctrl-C unmounts and stops
  * everything cleanly. Daemon logs: .zhsm-demo/logs/.
  */
-
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync } from 'node:fs';
 import { join, resolve } from 'node:path';

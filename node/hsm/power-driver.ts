@@ -13,7 +13,6 @@
  *   deregisters and exits) and SIGKILL after a grace period. The daemon's pid comes from its admin
  *   socket (`pid` op) or, for a process this driver started, from `DIR/sim-power.pid`.
  */
-
 import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { access, readFile, rm, writeFile } from 'node:fs/promises';
