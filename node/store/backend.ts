@@ -7,8 +7,8 @@
  * ${root}/ab/cd/ef0123…            objects, by hex id (node/store/object-id.ts)
  * ```
  *
- * Ingest is atomic: stream into tmp/, verify size and hash, write trailer and header, set the
- * mtime to the original's, fsync, rename into place, fsync the directory. A crash at any moment
+ * Ingest is atomic: stream into tmp/, verify size and hash, write trailer and header, fsync,
+ * rename into place and set the mtime to the original's, fsync the directory. A crash at any moment
  * leaves the old object or the new one. Header updates (refcount, flags) alternate between two
  * header slots, so a torn update leaves the previous header.
  */
@@ -43,6 +43,7 @@ import {
   contentHashAlgorithmOf,
   createContentHasher,
 } from './content-hash.ts';
+import { DirectoryHandles, type DirectoryLease } from './directory-handles.ts';
 import {
   type BackendIdentity,
   BLOCK_BYTES,
@@ -194,13 +195,16 @@ function uuidToString(uuid: Uint8Array): string {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
+/**
+ * Large buffers are handed to the writer in pieces so hashing and writing overlap (1 MiB measured
+ * best: a piece stays in the core's cache from the hashers to the page scan).
+ */
+const bodyPieceBytes = 1024 * 1024;
+
 async function* bodyChunks(body: Body): AsyncIterable<Uint8Array> {
   if (body instanceof Uint8Array) {
-    // Hand large buffers over in pieces so hashing and writing overlap (1 MiB measured best: a
-    // piece stays in the core's cache from the hashers to the page scan).
-    const pieceBytes = 1024 * 1024;
-    for (let offset = 0; offset < body.length; offset += pieceBytes) {
-      yield body.subarray(offset, Math.min(body.length, offset + pieceBytes));
+    for (let offset = 0; offset < body.length; offset += bodyPieceBytes) {
+      yield body.subarray(offset, Math.min(body.length, offset + bodyPieceBytes));
     }
     return;
   }
@@ -256,22 +260,22 @@ export class Backend {
   readonly #locks = new KeyedMutex();
   #closed = false;
   #space: { atMs: number; availableBytes: number } | undefined;
-  /** Object directories known to exist (directories in a backend are never removed). */
-  readonly #knownDirectories = new LRUCache<string, true>({ max: 70_000 });
-  /** Open handles of object directories, for the fsync after a rename. */
-  readonly #directoryHandles = new LRUCache<string, Promise<FileHandleLike>>({
-    max: directoryHandlesMax,
-    dispose: (handle, _key, reason) => {
-      // close() closes the handles itself (and awaits them).
-      if (reason !== 'delete' || !this.#closed) void handle.then((h) => h.close()).catch(() => {});
-    },
-  });
+  /**
+   * Object directories made durable, or being made so (directories in a backend are never
+   * removed): the attempt, which ingests into the directory wait for.
+   */
+  readonly #knownDirectories = new LRUCache<string, Promise<void>>({ max: 70_000 });
+  /** Open handles of object directories, for the fsync after a rename or unlink. */
+  readonly #directoryHandles: DirectoryHandles;
+  readonly #tempPrefix = randomBytes(4).toString('hex');
+  #tempCount = 0;
 
   private constructor(root: string, identity: BackendIdentity, options: BackendOptions) {
     this.root = root;
     this.cell = identity.cell;
     this.uuid = identity.backendUuid;
     this.#fs = options.fs ?? nodeFileSystem;
+    this.#directoryHandles = new DirectoryHandles(this.#fs, directoryHandlesMax);
     this.#clock = options.clock ?? systemClock;
     this.#log = (options.logger ?? silentLogger()).child({ backend: uuidToString(identity.backendUuid) });
     this.#onIo = options.onIo;
@@ -385,9 +389,7 @@ export class Backend {
   /** Release cached directory handles; further calls fail with CLOSED. */
   async close(): Promise<void> {
     this.#closed = true;
-    const handles = [...this.#directoryHandles.values()];
-    this.#directoryHandles.clear();
-    await Promise.allSettled(handles.map(async (handle) => (await handle).close()));
+    await this.#directoryHandles.close();
   }
 
   objectPath(id: ObjectId): string {
@@ -458,31 +460,41 @@ export class Backend {
         );
       }
     }
-    // Create the object's directories first: the file's fsync below then commits them too (on
-    // journaling filesystems), and the directory fsyncs that make them durable are cheap.
-    const createdDirectory = await this.#makeObjectDirectory(init.id);
-
-    const tempPath = join(this.root, TEMP_DIRECTORY, `${hex}.${randomBytes(6).toString('hex')}.tmp`);
-    let handle: FileHandleLike | undefined;
+    // Start the I/O that does not wait for the body, alongside the body's writes: the temp file,
+    // and the object's directory (mkdir -p and the fsyncs of its parents where it is new, then a
+    // handle on it for the fsync after the rename). A small ingest is mostly trips to the thread
+    // pool; in sequence they would double its time.
+    const tempPath = join(this.root, TEMP_DIRECTORY, `${hex}.${this.#tempTag()}.tmp`);
+    const opening = this.#fs.open(tempPath, 'wx', 0o600);
+    opening.catch(() => {});
+    const directory = this.#objectDirectory(init.id);
+    const leasing = this.#prepareObjectDirectory(directory);
+    leasing.catch(() => {});
     let writer: SparseBodyWriter | undefined;
+    let lease: DirectoryLease | undefined;
+    /** Set once the temp file's close is in the hands of the install below. */
+    let closeArranged = false;
     try {
-      handle = await this.#fs.open(tempPath, 'wx', 0o600);
       const hasher =
         algorithm === 'SHA256' && expectedSize !== undefined && expectedSize >= workerHashBytesMin
           ? new WorkerHasher(BLOCK_BYTES)
           : new InlineHasher(BLOCK_BYTES, algorithm);
       writer = new SparseBodyWriter({
-        handle,
+        handle: opening,
         bodyOffset,
         blockBytes: BLOCK_BYTES,
         hasher,
         // A Uint8Array body is pushed in views of itself: no chunk of it can be handed back alone.
         ...(release === undefined || body instanceof Uint8Array ? {} : { release }),
       });
-      for await (const chunk of bodyChunks(body)) {
-        await writer.push(chunk);
-        if (expectedSize !== undefined && writer.received > expectedSize) {
-          throw new SizeMismatchError(`body is longer than the announced ${expectedSize} bytes`, context);
+      if (body instanceof Uint8Array && body.length <= bodyPieceBytes) {
+        await writer.push(body);
+      } else {
+        for await (const chunk of bodyChunks(body)) {
+          await writer.push(chunk);
+          if (expectedSize !== undefined && writer.received > expectedSize) {
+            throw new SizeMismatchError(`body is longer than the announced ${expectedSize} bytes`, context);
+          }
         }
       }
       // The body's last writes may still be in flight: the header's go alongside (one trip to the
@@ -499,7 +511,7 @@ export class Backend {
       }
       header.bodySize = size;
       header.contentHash = hash;
-      const written = handle;
+      const written = await opening;
       const tasks: Promise<unknown>[] = [writer.drain()];
       if (crcs.length <= HEADER_BLOCKS_MAX) {
         header.blockChecksums = crcs;
@@ -517,28 +529,35 @@ export class Backend {
       );
       await settleAll(tasks);
       await written.sync();
-      handle = undefined;
-      // The file times only now: a write or truncate still running would set the mtime to the
-      // present (measured: 7.5 % of objects had a wrong mtime when utimes ran beside the header
-      // write). They go alongside the rename, before the directory's fsync, which commits them on
-      // a journaling filesystem; the header holds the mtime in any case (info() puts the file's
-      // right after a crash). The close waits for them; the rename needs neither.
-      const timesSet = written.setTimes(header.atimeMs || header.mtimeMs, header.mtimeMs);
-      const closed = timesSet.finally(() => written.close());
-      closed.catch(() => {});
+      lease = await leasing;
+      const leased = lease;
       const target = this.objectPath(header.id);
-      const install = async () => {
-        await syncCreatedDirectories(this.#fs, this.#objectDirectory(header.id), createdDirectory);
-        await this.#fs.rename(tempPath, target);
-        await timesSet;
-        await this.#syncDirectory(this.#objectDirectory(header.id));
+      // The rename first; the file times alongside it, only now: a write or truncate still running
+      // would set the mtime to the present (measured: 7.5 % of objects had a wrong mtime when
+      // utimes ran beside the header write). Both precede the directory's fsync, which commits them
+      // on a journaling filesystem; the header holds the mtime in any case (info() puts the file's
+      // right after a crash). The close waits for the times; the rename needs neither.
+      let timesSet: Promise<void> | undefined;
+      let closed: Promise<void> | undefined;
+      const setTimes = () => {
+        timesSet = written.setTimes(header.atimeMs || header.mtimeMs, header.mtimeMs);
+        closed = timesSet.finally(() => written.close());
+        closed.catch(() => {});
+        return timesSet;
       };
+      const install = async () => {
+        const renamed = this.#fs.rename(tempPath, target);
+        renamed.catch(() => {});
+        await Promise.all([renamed, setTimes()]);
+        await leased.sync();
+      };
+      closeArranged = true;
       try {
         if (lock) await this.#locks.run(hex, install);
         else await install();
-      } catch (error) {
-        await closed.catch(() => {});
-        throw error;
+      } finally {
+        // The close may not have started (the lock's wait failed): close here then.
+        await (closed ?? written.close()).catch(() => {});
       }
       await closed;
       this.#log.debug({ objectId: hex, size }, 'object ingested');
@@ -547,12 +566,19 @@ export class Backend {
       writer?.abort();
       // No write of the body may still run when the file is closed (its descriptor reused).
       await writer?.drain().catch(() => {});
-      if (handle !== undefined) await handle.close().catch(() => {});
+      if (!closeArranged) await (await opening.catch(() => undefined))?.close().catch(() => {});
       await this.#fs.unlink(tempPath).catch(() => {});
       if (isFullError(error)) {
         throw new BackendFullError(`backend is full while storing ${hex}`, context, { cause: error });
       }
       throw error;
+    } finally {
+      if (lease !== undefined) lease.release();
+      else
+        void leasing.then(
+          (unused) => unused.release(),
+          () => {},
+        );
     }
   }
 
@@ -977,24 +1003,36 @@ export class Backend {
     return join(this.objectPath(id), '..');
   }
 
-  /** mkdir -p the object's directory unless known to exist; returns the first directory created. */
-  async #makeObjectDirectory(id: ObjectId): Promise<string | undefined> {
-    const directory = this.#objectDirectory(id);
-    if (this.#knownDirectories.has(directory)) return undefined;
-    const created = await this.#fs.mkdirp(directory);
-    this.#knownDirectories.set(directory, true);
-    return created;
+  /**
+   * Make sure an object directory exists, durably (mkdir -p, then fsync the parents of what it
+   * created; ingests into one new directory share the one attempt), and lease its handle.
+   */
+  async #prepareObjectDirectory(directory: string): Promise<DirectoryLease> {
+    let ready = this.#knownDirectories.get(directory);
+    if (ready === undefined) {
+      const attempt = (async () => {
+        const created = await this.#fs.mkdirp(directory);
+        await syncCreatedDirectories(this.#fs, directory, created);
+      })();
+      attempt.catch(() => {
+        if (this.#knownDirectories.peek(directory) === attempt) this.#knownDirectories.delete(directory);
+      });
+      this.#knownDirectories.set(directory, attempt);
+      ready = attempt;
+    }
+    await ready;
+    return this.#directoryHandles.acquire(directory);
+  }
+
+  /** A tag that makes a temp file's name unique: this instance's random prefix and a counter. */
+  #tempTag(): string {
+    this.#tempCount += 1;
+    return `${this.#tempPrefix}${this.#tempCount.toString(36)}`;
   }
 
   /** fsync a directory through a cached handle. */
-  async #syncDirectory(path: string): Promise<void> {
-    let handle = this.#directoryHandles.get(path);
-    if (handle === undefined) {
-      handle = this.#fs.open(path, 'r');
-      handle.catch(() => this.#directoryHandles.delete(path));
-      this.#directoryHandles.set(path, handle);
-    }
-    await (await handle).sync();
+  #syncDirectory(path: string): Promise<void> {
+    return this.#directoryHandles.sync(path);
   }
 
   /** Free space for the early "is it full" check; statfs at most once a second unless close to full. */

@@ -26,7 +26,7 @@ const writeBytesMax = 4 * 1024 * 1024;
 const writebackBytes = 16 * 1024 * 1024;
 
 export class SparseBodyWriter {
-  readonly #handle: FileHandleLike;
+  readonly #handle: Promise<FileHandleLike>;
   readonly #bodyOffset: number;
   readonly #hasher: BodyHasher;
   readonly #release: ((chunk: Uint8Array) => void) | undefined;
@@ -43,7 +43,8 @@ export class SparseBodyWriter {
   #bytesSinceWriteback = 0;
 
   constructor(options: {
-    handle: FileHandleLike;
+    /** The temp file, or its open still running (hashing starts meanwhile; writes wait for it). */
+    handle: FileHandleLike | Promise<FileHandleLike>;
     bodyOffset: number;
     blockBytes: number;
     hasher?: BodyHasher;
@@ -55,7 +56,7 @@ export class SparseBodyWriter {
   }) {
     assert(options.bodyOffset % PAGE_BYTES === 0, 'body offset must be page-aligned');
     assert(options.blockBytes % PAGE_BYTES === 0, 'block size must be a multiple of the page size');
-    this.#handle = options.handle;
+    this.#handle = Promise.resolve(options.handle);
     this.#bodyOffset = options.bodyOffset;
     this.#hasher = options.hasher ?? new InlineHasher(options.blockBytes, CONTENT_HASH_CURRENT);
     this.#release = options.release;
@@ -175,7 +176,7 @@ export class SparseBodyWriter {
         this.#bytesSinceWriteback += data.length;
         if (this.#bytesSinceWriteback >= writebackBytes) {
           this.#bytesSinceWriteback = 0;
-          this.#track(this.#handle.sync());
+          this.#track(this.#handle.then((handle) => handle.sync()));
         }
       },
       (error: unknown) => {
@@ -195,9 +196,10 @@ export class SparseBodyWriter {
   }
 
   async #writeFully(data: Buffer, position: number): Promise<void> {
+    const handle = await this.#handle;
     let done = 0;
     while (done < data.length) {
-      const written = await this.#handle.write(data, done, data.length - done, position + done);
+      const written = await handle.write(data, done, data.length - done, position + done);
       assert(written > 0, 'write made no progress');
       done += written;
     }
