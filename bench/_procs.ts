@@ -5,7 +5,7 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { DAEMON_V8_FLAGS } from '../node/common/daemon-flags.ts';
+import { daemonStartArgs } from '../node/common/daemon-flags.ts';
 
 const execFileAsync = promisify(execFile);
 export const nodeCli = join(import.meta.dirname, '..', 'node', 'cli', 'node.ts');
@@ -47,17 +47,7 @@ export async function cli(args: string[]): Promise<Record<string, unknown>> {
 export async function start(proc: Proc, extra: string[] = []): Promise<void> {
   const child = spawn(
     process.execPath,
-    [
-      ...DAEMON_V8_FLAGS,
-      ...nodeArgs,
-      nodeCli,
-      'start',
-      '--data',
-      proc.data,
-      '--log-level',
-      'error',
-      ...extra,
-    ],
+    daemonStartArgs({ cli: nodeCli, data: proc.data, args: ['--log-level', 'error', ...extra], nodeArgs }),
     {
       stdio: ['ignore', 'pipe', 'inherit'],
     },

@@ -43,7 +43,7 @@ import { MountErrno, MountError } from '../fuse/errno.ts';
 import { mountOptionString } from '../fuse/mount.ts';
 import type { Attributes, FileType } from '../node/client/api.ts';
 import { CellClient } from '../node/client/cell-client.ts';
-import { DAEMON_V8_FLAGS } from '../node/common/daemon-flags.ts';
+import { daemonStartArgs } from '../node/common/daemon-flags.ts';
 import { errnoOf } from '../node/common/errors.ts';
 import { ZhsmNode } from '../node/daemon/node.ts';
 import { probeDownload, probeUpload } from '../node/net/probe.ts';
@@ -515,7 +515,7 @@ async function startNode(
 ): Promise<NodeProcess> {
   const { child, value } = await spawnChild(
     name,
-    [...DAEMON_V8_FLAGS, nodeCli, 'start', '--data', data, '--log-level', 'error', ...extra],
+    daemonStartArgs({ cli: nodeCli, data, args: ['--log-level', 'error', ...extra] }),
     (line) => {
       if (!line.includes('"event":"started"')) return undefined;
       return JSON.parse(line) as { peerId: string; addresses: string[] };

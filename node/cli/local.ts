@@ -12,7 +12,7 @@ import { existsSync, mkdirSync, openSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { Command } from 'commander';
-import { DAEMON_V8_FLAGS } from '../common/daemon-flags.ts';
+import { daemonStartArgs } from '../common/daemon-flags.ts';
 import { createLogger } from '../common/log.ts';
 import { adminRequest } from '../daemon/admin-client.ts';
 import { mountNode } from '../daemon/mount.ts';
@@ -62,17 +62,13 @@ async function nodeCommand(args: string[]): Promise<Record<string, unknown>> {
 
 function startDaemon(name: string): Promise<{ addresses: string[] }> {
   const log = openSync(join(logsDir, `${name}.log`), 'a');
-  const child = spawn(
-    process.execPath,
-    [...DAEMON_V8_FLAGS, nodeCli, 'start', '--data', join(nodesDir, name)],
-    {
-      stdio: ['ignore', 'pipe', log],
-      // Its own process group: a Ctrl-C in the terminal reaches this launcher only, which then
-      // stops the daemons in order (storage servers first, the controller last).
-      detached: true,
-      env: { ...process.env, ZHSM_LOG_LEVEL: process.env.ZHSM_LOG_LEVEL ?? 'info' },
-    },
-  );
+  const child = spawn(process.execPath, daemonStartArgs({ cli: nodeCli, data: join(nodesDir, name) }), {
+    stdio: ['ignore', 'pipe', log],
+    // Its own process group: a Ctrl-C in the terminal reaches this launcher only, which then
+    // stops the daemons in order (storage servers first, the controller last).
+    detached: true,
+    env: { ...process.env, ZHSM_LOG_LEVEL: process.env.ZHSM_LOG_LEVEL ?? 'info' },
+  });
   children.push(child);
   return new Promise((resolvePromise, reject) => {
     let buffered = '';

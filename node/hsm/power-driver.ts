@@ -17,7 +17,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { access, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DAEMON_V8_FLAGS } from '../common/daemon-flags.ts';
+import { daemonStartArgs } from '../common/daemon-flags.ts';
 import { InvalidArgumentError, ZhsmError } from '../common/errors.ts';
 import { packageRoot } from '../common/package-root.ts';
 import { adminRequest } from '../daemon/admin-client.ts';
@@ -290,15 +290,11 @@ export class SimPowerDriver implements PowerDriver {
     try {
       child = spawn(
         process.execPath,
-        [
-          ...DAEMON_V8_FLAGS,
-          this.#options.nodeCli ?? NODE_CLI,
-          'start',
-          '--data',
-          this.#options.data,
-          '--log-level',
-          'warn',
-        ],
+        daemonStartArgs({
+          cli: this.#options.nodeCli ?? NODE_CLI,
+          data: this.#options.data,
+          args: ['--log-level', 'warn'],
+        }),
         { detached: true, stdio: ['ignore', log, log] },
       );
     } finally {

@@ -471,7 +471,6 @@ export class Backend {
     const leasing = this.#prepareObjectDirectory(directory);
     leasing.catch(() => {});
     let writer: SparseBodyWriter | undefined;
-    let lease: DirectoryLease | undefined;
     /** Set once the temp file's close is in the hands of the install below. */
     let closeArranged = false;
     try {
@@ -529,27 +528,22 @@ export class Backend {
       );
       await settleAll(tasks);
       await written.sync();
-      lease = await leasing;
-      const leased = lease;
+      const lease = await leasing;
       const target = this.objectPath(header.id);
       // The rename first; the file times alongside it, only now: a write or truncate still running
       // would set the mtime to the present (measured: 7.5 % of objects had a wrong mtime when
       // utimes ran beside the header write). Both precede the directory's fsync, which commits them
       // on a journaling filesystem; the header holds the mtime in any case (info() puts the file's
       // right after a crash). The close waits for the times; the rename needs neither.
-      let timesSet: Promise<void> | undefined;
       let closed: Promise<void> | undefined;
-      const setTimes = () => {
-        timesSet = written.setTimes(header.atimeMs || header.mtimeMs, header.mtimeMs);
-        closed = timesSet.finally(() => written.close());
-        closed.catch(() => {});
-        return timesSet;
-      };
       const install = async () => {
         const renamed = this.#fs.rename(tempPath, target);
         renamed.catch(() => {});
-        await Promise.all([renamed, setTimes()]);
-        await leased.sync();
+        const timesSet = written.setTimes(header.atimeMs || header.mtimeMs, header.mtimeMs);
+        closed = timesSet.finally(() => written.close());
+        closed.catch(() => {});
+        await Promise.all([renamed, timesSet]);
+        await lease.sync();
       };
       closeArranged = true;
       try {
@@ -573,12 +567,11 @@ export class Backend {
       }
       throw error;
     } finally {
-      if (lease !== undefined) lease.release();
-      else
-        void leasing.then(
-          (unused) => unused.release(),
-          () => {},
-        );
+      // Whether or not the ingest got as far as using it (a release is once only).
+      void leasing.then(
+        (lease) => lease.release(),
+        () => {},
+      );
     }
   }
 
@@ -877,7 +870,7 @@ export class Backend {
         if (isSystemError(error, 'ENOENT')) throw new NotFoundError(`no object ${hex}`, { objectId: hex });
         throw error;
       }
-      await this.#syncDirectory(join(path, '..'));
+      await this.#directoryHandles.sync(join(path, '..'));
     });
   }
 
@@ -1028,11 +1021,6 @@ export class Backend {
   #tempTag(): string {
     this.#tempCount += 1;
     return `${this.#tempPrefix}${this.#tempCount.toString(36)}`;
-  }
-
-  /** fsync a directory through a cached handle. */
-  #syncDirectory(path: string): Promise<void> {
-    return this.#directoryHandles.sync(path);
   }
 
   /** Free space for the early "is it full" check; statfs at most once a second unless close to full. */

@@ -33,8 +33,6 @@ function closeEntry(entry: Entry): Promise<void> {
 export class DirectoryHandles {
   readonly #fs: FileSystem;
   readonly #idle: LRUCache<string, Entry>;
-  /** Evicted entries still leased (closed when their last lease ends). */
-  readonly #leased = new Set<Entry>();
 
   /** Keeps at most `max` handles open besides those leased. */
   constructor(fs: FileSystem, max: number) {
@@ -42,9 +40,9 @@ export class DirectoryHandles {
     this.#idle = new LRUCache<string, Entry>({
       max,
       dispose: (entry) => {
+        // A leased entry is closed by its last release.
         entry.evicted = true;
         if (entry.users === 0) void closeEntry(entry);
-        else this.#leased.add(entry);
       },
     });
   }
@@ -67,10 +65,7 @@ export class DirectoryHandles {
       if (released) return;
       released = true;
       leased.users -= 1;
-      if (leased.users === 0 && leased.evicted) {
-        this.#leased.delete(leased);
-        void closeEntry(leased);
-      }
+      if (leased.users === 0 && leased.evicted) void closeEntry(leased);
     };
     let handle: FileHandleLike;
     try {

@@ -2,12 +2,11 @@
  * Real multi-process cells for the daemon tests: every node is a `zhsm-node` child process on
  * loopback, started with the same commands a user types. Every child is killed when the test ends.
  */
-
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { promisify } from 'node:util';
-import { DAEMON_V8_FLAGS } from '../../node/common/daemon-flags.ts';
+import { daemonStartArgs } from '../../node/common/daemon-flags.ts';
 
 const run = promisify(execFile);
 const root = join(import.meta.dirname, '..', '..');
@@ -60,7 +59,7 @@ export async function zhsmOutcome(
 export async function startNode(t: TestContext, node: NodeProcess, extra: string[] = []): Promise<void> {
   const child = spawn(
     process.execPath,
-    [...DAEMON_V8_FLAGS, nodeCli, 'start', '--data', node.data, '--log-level', 'warn', ...extra],
+    daemonStartArgs({ cli: nodeCli, data: node.data, args: ['--log-level', 'warn', ...extra] }),
     {
       stdio: ['ignore', 'pipe', 'pipe'],
     },

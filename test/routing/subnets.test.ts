@@ -12,7 +12,6 @@
  * and `c3` (subnet 2) carry on with consensus through the relay. Skips only where namespaces
  * cannot be created (not root, no iproute2).
  */
-
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -22,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { DAEMON_V8_FLAGS } from '../../node/common/daemon-flags.ts';
+import { daemonStartArgs } from '../../node/common/daemon-flags.ts';
 import { nodeCli, waitFor, zhsmCli } from '../daemon/_cell.ts';
 import { fuseSkipReason, isMounted } from '../fuse/harness.ts';
 import { Netns, netnsSkipReason } from './_netns.ts';
@@ -84,14 +83,7 @@ describe('routing across subnets (network namespaces)', { skip, timeout: 600_000
       [
         ...prefix,
         process.execPath,
-        ...DAEMON_V8_FLAGS,
-        nodeCli,
-        'start',
-        '--data',
-        p.data,
-        '--log-level',
-        'warn',
-        ...extra,
+        ...daemonStartArgs({ cli: nodeCli, data: p.data, args: ['--log-level', 'warn', ...extra] }),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
